@@ -1,0 +1,280 @@
+"""NumPyro model plumbing: site discovery, prior simulation and likelihoods.
+
+The latent sites are the prior; the observed sites carry the simulator
+output and its noise. Everything here works on flat unconstrained vectors
+``theta`` of size ``D`` (``jax.flatten_util.ravel_pytree`` order) and flat
+observation vectors ``y`` of size ``M``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.distributions.distribution import ImproperUniform
+from numpyro.distributions.transforms import biject_to
+
+__all__ = ["ModelSpec", "inspect_model", "simulate", "log_likelihood", "check_observations"]
+
+
+class ModelSpec(NamedTuple):
+    """What the inference needs to know about a model's sites.
+
+    ``latent_shapes``/``observed_shapes`` map site names to value shapes;
+    ``dim``/``obs_dim`` are the flat sizes ``D`` and ``M``.
+    """
+
+    latent_shapes: dict
+    observed_shapes: dict
+    observed_dtypes: dict
+    supports: dict
+    dim: int
+    obs_dim: int
+    unravel_latent: Callable
+    unravel_obs: Callable
+
+    def constrain(self, theta):
+        """Flat unconstrained (D,) -> dict of constrained latent values."""
+        values = self.unravel_latent(theta)
+        return {k: biject_to(self.supports[k])(v) for k, v in values.items()}
+
+    def unconstrain(self, values):
+        """Dict of constrained latent values -> flat unconstrained (D,)."""
+        u = {k: biject_to(self.supports[k]).inv(values[k]) for k in self.latent_shapes}
+        return ravel_pytree(u)[0]
+
+    def log_prior_jacobian(self, theta):
+        """Log-Jacobian of the map from unconstrained (D,) to constrained values."""
+        values = self.unravel_latent(theta)
+        total = 0.0
+        for k, v in values.items():
+            t = biject_to(self.supports[k])
+            total = total + jnp.sum(t.log_abs_det_jacobian(v, t(v)))
+        return total
+
+
+def _trace(model, key, args, kwargs, substitute=None):
+    m = handlers.seed(model, key)
+    if substitute:
+        m = handlers.substitute(m, data=substitute)
+    return handlers.trace(m).get_trace(*args, **kwargs)
+
+
+def _sample_sites(tr):
+    return {
+        name: site
+        for name, site in tr.items()
+        if site["type"] == "sample" and not site.get("infer", {}).get("is_auxiliary", False)
+    }
+
+
+def _leaf_sites(model, args, kwargs, names):
+    from numpyro.infer.inspect import get_model_relations
+
+    rel = get_model_relations(model, model_args=args, model_kwargs=kwargs)
+    parents = rel["sample_sample"]
+    has_child = {p for ps in parents.values() for p in ps}
+    return [n for n in names if n not in has_child]
+
+
+def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | None = None):
+    """Trace ``model`` once and split its sample sites into latent and observed.
+
+    Observed sites are ``observed_sites`` when given; otherwise the sites
+    the model already observes, or else the sample sites no other sample site
+    depends on. Raises ``ValueError`` naming the site for discrete or improper
+    latent sites, unknown observed names and models with no observed site.
+    """
+    kwargs = kwargs or {}
+    tr = _trace(model, jax.random.PRNGKey(0), args, kwargs)
+    sites = _sample_sites(tr)
+    if not sites:
+        raise ValueError("the model has no sample site")
+    if observed_sites is not None:
+        observed_sites = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
+        unknown = [n for n in observed_sites if n not in sites]
+        if unknown:
+            raise ValueError(
+                f"observed site(s) {unknown} not found in the model; its sample sites are "
+                f"{sorted(sites)}"
+            )
+        obs = observed_sites
+    else:
+        obs = [n for n, s in sites.items() if s["is_observed"]]
+        if not obs:
+            try:
+                obs = _leaf_sites(model, args, kwargs, list(sites))
+            except Exception as e:  # provenance tracing fails on some simulators
+                raise ValueError(
+                    "could not infer which sites are observed; pass observed_sites=[...]"
+                ) from e
+            if len(obs) == len(sites):
+                obs = []
+    if not obs:
+        raise ValueError(
+            "the model has no observed site: pass observed_sites=[...] naming the sample "
+            "sites that carry the simulator output"
+        )
+    obs = sorted(obs)  # ravel_pytree flattens dicts in sorted key order
+    latent = sorted(n for n in sites if n not in obs)
+    if not latent:
+        raise ValueError(f"the model has no latent site (all of {sorted(sites)} are observed)")
+    for n in latent:
+        fn = sites[n]["fn"]
+        if isinstance(fn, ImproperUniform):
+            raise ValueError(f"latent site '{n}' has an improper prior ({type(fn).__name__})")
+        if fn.support.is_discrete or fn.is_discrete:
+            raise ValueError(
+                f"latent site '{n}' is discrete ({type(fn).__name__}); only continuous latent "
+                "sites are supported"
+            )
+    latent_vals = {n: jnp.asarray(sites[n]["value"]) for n in latent}
+    supports = {n: sites[n]["fn"].support for n in latent}
+    u = {n: biject_to(supports[n]).inv(v) for n, v in latent_vals.items()}
+    flat, unravel_latent = ravel_pytree(u)
+    obs_vals = {n: jnp.asarray(sites[n]["value"]) for n in obs}
+    flat_obs, unravel_obs = ravel_pytree({n: v.astype(jnp.float32) for n, v in obs_vals.items()})
+    return ModelSpec(
+        latent_shapes={n: jnp.shape(latent_vals[n]) for n in latent},
+        observed_shapes={n: jnp.shape(v) for n, v in obs_vals.items()},
+        observed_dtypes={n: v.dtype for n, v in obs_vals.items()},
+        supports=supports,
+        dim=int(flat.size),
+        obs_dim=int(flat_obs.size),
+        unravel_latent=unravel_latent,
+        unravel_obs=unravel_obs,
+    )
+
+
+class Simulations(NamedTuple):
+    """Prior simulations ``S_prior``.
+
+    ``theta``: (N, D) unconstrained latents; ``y``: (N, M) prior-predictive
+    observations; ``dists``: dict of batched observed-site distributions
+    (leading axis N), enough to evaluate ``log p(y | theta_j)`` for any ``y``;
+    ``valid``: (N,) bool, False for failed simulations.
+    """
+
+    theta: Any
+    y: Any
+    dists: Any
+    valid: Any
+
+
+def _simulate_one(model, spec: ModelSpec, args, kwargs, key):
+    tr = _trace(model, key, args, kwargs)
+    sites = _sample_sites(tr)
+    latent = {n: sites[n]["value"] for n in spec.latent_shapes}
+    theta = spec.unconstrain(latent)
+    y = ravel_pytree({n: jnp.asarray(sites[n]["value"], jnp.float32) for n in spec.observed_shapes})[
+        0
+    ]
+    dists = {n: sites[n]["fn"] for n in spec.observed_shapes}
+    return theta, y, dists
+
+
+def _all_finite(tree):
+    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    leaves = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    out = jnp.ones(leaves[0].shape[:1], bool) if leaves else True
+    for x in leaves:
+        out = out & jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+    return out
+
+
+def simulate(key, model, spec: ModelSpec, num: int, args=(), kwargs=None, chunk_size=None, progress=None):
+    """Draw ``num`` prior simulations of ``model``; returns :class:`Simulations`.
+
+    Runs in chunks of ``chunk_size`` (vmapped and jitted); ``progress`` is an
+    optional callable receiving the number of simulations finished per chunk.
+    A simulation whose latents, output or distribution parameters are not
+    finite is marked invalid and kept out of every later computation.
+    """
+    kwargs = kwargs or {}
+    chunk_size = int(min(chunk_size or num, num))
+    keys = jax.random.split(key, num)
+    fn = jax.jit(jax.vmap(lambda k: _simulate_one(model, spec, args, kwargs, k)))
+    parts = []
+    for start in range(0, num, chunk_size):
+        ks = keys[start : start + chunk_size]
+        n = ks.shape[0]
+        if n < chunk_size:  # pad to avoid a recompilation for the last chunk
+            ks = jnp.concatenate([ks, keys[: chunk_size - n]])
+        out = jax.tree.map(lambda x, n=n: x[:n], fn(ks))
+        parts.append(jax.device_get(out))
+        if progress is not None:
+            progress(n)
+    theta, y, dists = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    valid = np.asarray(_all_finite(theta) & _all_finite(y) & _all_finite(dists))
+    theta = np.where(valid[:, None], theta, 0.0).astype(np.float32)
+    y = np.where(valid[:, None], y, 0.0).astype(np.float32)
+    return Simulations(theta=theta, y=y, dists=dists, valid=valid)
+
+
+def log_likelihood(spec: ModelSpec, dists, valid, y):
+    """``log p(y | theta_j)`` for every simulation; ``y`` flat (M,), returns (N,).
+
+    Invalid simulations get ``-inf``. Jittable; vmap over ``y`` for a batch.
+    """
+    obs = spec.unravel_obs(y)
+
+    def one(d):
+        return sum(
+            jnp.sum(d[n].log_prob(obs[n].astype(spec.observed_dtypes[n]))) for n in d
+        )
+
+    ll = jax.vmap(one)(dists)
+    return jnp.where(valid & jnp.isfinite(ll), ll, -jnp.inf)
+
+
+def check_observations(spec: ModelSpec, observations) -> np.ndarray:
+    """Validate ``observations`` (site name -> value) and flatten them.
+
+    Accepts a single observation (each site at its own shape) or a batch (a
+    common leading axis on every site). Returns (M,) or (B, M). Raises
+    ``ValueError`` naming the site for unknown or missing sites, wrong shapes
+    and non-finite values.
+    """
+    if not isinstance(observations, dict):
+        raise TypeError(
+            f"observations must be a dict from observed site name to value, got "
+            f"{type(observations).__name__}"
+        )
+    unknown = sorted(set(observations) - set(spec.observed_shapes))
+    if unknown:
+        raise ValueError(
+            f"unknown observed site(s) {unknown}; the observed sites are {sorted(spec.observed_shapes)}"
+        )
+    missing = sorted(set(spec.observed_shapes) - set(observations))
+    if missing:
+        raise ValueError(f"missing observation for site(s) {missing}")
+    batch = None
+    flat = []
+    for name, shape in spec.observed_shapes.items():
+        v = np.asarray(observations[name])
+        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+            raise ValueError(f"observation for site '{name}' has non-numeric dtype {v.dtype}")
+        if v.shape == tuple(shape):
+            b = ()
+        elif v.ndim == len(shape) + 1 and v.shape[1:] == tuple(shape):
+            b = v.shape[:1]
+        else:
+            raise ValueError(
+                f"observation for site '{name}' has shape {v.shape}; expected {tuple(shape)} "
+                f"or (batch, *{tuple(shape)})"
+            )
+        if batch is None:
+            batch = b
+        elif b != batch:
+            raise ValueError(
+                f"observation for site '{name}' has batch shape {b}, other sites have {batch}"
+            )
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"observation for site '{name}' contains NaN or infinite values")
+        flat.append(v.reshape(b + (-1,)).astype(np.float32))
+    return np.concatenate(flat, axis=-1)
