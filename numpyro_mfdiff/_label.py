@@ -34,7 +34,5 @@ def label_chunk(z, loglik, points, schedule, grid, num_points: int, solver: str 
     rel = loglik - jnp.max(loglik, axis=1, keepdims=True)
     _, idx = jax.lax.top_k(jnp.max(rel, axis=0), num_points)
     ll = loglik[:, idx]
-    dropped = -jnp.expm1(
-        jax.nn.logsumexp(ll, axis=1) - jax.nn.logsumexp(loglik, axis=1)
-    )
+    dropped = -jnp.expm1(jax.nn.logsumexp(ll, axis=1) - jax.nn.logsumexp(loglik, axis=1))
     return solve_ode(z, points[idx], ll, schedule, grid, solver), dropped

@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.distribution import ImproperUniform
 from numpyro.distributions.transforms import biject_to
+from numpyro.primitives import Messenger
 
 __all__ = ["ModelSpec", "inspect_model", "simulate", "log_likelihood", "check_observations"]
 
@@ -58,8 +59,24 @@ class ModelSpec(NamedTuple):
         return total
 
 
+class _RejectImproper(Messenger):
+    """Raise, naming the site, when an unobserved site has an improper prior."""
+
+    def process_message(self, msg):
+        fn = msg.get("fn")
+        if (
+            msg["type"] == "sample"
+            and not msg.get("is_observed")
+            and isinstance(fn, ImproperUniform)
+        ):
+            raise ValueError(
+                f"latent site '{msg['name']}' has an improper prior ({type(fn).__name__}); "
+                "the method simulates from the prior, so it must be proper"
+            )
+
+
 def _trace(model, key, args, kwargs, substitute=None):
-    m = handlers.seed(model, key)
+    m = handlers.seed(_RejectImproper(model), key)
     if substitute:
         m = handlers.substitute(m, data=substitute)
     return handlers.trace(m).get_trace(*args, **kwargs)
@@ -96,7 +113,9 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
     if not sites:
         raise ValueError("the model has no sample site")
     if observed_sites is not None:
-        observed_sites = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
+        observed_sites = (
+            [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
+        )
         unknown = [n for n in observed_sites if n not in sites]
         if unknown:
             raise ValueError(
@@ -171,9 +190,9 @@ def _simulate_one(model, spec: ModelSpec, args, kwargs, key):
     sites = _sample_sites(tr)
     latent = {n: sites[n]["value"] for n in spec.latent_shapes}
     theta = spec.unconstrain(latent)
-    y = ravel_pytree({n: jnp.asarray(sites[n]["value"], jnp.float32) for n in spec.observed_shapes})[
-        0
-    ]
+    y = ravel_pytree(
+        {n: jnp.asarray(sites[n]["value"], jnp.float32) for n in spec.observed_shapes}
+    )[0]
     dists = {n: sites[n]["fn"] for n in spec.observed_shapes}
     return theta, y, dists
 
@@ -187,7 +206,9 @@ def _all_finite(tree):
     return out
 
 
-def simulate(key, model, spec: ModelSpec, num: int, args=(), kwargs=None, chunk_size=None, progress=None):
+def simulate(
+    key, model, spec: ModelSpec, num: int, args=(), kwargs=None, chunk_size=None, progress=None
+):
     """Draw ``num`` prior simulations of ``model``; returns :class:`Simulations`.
 
     Runs in chunks of ``chunk_size`` (vmapped and jitted); ``progress`` is an
@@ -224,9 +245,7 @@ def log_likelihood(spec: ModelSpec, dists, valid, y):
     obs = spec.unravel_obs(y)
 
     def one(d):
-        return sum(
-            jnp.sum(d[n].log_prob(obs[n].astype(spec.observed_dtypes[n]))) for n in d
-        )
+        return sum(jnp.sum(d[n].log_prob(obs[n].astype(spec.observed_dtypes[n]))) for n in d)
 
     ll = jax.vmap(one)(dists)
     return jnp.where(valid & jnp.isfinite(ll), ll, -jnp.inf)
@@ -248,7 +267,8 @@ def check_observations(spec: ModelSpec, observations) -> np.ndarray:
     unknown = sorted(set(observations) - set(spec.observed_shapes))
     if unknown:
         raise ValueError(
-            f"unknown observed site(s) {unknown}; the observed sites are {sorted(spec.observed_shapes)}"
+            f"unknown observed site(s) {unknown}; the observed sites are "
+            f"{sorted(spec.observed_shapes)}"
         )
     missing = sorted(set(spec.observed_shapes) - set(observations))
     if missing:

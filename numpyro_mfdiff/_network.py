@@ -27,8 +27,19 @@ class Generator(eqx.Module):
     theta_mean: jax.Array
     theta_scale: jax.Array
 
-    def __init__(self, key, obs_dim, dim, width=128, depth=3, y_mean=None, y_scale=None,
-                 theta_mean=None, theta_scale=None, activation: Callable = jax.nn.gelu):
+    def __init__(
+        self,
+        key,
+        obs_dim,
+        dim,
+        width=128,
+        depth=3,
+        y_mean=None,
+        y_scale=None,
+        theta_mean=None,
+        theta_scale=None,
+        activation: Callable = jax.nn.gelu,
+    ):
         self.mlp = eqx.nn.MLP(obs_dim + dim, dim, width, depth, activation=activation, key=key)
         self.y_mean = jnp.zeros(obs_dim) if y_mean is None else jnp.asarray(y_mean)
         self.y_scale = jnp.ones(obs_dim) if y_scale is None else jnp.asarray(y_scale)
@@ -44,9 +55,21 @@ class Generator(eqx.Module):
         return self.theta_mean + self.theta_scale * self.standardised(y_std, z)
 
 
-def fit_generator(key, gen: Generator, y_std, z, u, *, num_steps=10_000, batch_size=512,
-                  learning_rate=3e-3, loss="l1", validation_fraction=0.1, eval_every=500,
-                  progress=None):
+def fit_generator(
+    key,
+    gen: Generator,
+    y_std,
+    z,
+    u,
+    *,
+    num_steps=10_000,
+    batch_size=512,
+    learning_rate=3e-3,
+    loss="l1",
+    validation_fraction=0.1,
+    eval_every=500,
+    progress=None,
+):
     """Fit ``gen`` by regression of ``u`` on ``(y_std, z)``.
 
     ``y_std`` (T, M), ``z`` (T, D), ``u`` (T, D): standardised labelled

@@ -1,0 +1,32 @@
+"""numpyro_mfdiff: multi-fidelity posterior estimation with training-free conditional diffusion.
+
+The public surface is :class:`MFDiff`; the numerical core (schedules, the
+Monte Carlo denoiser, ODE steps) is re-exported for users who compose it.
+"""
+
+from ._mfdiff import MFDiff
+from ._ode import ddim_step, solve_ode
+from ._schedule import (
+    AbstractSchedule,
+    CosineSchedule,
+    LinearSchedule,
+    geometric_grid,
+    uniform_grid,
+)
+from ._score import denoise, ess, score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MFDiff",
+    "AbstractSchedule",
+    "LinearSchedule",
+    "CosineSchedule",
+    "geometric_grid",
+    "uniform_grid",
+    "denoise",
+    "score",
+    "ess",
+    "ddim_step",
+    "solve_ode",
+]

@@ -1,0 +1,422 @@
+"""The user-facing inference object: a thin orchestrator over the pure modules."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _model
+from ._label import label_chunk
+from ._network import Generator, fit_generator
+from ._ode import SOLVERS, solve_ode
+from ._progress import progress
+from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+from ._score import ess as _ess
+
+__all__ = ["MFDiff"]
+
+_GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
+
+
+def _positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class MFDiff:
+    """Amortized posterior sampling for a NumPyro model with a training-free diffusion.
+
+    ``MFDiff(model).run(key)`` simulates the model from its prior once, labels
+    ``(y, z, theta)`` triples by integrating the reverse-time probability-flow
+    ODE with a Monte Carlo score over the prior simulations, and fits a
+    generator ``G_low(y, z) -> theta``. Afterwards :meth:`get_samples` draws
+    posterior samples for any observation with one network pass per sample.
+
+    Latent sites (the prior) may have any shape and continuous support; the
+    diffusion runs in their unconstrained coordinates (``biject_to``). Observed
+    sites carry the simulator output and its noise.
+
+    Args:
+        model: a NumPyro model.
+        num_simulations: prior simulations ``N``.
+        observed_sites: names of the observed sites. Default: sites the model
+            already observes, else the sample sites no other site depends on.
+        num_labels: labelled triples used to fit the generator.
+        num_steps: ODE steps.
+        solver: ``"dpm2m"`` (second-order exponential multistep) or ``"ddim"``.
+        grid: ``"geometric"`` (steps concentrated near ``t = 0``) or ``"uniform"``.
+        t_min, t_max: end points of the time grid.
+        schedule: forward-diffusion schedule (default :class:`LinearSchedule`).
+        label_points: prior points each labelling chunk keeps (largest
+            likelihoods); the dropped likelihood mass is reported.
+        prune_tol: likelihood mass :meth:`sample_ode` may drop per observation.
+        width, depth, activation: generator MLP.
+        train_steps, batch_size, learning_rate, loss: generator fit.
+        chunk_size: triples labelled per compiled call.
+        simulation_chunk_size: prior simulations per compiled call.
+        ess_warning: warn when the likelihood-weight ESS of an observation is
+            below this.
+        progress_bar: show progress bars.
+    """
+
+    def __init__(
+        self,
+        model,
+        num_simulations: int = 20_000,
+        *,
+        observed_sites: Sequence[str] | None = None,
+        num_labels: int = 20_000,
+        num_steps: int = 100,
+        solver: str = "dpm2m",
+        grid: str = "geometric",
+        t_min: float = 1e-4,
+        t_max: float = 1.0 - 1e-4,
+        schedule: AbstractSchedule | None = None,
+        label_points: int = 8192,
+        prune_tol: float = 1e-6,
+        width: int = 128,
+        depth: int = 3,
+        activation=jax.nn.gelu,
+        train_steps: int = 10_000,
+        batch_size: int = 512,
+        learning_rate: float = 3e-3,
+        loss: str = "l1",
+        chunk_size: int = 256,
+        simulation_chunk_size: int = 10_000,
+        ess_warning: float = 50.0,
+        progress_bar: bool = True,
+    ):
+        if not callable(model):
+            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        for name in (
+            "num_simulations",
+            "num_labels",
+            "num_steps",
+            "label_points",
+            "width",
+            "depth",
+            "train_steps",
+            "batch_size",
+            "chunk_size",
+            "simulation_chunk_size",
+        ):
+            _positive_int(name, locals()[name])
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if grid not in _GRIDS:
+            raise ValueError(f"grid must be one of {tuple(_GRIDS)}, got {grid!r}")
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        if not 0.0 <= prune_tol < 1.0:
+            raise ValueError(f"prune_tol must be in [0, 1), got {prune_tol}")
+        self.model = model
+        self.num_simulations = int(num_simulations)
+        self.observed_sites = observed_sites
+        self.num_labels = int(num_labels)
+        self.num_steps = int(num_steps)
+        self.solver = solver
+        self.grid = _GRIDS[grid](num_steps, t_max=t_max, t_min=t_min)
+        self.schedule = schedule if schedule is not None else LinearSchedule()
+        self.label_points = int(label_points)
+        self.prune_tol = float(prune_tol)
+        self.net_config = dict(width=int(width), depth=int(depth), activation=activation)
+        self.fit_config = dict(
+            num_steps=int(train_steps),
+            batch_size=int(batch_size),
+            learning_rate=float(learning_rate),
+            loss=loss,
+        )
+        self.chunk_size = int(chunk_size)
+        self.simulation_chunk_size = int(simulation_chunk_size)
+        self.ess_warning = float(ess_warning)
+        self.progress_bar = bool(progress_bar)
+        self._args, self._kwargs = (), {}
+        self.spec = None
+        self.simulations = None
+        self.generator = None
+        self.diagnostics = {}
+
+    # ------------------------------------------------------------------ run
+    def run(self, rng_key, *args, **kwargs):
+        """Simulate the prior, label triples and fit ``G_low``; returns ``self``.
+
+        ``args``/``kwargs`` are passed to the model, as in ``MCMC.run``.
+        """
+        k_sim, k_label, k_fit = jax.random.split(rng_key, 3)
+        timings = {}
+        t0 = time.perf_counter()
+        self.simulate(k_sim, *args, **kwargs)
+        timings["simulation"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        triples = self.label(k_label)
+        timings["labelling"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.fit(k_fit, triples)
+        timings["training"] = time.perf_counter() - t0
+        self.diagnostics["timings"] = timings
+        return self
+
+    def simulate(self, rng_key, *args, **kwargs):
+        """Stage 1: check the model and simulate it ``num_simulations`` times from the prior.
+
+        Stores and returns the simulations; enough for :meth:`sample_ode` and
+        :meth:`ess` without fitting a generator.
+        """
+        self._args, self._kwargs = args, kwargs
+        self.spec = _model.inspect_model(self.model, args, kwargs, self.observed_sites)
+        with progress(self.num_simulations, "simulating", self.progress_bar) as update:
+            sims = _model.simulate(
+                rng_key,
+                self.model,
+                self.spec,
+                self.num_simulations,
+                self._args,
+                self._kwargs,
+                self.simulation_chunk_size,
+                update,
+            )
+        n_valid = int(sims.valid.sum())
+        if n_valid < 2:
+            raise RuntimeError(
+                f"only {n_valid} of {self.num_simulations} prior simulations are finite"
+            )
+        failed = self.num_simulations - n_valid
+        if failed:
+            warnings.warn(
+                f"{failed} of {self.num_simulations} prior simulations returned "
+                "non-finite values and are left out",
+                stacklevel=2,
+            )
+        self.simulations = sims
+        th = sims.theta[sims.valid]
+        y = sims.y[sims.valid]
+        self._theta_mean, self._theta_scale = th.mean(0), _scale(th)
+        self._y_mean, self._y_scale = y.mean(0), _scale(y)
+        self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
+        self._dists = jax.tree.map(jnp.asarray, sims.dists)
+        self._valid = jnp.asarray(sims.valid)
+        self.diagnostics.update(num_simulations=self.num_simulations, num_failed=failed)
+        return sims
+
+    def _loglik(self, y):
+        return _model.log_likelihood(self.spec, self._dists, self._valid, y)
+
+    def label(self, rng_key):
+        """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
+
+        Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
+        (standardised coordinates) and ``dropped`` (T,).
+        """
+        self._require_sims()
+        k_idx, k_z = jax.random.split(rng_key)
+        valid_idx = np.flatnonzero(self.simulations.valid)
+        T = self.num_labels
+        idx = np.asarray(jax.random.choice(k_idx, valid_idx, (T,), replace=T > valid_idx.size))
+        y = self.simulations.y[idx]
+        y_std = (y - self._y_mean) / self._y_scale
+        # order by the leading principal direction of y so that a chunk holds
+        # similar observations and shares its prior points
+        if y_std.shape[1] > 1:
+            _, _, vt = np.linalg.svd(y_std - y_std.mean(0), full_matrices=False)
+            order = np.argsort(y_std @ vt[0], kind="stable")
+        else:
+            order = np.argsort(y_std[:, 0], kind="stable")
+        y, y_std = y[order], y_std[order]
+        z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
+        B = min(self.chunk_size, T)
+        pad = (-T) % B
+        yp = np.concatenate([y, y[:pad]]) if pad else y
+        zp = np.concatenate([z, z[:pad]]) if pad else z
+        points, schedule, grid = self._points, self.schedule, self.grid
+        K, solver = self.label_points, self.solver
+
+        @jax.jit
+        def chunk(yc, zc):
+            ll = jax.vmap(self._loglik)(yc)
+            return label_chunk(zc, ll, points, schedule, grid, K, solver)
+
+        out, dropped = [], []
+        with progress(T, "labelling", self.progress_bar) as update:
+            for s in range(0, yp.shape[0], B):
+                o, d = chunk(yp[s : s + B], zp[s : s + B])
+                out.append(np.asarray(o))
+                dropped.append(np.asarray(d))
+                update(min(B, T - s))
+        theta = np.concatenate(out)[:T]
+        dropped = np.concatenate(dropped)[:T]
+        self.diagnostics.update(
+            label_dropped_mass_max=float(dropped.max()),
+            label_dropped_mass_mean=float(dropped.mean()),
+        )
+        return dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
+
+    def fit(self, rng_key, triples):
+        """Stage 3: fit ``G_low`` on labelled triples (stored in ``.generator``)."""
+        self._require_sims()
+        k_init, k_fit = jax.random.split(rng_key)
+        gen = Generator(
+            k_init,
+            self.spec.obs_dim,
+            self.spec.dim,
+            y_mean=self._y_mean,
+            y_scale=self._y_scale,
+            theta_mean=self._theta_mean,
+            theta_scale=self._theta_scale,
+            **self.net_config,
+        )
+        steps = self.fit_config["num_steps"]
+        with progress(steps, "training", self.progress_bar) as update:
+            gen, history = fit_generator(
+                k_fit,
+                gen,
+                triples["y"],
+                triples["z"],
+                triples["theta"],
+                progress=update,
+                **self.fit_config,
+            )
+        self.generator = gen
+        self.diagnostics["train_history"] = history
+        self._make_draw()
+        return gen
+
+    # ------------------------------------------------------------- sampling
+    def get_samples(self, rng_key, observations, num_samples: int = 1000):
+        """Posterior samples from ``G_low`` for one observation or a batch.
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: dict from observed site name to value, at the
+                site's shape or with a leading batch axis ``B`` on every site.
+            num_samples: samples per observation.
+
+        Returns:
+            Dict from latent site name to constrained samples, shape
+            ``(num_samples, *site_shape)``, or ``(B, num_samples, *site_shape)``
+            for a batch.
+        """
+        self._require_generator()
+        num_samples = _positive_int("num_samples", num_samples)
+        y = self._check(observations)
+        z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
+        if y.ndim == 1:
+            return self._draw(self.generator, jnp.asarray(y), z)
+        return self._draw_batch(self.generator, jnp.asarray(y), z)
+
+    def sample_ode(self, rng_key, observations, num_samples: int = 1000, batch_size=4096):
+        """Posterior samples from the Monte Carlo-score ODE, without the network.
+
+        Slower than :meth:`get_samples` and more accurate. Prior points whose
+        likelihood weight is negligible (at most ``prune_tol`` of the mass in
+        total) are dropped first. Same arguments and return value as
+        :meth:`get_samples`.
+        """
+        self._require_sims()
+        num_samples = _positive_int("num_samples", num_samples)
+        y = self._check(observations)
+        if y.ndim == 2:
+            keys = jax.random.split(rng_key, y.shape[0])
+            outs = [
+                self.sample_ode(k, self.spec.unravel_obs(yi), num_samples, batch_size)
+                for k, yi in zip(keys, y, strict=True)
+            ]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        ll = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
+        idx, ll_kept, dropped = _prune(ll, self.prune_tol)
+        pts = self._points[idx]
+        z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
+        B = min(batch_size, num_samples)
+        pad = (-num_samples) % B
+        zp = jnp.concatenate([z, z[:pad]]) if pad else z
+        ll_kept = jnp.asarray(ll_kept, jnp.float32)
+        u = jnp.concatenate(
+            [
+                _solve(zp[s : s + B], pts, ll_kept, self.schedule, self.grid, self.solver)
+                for s in range(0, zp.shape[0], B)
+            ]
+        )
+        u = u[:num_samples]
+        theta = self._theta_mean + self._theta_scale * u
+        self.diagnostics["last_ode"] = dict(points=int(idx.size), dropped_mass=dropped)
+        return jax.vmap(self.spec.constrain)(theta)
+
+    def ess(self, observations):
+        """ESS of the likelihood weights over the prior simulations, per observation.
+
+        Returns a float, or an array (B,) for a batch of observations. Small
+        values (tens) mean the single-shot estimator rests on few prior points.
+        """
+        self._require_sims()
+        y = self._check(observations, warn=False)
+        if y.ndim == 1:
+            return float(_ess(self._loglik(jnp.asarray(y))))
+        return np.asarray(_ess(jax.vmap(self._loglik)(jnp.asarray(y))))
+
+    # -------------------------------------------------------------- helpers
+    def _make_draw(self):
+        constrain = self.spec.constrain
+
+        def draw(gen, y, z):
+            return jax.vmap(constrain)(jax.vmap(gen, (None, 0))(y, z))
+
+        self._draw = eqx.filter_jit(draw)
+        self._draw_batch = eqx.filter_jit(jax.vmap(draw, (None, 0, None)))
+
+    def _check(self, observations, warn=True):
+        y = _model.check_observations(self.spec, observations)
+        if warn and self.simulations is not None:
+            e = np.atleast_1d(self.ess(observations))
+            if np.any(e < self.ess_warning):
+                warnings.warn(
+                    f"the effective sample size of the likelihood weights is {e.min():.1f} "
+                    f"(< {self.ess_warning:g}): few prior simulations inform this posterior; "
+                    "increase num_simulations or refine",
+                    stacklevel=3,
+                )
+        return y
+
+    def _require_sims(self):
+        if self.simulations is None:
+            raise RuntimeError("no prior simulations yet: call .run(rng_key, ...) first")
+
+    def _require_generator(self):
+        if self.generator is None:
+            raise RuntimeError("no generator yet: call .run(rng_key, ...) first")
+
+
+def _scale(x):
+    s = x.std(0)
+    return np.where(s > 1e-8, s, 1.0).astype(np.float32)
+
+
+def _prune(ll, tol):
+    """Indices of the fewest points holding ``1 - tol`` of the likelihood mass.
+
+    The count is rounded up to a multiple of 512 (padding with ``-inf`` weights)
+    so that nearby observations reuse one compiled sampler.
+    Returns ``(idx, ll_kept, dropped_mass)``.
+    """
+    order = np.argsort(-ll, kind="stable")
+    finite = np.isfinite(ll[order])
+    order = order[finite]
+    w = np.exp(ll[order] - ll[order[0]])
+    c = np.cumsum(w) / w.sum()
+    k = int(np.searchsorted(c, 1.0 - tol)) + 1 if tol > 0 else order.size
+    k = min(k, order.size)
+    dropped = float(1.0 - c[k - 1])
+    size = min(-(-k // 512) * 512, ll.size)
+    idx = np.concatenate([order[:k], np.zeros(size - k, np.int64)])
+    kept = np.concatenate([ll[order[:k]], np.full(size - k, -np.inf)])
+    return idx, kept, max(dropped, 0.0)
+
+
+@eqx.filter_jit
+def _solve(z, pts, ll, schedule, grid, solver):
+    return solve_ode(z, pts, ll, schedule, grid, solver)

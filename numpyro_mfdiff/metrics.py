@@ -1,0 +1,416 @@
+"""Sample-based accuracy metrics: histogram and KDE KL divergences, C2ST and MMD.
+
+Every metric accepts samples as
+
+* an array of shape ``(n, d)`` or ``(n,)`` (``(n,)`` is read as ``d = 1``; arrays with more
+  than two axes are flattened after the first),
+* a dict ``site name -> array`` with the sample axis first; each site is flattened to
+  ``(n, -1)`` and the sites are concatenated in sorted key order,
+* an ``arviz.InferenceData``; its ``posterior`` group is used, ``chain`` and ``draw`` are
+  stacked into the sample axis and the variables are concatenated in sorted name order.
+
+See :func:`flatten_samples`. All metrics return scalar ``jax.Array`` values.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.scipy.special import logsumexp
+
+__all__ = [
+    "flatten_samples",
+    "kl_divergence_hist",
+    "kl_divergence_kde",
+    "c2st",
+    "mmd",
+]
+
+_CHUNK = 256  # rows per block in pairwise computations (memory ~ _CHUNK * n * d)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def flatten_samples(samples: Any) -> jax.Array:
+    """Convert samples to a float array of shape ``(n, d)``.
+
+    Args:
+        samples: array ``(n,)`` / ``(n, d)`` / ``(n, ...)``, dict ``name -> (n, ...)``, or
+            ``az.InferenceData`` (``posterior`` group, chain and draw stacked).
+
+    Returns:
+        ``(n, d)`` array; dict sites / posterior variables are flattened and concatenated in
+        sorted name order.
+    """
+    if hasattr(samples, "posterior") and hasattr(samples, "groups"):  # az.InferenceData
+        post = samples.posterior
+        cols = []
+        for name in sorted(post.data_vars):
+            da = post[name]
+            rest = [dim for dim in da.dims if dim not in ("chain", "draw")]
+            vals = np.asarray(da.transpose("chain", "draw", *rest).values)
+            cols.append(vals.reshape(vals.shape[0] * vals.shape[1], -1))
+        if not cols:
+            raise ValueError("InferenceData.posterior has no variables")
+        return jnp.asarray(np.concatenate(cols, axis=1), dtype=float)
+    if isinstance(samples, dict):
+        if not samples:
+            raise ValueError("empty dict of samples")
+        cols = [jnp.asarray(samples[k]) for k in sorted(samples)]
+        n = cols[0].shape[0]
+        if any(c.ndim == 0 or c.shape[0] != n for c in cols):
+            raise ValueError("all dict entries must share the leading sample axis")
+        return jnp.concatenate([c.reshape(n, -1) for c in cols], axis=1).astype(float)
+    x = jnp.asarray(samples)
+    if x.ndim == 0:
+        raise ValueError("samples must have a leading sample axis")
+    return x.reshape(x.shape[0], -1).astype(float)
+
+
+def _pair(x: Any, y: Any, what: str = "samples") -> tuple[jax.Array, jax.Array]:
+    x, y = flatten_samples(x), flatten_samples(y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{what} have different dimensions: {x.shape[1]} and {y.shape[1]}")
+    return x, y
+
+
+# ----------------------------------------------------------------------------- histogram KL
+
+
+def kl_divergence_hist(
+    p: Any,
+    q: Any,
+    *,
+    bins: int = 50,
+    range: Any = None,  # noqa: A002 - numpy's name
+    p_is_probs: bool = False,
+    floor: float | None = None,
+) -> jax.Array:
+    """Histogram estimate of ``KL(p || q)`` for 1-D or 2-D distributions.
+
+    Both distributions are discretised on the same grid of ``bins`` equal-width bins per axis
+    over ``range`` (1-D: ``(lo, hi)``; 2-D: ``((xlo, xhi), (ylo, yhi))``; bin edges are
+    ``linspace(lo, hi, bins + 1)``) and normalised to sum to one on that grid (samples outside
+    ``range`` are dropped). Then ``KL = sum_i p_i log(p_i / q_i)``.
+
+    Args:
+        p: samples ``(n_p,)`` / ``(n_p, d)`` (or dict / InferenceData), or, if ``p_is_probs``,
+            non-negative weights on the grid of shape ``(bins,)`` (1-D) or ``(bins, bins)``
+            (2-D, first axis = first coordinate): exact bin probabilities, or density values at
+            the bin centres (they are normalised).
+        q: samples ``(n_q,)`` / ``(n_q, d)`` with ``d`` in ``{1, 2}`` (or dict / InferenceData).
+        bins: number of bins per axis.
+        range: grid range; required if ``p_is_probs``, else defaults to the min/max of the
+            pooled samples.
+        p_is_probs: whether ``p`` is given on the grid rather than as samples.
+        floor: lower bound on the probabilities of ``q`` (applied, then ``q`` is renormalised),
+            so that bins where ``q`` has no samples give a finite contribution. Default:
+            half a count, ``0.5 / n_q`` (``n_q`` = number of ``q`` samples inside ``range``).
+
+    Returns:
+        Scalar KL estimate in nats (biased: it depends on ``bins`` and the sample sizes).
+    """
+    qs = flatten_samples(q)
+    d = qs.shape[1]
+    if d not in (1, 2):
+        raise ValueError(f"kl_divergence_hist supports 1-D or 2-D samples, got d={d}")
+    if p_is_probs:
+        if range is None:
+            raise ValueError("`range` is required when `p_is_probs=True`")
+        p_prob = jnp.asarray(p, dtype=float)
+        if p_prob.shape != (bins,) * d:
+            raise ValueError(f"`p` must have shape {(bins,) * d} on the grid, got {p_prob.shape}")
+        if bool(jnp.any(p_prob < 0)):
+            raise ValueError("`p` probabilities must be non-negative")
+    else:
+        ps = flatten_samples(p)
+        if ps.shape[1] != d:
+            raise ValueError(f"p and q samples have different dimensions: {ps.shape[1]} and {d}")
+        if range is None:
+            both = jnp.concatenate([ps, qs])
+            lo, hi = jnp.min(both, axis=0), jnp.max(both, axis=0)
+            range = tuple((float(lo[i]), float(hi[i])) for i in builtins.range(d))
+            range = range[0] if d == 1 else range
+        p_prob = _hist(ps, bins, range)
+    q_counts = _hist(qs, bins, range)
+    n_q = jnp.sum(q_counts)
+    if float(n_q) == 0:
+        raise ValueError("no q samples fall inside `range`")
+    if floor is None:
+        floor = 0.5 / n_q
+    q_prob = jnp.maximum(q_counts / n_q, floor)
+    q_prob = q_prob / jnp.sum(q_prob)
+    p_prob = p_prob / jnp.sum(p_prob)
+    terms = jnp.where(p_prob > 0, p_prob * (jnp.log(p_prob) - jnp.log(q_prob)), 0.0)
+    return jnp.sum(terms)
+
+
+def _hist(x: jax.Array, bins: int, range: Any) -> jax.Array:  # noqa: A002
+    if x.shape[1] == 1:
+        return jnp.histogram(x[:, 0], bins=bins, range=tuple(range))[0].astype(float)
+    counts = jnp.histogram2d(x[:, 0], x[:, 1], bins=bins, range=[tuple(r) for r in range])[0]
+    return counts.astype(float)
+
+
+# ----------------------------------------------------------------------------- KDE KL
+
+
+def _scott_chol(data: jax.Array, bw_factor: float | None) -> jax.Array:
+    """Cholesky factor of the KDE kernel covariance ``cov(data) * factor**2`` (scipy style)."""
+    n, d = data.shape
+    factor = n ** (-1.0 / (d + 4)) if bw_factor is None else bw_factor
+    cov = jnp.atleast_2d(jnp.cov(data, rowvar=False))
+    return jnp.linalg.cholesky(cov * factor**2)
+
+
+@partial(jax.jit, static_argnames="leave_one_out")
+def _kde_logpdf(
+    points: jax.Array, data: jax.Array, chol: jax.Array, leave_one_out: bool = False
+) -> jax.Array:
+    """Gaussian-KDE log density of ``data`` (n, d) at ``points`` (m, d); returns (m,).
+
+    With ``leave_one_out`` (requires ``points is data``) the i-th kernel is left out at point i.
+    """
+    n, d = data.shape
+    solve = partial(jax.scipy.linalg.solve_triangular, chol, lower=True)
+    wd = solve(data.T).T
+    wp = solve(points.T).T
+    log_norm = jnp.sum(jnp.log(jnp.diag(chol))) + 0.5 * d * jnp.log(2 * jnp.pi)
+
+    def row(args):
+        w, i = args
+        lk = -0.5 * jnp.sum((wd - w) ** 2, axis=1)
+        if leave_one_out:
+            lk = jnp.where(jnp.arange(n) == i, -jnp.inf, lk)
+        return logsumexp(lk)
+
+    lse = jax.lax.map(row, (wp, jnp.arange(points.shape[0])), batch_size=_CHUNK)
+    n_eff = n - 1 if leave_one_out else n
+    return lse - jnp.log(n_eff) - log_norm
+
+
+def kl_divergence_kde(
+    p: Callable[[jax.Array], jax.Array] | Any,
+    q: Any,
+    *,
+    bw_factor: float | None = None,
+    range: Any = None,  # noqa: A002 - numpy's name
+    num_grid: int | None = None,
+) -> jax.Array:
+    """Gaussian-KDE estimate of ``KL(p || q)`` for 1-D or 2-D distributions.
+
+    ``q`` is estimated by a Gaussian KDE of its samples with kernel covariance
+    ``cov(q) * factor**2`` and Scott's factor ``n_q ** (-1 / (d + 4))`` (as
+    ``scipy.stats.gaussian_kde``).
+
+    * If ``p`` is a callable ``log_p(x)`` (``x`` of shape ``(d,)`` -> scalar; may be
+      unnormalised), the KL integral is computed by quadrature on a regular grid over
+      ``range`` with ``p`` and the KDE of ``q`` both normalised on the grid. ``range``
+      should cover the bulk of ``p``; by default it is the range of the ``q`` samples padded by
+      three kernel standard deviations.
+    * If ``p`` is samples ``(n_p, d)``, ``KL = mean_i [log p_kde(x_i) - log q_kde(x_i)]`` over
+      the ``p`` samples, with a leave-one-out Scott KDE for ``p``.
+
+    Args:
+        p: log-density callable, or samples (array / dict / InferenceData).
+        q: samples ``(n_q,)`` / ``(n_q, d)``, ``d`` in ``{1, 2}``.
+        bw_factor: override of Scott's factor (a multiplier of the sample standard deviation).
+        range: quadrature range for callable ``p``: ``(lo, hi)`` or ``((xlo, xhi), (ylo, yhi))``.
+        num_grid: grid points per axis for callable ``p`` (default 512 in 1-D, 128 in 2-D).
+
+    Returns:
+        Scalar KL estimate in nats (kernel smoothing biases it; the bias shrinks with n).
+    """
+    qs = flatten_samples(q)
+    n_q, d = qs.shape
+    if d not in (1, 2):
+        raise ValueError(f"kl_divergence_kde supports 1-D or 2-D samples, got d={d}")
+    chol_q = _scott_chol(qs, bw_factor)
+    if not callable(p):
+        ps = flatten_samples(p)
+        if ps.shape[1] != d:
+            raise ValueError(f"p and q samples have different dimensions: {ps.shape[1]} and {d}")
+        chol_p = _scott_chol(ps, bw_factor)
+        log_p = _kde_logpdf(ps, ps, chol_p, leave_one_out=True)
+        log_q = _kde_logpdf(ps, qs, chol_q)
+        return jnp.mean(log_p - log_q)
+
+    if num_grid is None:
+        num_grid = 512 if d == 1 else 128
+    if range is None:
+        pad = 3.0 * jnp.sqrt(jnp.sum(chol_q**2, axis=1))
+        lo, hi = jnp.min(qs, axis=0) - pad, jnp.max(qs, axis=0) + pad
+        range = [(float(lo[i]), float(hi[i])) for i in builtins.range(d)]
+    elif d == 1:
+        range = [tuple(range)]
+    axes = [jnp.linspace(float(a), float(b), num_grid) for a, b in range]
+    grid = jnp.stack([g.ravel() for g in jnp.meshgrid(*axes, indexing="ij")], axis=1)
+    log_p = jax.vmap(p)(grid).reshape(-1)
+    log_q = _kde_logpdf(grid, qs, chol_q)
+    # Normalise both on the grid (the common cell volume cancels).
+    log_p = log_p - logsumexp(log_p)
+    log_q = log_q - logsumexp(log_q)
+    w = jnp.exp(log_p)
+    return jnp.sum(jnp.where(w > 0, w * (log_p - log_q), 0.0))
+
+
+# ----------------------------------------------------------------------------- C2ST
+
+
+def c2st(
+    x: Any,
+    y: Any,
+    rng_key: jax.Array,
+    *,
+    n_folds: int = 5,
+    num_epochs: int = 50,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+) -> jax.Array:
+    """Classifier two-sample test accuracy, as in the sbi benchmark (Lueckmann et al., 2021).
+
+    Both sample sets are standardised with the mean and standard deviation of ``x``; an MLP
+    classifier (2 hidden layers of width ``10 * d``, ReLU, logistic output, Adam on binary
+    cross-entropy, ``num_epochs`` epochs of shuffled minibatches, no early stopping) is trained
+    to tell ``x`` from ``y`` with ``n_folds``-fold cross-validation, and the mean held-out
+    accuracy is returned. The folds are one random permutation of the pooled samples cut into
+    ``n_folds`` equal parts (up to ``n_folds - 1`` samples left over are not used); all folds
+    are trained in parallel (``vmap``).
+
+    Args:
+        x, y: samples ``(n_x, d)`` and ``(n_y, d)`` (arrays, dicts or InferenceData).
+        rng_key: ``jax.random`` key (folds, initialisation, minibatches); same key, same answer.
+        n_folds: number of cross-validation folds (>= 2).
+        num_epochs, batch_size, learning_rate: training budget.
+
+    Returns:
+        Scalar mean held-out accuracy: 0.5 = indistinguishable, 1.0 = perfectly separable
+        (for equal sample sizes).
+    """
+    x, y = _pair(x, y)
+    n = x.shape[0] + y.shape[0]
+    if n_folds < 2 or n // n_folds < 1:
+        raise ValueError(f"`n_folds` must be >= 2 and at most the number of samples, got {n_folds}")
+    fold_size = n // n_folds
+    batch_size = max(1, min(batch_size, (n_folds - 1) * fold_size))
+    return _c2st_impl(
+        x, y, rng_key, n_folds, int(num_epochs), int(batch_size), float(learning_rate)
+    )
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _c2st_impl(x, y, rng_key, n_folds, num_epochs, batch_size, learning_rate):
+    d = x.shape[1]
+    mean, std = jnp.mean(x, axis=0), jnp.std(x, axis=0)
+    std = jnp.where(std > 0, std, 1.0)
+    data = (jnp.concatenate([x, y]) - mean) / std
+    labels = jnp.concatenate([jnp.zeros(x.shape[0]), jnp.ones(y.shape[0])])
+    n = data.shape[0]
+    m = n // n_folds
+
+    key_perm, key_init, key_train = jax.random.split(rng_key, 3)
+    folds = jax.random.permutation(key_perm, n)[: n_folds * m].reshape(n_folds, m)
+    test_idx = folds
+    train_idx = jnp.stack(
+        [jnp.concatenate([folds[j] for j in range(n_folds) if j != f]) for f in range(n_folds)]
+    )  # (n_folds, (n_folds - 1) * m)
+    n_train = train_idx.shape[1]
+    n_batches = n_train // batch_size
+
+    width = 10 * d
+    make = partial(
+        eqx.nn.MLP, d, "scalar", width, 2, activation=jax.nn.relu
+    )  # in, out, width, depth
+    models = eqx.filter_vmap(lambda k: make(key=k))(jax.random.split(key_init, n_folds))
+    optim = optax.adam(learning_rate)
+
+    def loss_fn(model, xb, yb):
+        logits = jax.vmap(model)(xb)
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, yb))
+
+    def train_one(model, idx, key):
+        params, static = eqx.partition(model, eqx.is_array)
+        opt_state = optim.init(params)
+
+        def step(carry, batch):
+            params, opt_state = carry
+            grads = jax.grad(lambda p: loss_fn(eqx.combine(p, static), data[batch], labels[batch]))(
+                params
+            )
+            updates, opt_state = optim.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        def epoch(carry, k):
+            order = jax.random.permutation(k, idx)[: n_batches * batch_size]
+            carry, _ = jax.lax.scan(step, carry, order.reshape(n_batches, batch_size))
+            return carry, None
+
+        (params, _), _ = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, num_epochs))
+        return eqx.combine(params, static)
+
+    def accuracy(model, idx):
+        logits = jax.vmap(model)(data[idx])
+        return jnp.mean((logits > 0) == (labels[idx] > 0.5))
+
+    trained = eqx.filter_vmap(train_one)(models, train_idx, jax.random.split(key_train, n_folds))
+    return jnp.mean(eqx.filter_vmap(accuracy)(trained, test_idx))
+
+
+# ----------------------------------------------------------------------------- MMD
+
+
+@jax.jit
+def _kernel_sum(a: jax.Array, b: jax.Array, gamma: jax.Array) -> jax.Array:
+    """``sum_ij exp(-gamma * ||a_i - b_j||^2)`` computed in row blocks."""
+
+    def row(ai):
+        return jnp.sum(jnp.exp(-gamma * jnp.sum((b - ai) ** 2, axis=1)))
+
+    return jnp.sum(jax.lax.map(row, a, batch_size=_CHUNK))
+
+
+@partial(jax.jit, static_argnames="max_points")
+def _median_bandwidth(x: jax.Array, y: jax.Array, max_points: int = 1000) -> jax.Array:
+    xs = x[:: max(1, math.ceil(x.shape[0] / max_points))]
+    ys = y[:: max(1, math.ceil(y.shape[0] / max_points))]
+    z = jnp.concatenate([xs, ys])
+    i, j = jnp.triu_indices(z.shape[0], k=1)
+    return jnp.median(jnp.sqrt(jnp.sum((z[i] - z[j]) ** 2, axis=1)))
+
+
+def mmd(x: Any, y: Any, bandwidth: float | None = None) -> jax.Array:
+    """Unbiased estimate of the squared maximum mean discrepancy with a Gaussian kernel.
+
+    ``k(a, b) = exp(-||a - b||^2 / (2 * bandwidth**2))`` and
+    ``MMD^2 = mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i,j} k(x_i, y_j)``
+    (it can be slightly negative when the distributions agree).
+
+    Args:
+        x, y: samples ``(n_x, d)`` and ``(n_y, d)`` (arrays, dicts or InferenceData), ``n >= 2``.
+        bandwidth: kernel length scale. Default: the median heuristic, the median Euclidean
+            distance between distinct points of the pooled sample (computed on an evenly
+            strided subset of at most 1000 points of each set).
+
+    Returns:
+        Scalar unbiased MMD^2.
+    """
+    x, y = _pair(x, y)
+    n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError("mmd needs at least 2 samples in each set")
+    h = _median_bandwidth(x, y) if bandwidth is None else jnp.asarray(bandwidth, dtype=float)
+    gamma = 1.0 / (2.0 * h**2)
+    kxx = (_kernel_sum(x, x, gamma) - n) / (n * (n - 1))
+    kyy = (_kernel_sum(y, y, gamma) - m) / (m * (m - 1))
+    kxy = _kernel_sum(x, y, gamma) / (n * m)
+    return kxx + kyy - 2.0 * kxy
