@@ -5,29 +5,14 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-NOISE = 0.1
+from numpyro_mfdiff.examples import quadratic, quadratic_bin_probs  # noqa: F401
+from numpyro_mfdiff.metrics import kl_divergence_hist
 
 
-def quadratic(y=None):
-    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
-    numpyro.sample("y", dist.Normal(theta**2, NOISE), obs=y)
-
-
-def quadratic_bin_probs(y, edges, noise=NOISE):
-    """Exact posterior mass of the quadratic model in each bin of ``edges``."""
-    g = np.linspace(edges[0], edges[-1], 400_001)
-    logp = -0.5 * ((y - g**2) / noise) ** 2
-    c = np.cumsum(np.exp(logp - logp.max()))
-    c /= c[-1]
-    return np.diff(c[np.clip(np.searchsorted(g, edges), 0, g.size - 1)])
-
-
-def kl_hist(samples, probs, edges):
-    """KL(exact || samples) on a histogram; empty sample bins get mass 1e-12."""
-    q, _ = np.histogram(np.asarray(samples), edges)
-    q = q / q.sum()
-    m = probs > 0
-    return float(np.sum(probs[m] * np.log(probs[m] / np.maximum(q[m], 1e-12))))
+def kl_quadratic(samples, y, bins=80):
+    """KL(exact || samples) for the quadratic model, 80 bins over [-2, 2]."""
+    probs = quadratic_bin_probs(y, bins)
+    return float(kl_divergence_hist(probs, samples, bins=bins, range=(-2.0, 2.0), p_is_probs=True))
 
 
 A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0], [0.5, 0.5, 0.5]])

@@ -173,3 +173,33 @@ def test_ode_sampler_linear_gaussian_multiple_sites():
     # tolerances: Monte Carlo error of 4000 draws from a reweighted prior with ESS ~ 2500
     np.testing.assert_allclose(s.mean(0), mean, atol=0.06)
     assert np.abs(np.cov(s.T) - cov).sum() / 9 < 0.02
+
+
+def test_cli_runs_small(tmp_path, capsys):
+    from numpyro_mfdiff import cli
+
+    png = tmp_path / "q.png"
+    cli.main(
+        [
+            "run",
+            "quadratic",
+            "--num-simulations",
+            "500",
+            "--num-samples",
+            "1000",
+            "--ode-samples",
+            "200",
+            "--num-labels",
+            "500",
+            "--train-steps",
+            "100",
+            "--y",
+            "1",
+            "--quiet",
+            "--plot",
+            str(png),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "KL G_low" in out and "build time" in out
+    assert png.stat().st_size > 1000
