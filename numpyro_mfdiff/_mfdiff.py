@@ -359,6 +359,26 @@ class MFDiff:
             return float(_ess(self._loglik(jnp.asarray(y))))
         return np.asarray(_ess(jax.vmap(self._loglik)(jnp.asarray(y))))
 
+    def fidelity(self, observations) -> str:
+        """Which generator serves ``observations``: ``"low"`` (``G_low``)."""
+        return "low"
+
+    def to_inference_data(self, rng_key, observations, num_samples=1000, **kwargs):
+        """Posterior for one observation as ``az.InferenceData``.
+
+        ``posterior`` has dims ``chain``/``draw``; also ``observed_data``,
+        ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
+        (``posterior_predictive=True``) and the method's diagnostics in
+        ``attrs``. Keyword arguments: ``num_chains``, ``prior``,
+        ``posterior_predictive``, ``method`` (``"generator"`` or ``"ode"``).
+        """
+        from ._arviz import to_inference_data
+
+        if kwargs.get("method", "generator") == "generator":
+            self._require_generator()
+        self._require_sims()
+        return to_inference_data(self, rng_key, observations, num_samples, **kwargs)
+
     # -------------------------------------------------------------- helpers
     def _make_draw(self):
         constrain = self.spec.constrain
