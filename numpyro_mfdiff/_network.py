@@ -22,6 +22,8 @@ class Generator(eqx.Module):
     """
 
     mlp: eqx.nn.MLP
+    heads: int = eqx.field(static=True)
+    gate_scale: float = eqx.field(static=True)
     y_mean: jax.Array
     y_scale: jax.Array
     theta_mean: jax.Array
@@ -39,8 +41,13 @@ class Generator(eqx.Module):
         theta_mean=None,
         theta_scale=None,
         activation: Callable = jax.nn.gelu,
+        heads: int = 1,
+        gate_scale: float = 1.0,
     ):
-        self.mlp = eqx.nn.MLP(obs_dim + dim, dim, width, depth, activation=activation, key=key)
+        self.heads = int(heads)
+        self.gate_scale = float(gate_scale)
+        out = dim if self.heads == 1 else 2 * self.heads * dim
+        self.mlp = eqx.nn.MLP(obs_dim + dim, out, width, depth, activation=activation, key=key)
         self.y_mean = jnp.zeros(obs_dim) if y_mean is None else jnp.asarray(y_mean)
         self.y_scale = jnp.ones(obs_dim) if y_scale is None else jnp.asarray(y_scale)
         self.theta_mean = jnp.zeros(dim) if theta_mean is None else jnp.asarray(theta_mean)
@@ -48,7 +55,13 @@ class Generator(eqx.Module):
 
     def standardised(self, y_std, z):
         """Network output in standardised coordinates, from standardised ``y``."""
-        return self.mlp(jnp.concatenate([y_std, z]))
+        out = self.mlp(jnp.concatenate([y_std, z]))
+        if self.heads == 1:
+            return out
+        dim = z.shape[-1]
+        logits = self.gate_scale * out[: self.heads * dim].reshape(self.heads, dim)
+        vals = out[self.heads * dim :].reshape(self.heads, dim)
+        return jnp.sum(jax.nn.softmax(logits, axis=0) * vals, axis=0)
 
     def __call__(self, y, z):
         y_std = (y - self.y_mean) / self.y_scale
@@ -69,6 +82,8 @@ def fit_generator(
     validation_fraction=0.1,
     eval_every=500,
     progress=None,
+    select="best",
+    huber_delta=0.05,
 ):
     """Fit ``gen`` by regression of ``u`` on ``(y_std, z)``.
 
@@ -80,7 +95,7 @@ def fit_generator(
     number of finished steps. Returns ``(generator, history)`` where history
     has the train and validation losses at each check.
     """
-    if loss not in ("l1", "mse"):
+    if loss not in ("l1", "mse", "huber"):
         raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
     n = u.shape[0]
     k_perm, k_train = jax.random.split(key)
@@ -102,7 +117,13 @@ def fit_generator(
         g = eqx.combine(p, static)
         pred = jax.vmap(g.standardised)(yb, zb)
         err = pred - ub
-        return jnp.mean(jnp.sum(jnp.abs(err) if loss == "l1" else err**2, axis=-1))
+        if loss == "l1":
+            e = jnp.abs(err)
+        elif loss == "huber":
+            e = optax.huber_loss(err, delta=huber_delta) / huber_delta
+        else:
+            e = err**2
+        return jnp.mean(jnp.sum(e, axis=-1))
 
     @eqx.filter_jit
     def run_block(p, s, k, nsteps):
@@ -125,7 +146,7 @@ def fit_generator(
         params, opt_state, tl, vl = run_block(params, opt_state, kb, nsteps)
         done += nsteps
         history.append((done, float(tl), float(vl)))
-        if float(vl) < float(best[0]):
+        if select == "last" or float(vl) < float(best[0]):
             best = (vl, params)
         if progress is not None:
             progress(nsteps)
