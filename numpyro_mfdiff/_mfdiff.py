@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Sequence
@@ -116,6 +117,14 @@ class MFDiff:
             raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
         if not 0.0 <= prune_tol < 1.0:
             raise ValueError(f"prune_tol must be in [0, 1), got {prune_tol}")
+        # plain settings, kept to rebuild an equal object in MFDiff.load
+        args = locals()
+        self._settings = {
+            k: args[k]
+            for k in inspect.signature(MFDiff.__init__).parameters
+            if k not in ("self", "model", "schedule", "activation", "observed_sites")
+        }
+        self._settings["activation"] = getattr(activation, "__name__", None)
         self.model = model
         self.num_simulations = int(num_simulations)
         self.observed_sites = observed_sites
@@ -194,14 +203,7 @@ class MFDiff:
                 "non-finite values and are left out",
                 stacklevel=2,
             )
-        self.simulations = sims
-        th = sims.theta[sims.valid]
-        y = sims.y[sims.valid]
-        self._theta_mean, self._theta_scale = th.mean(0), _scale(th)
-        self._y_mean, self._y_scale = y.mean(0), _scale(y)
-        self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
-        self._dists = jax.tree.map(jnp.asarray, sims.dists)
-        self._valid = jnp.asarray(sims.valid)
+        self._set_simulations(sims)
         self.diagnostics.update(num_simulations=self.num_simulations, num_failed=failed)
         return sims
 
@@ -261,16 +263,7 @@ class MFDiff:
         """Stage 3: fit ``G_low`` on labelled triples (stored in ``.generator``)."""
         self._require_sims()
         k_init, k_fit = jax.random.split(rng_key)
-        gen = Generator(
-            k_init,
-            self.spec.obs_dim,
-            self.spec.dim,
-            y_mean=self._y_mean,
-            y_scale=self._y_scale,
-            theta_mean=self._theta_mean,
-            theta_scale=self._theta_scale,
-            **self.net_config,
-        )
+        gen = self._new_generator(k_init)
         steps = self.fit_config["num_steps"]
         with progress(steps, "training", self.progress_bar) as update:
             gen, history = fit_generator(
@@ -378,6 +371,52 @@ class MFDiff:
             self._require_generator()
         self._require_sims()
         return to_inference_data(self, rng_key, observations, num_samples, **kwargs)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path):
+        """Save prior simulations, standardisation and the generator to ``path`` (.npz).
+
+        The file carries a format version and the model's site shapes; load it
+        with :meth:`MFDiff.load` and the same model.
+        """
+        from ._io import save
+
+        self._require_sims()
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, model, *args, **kwargs):
+        """Rebuild an :class:`MFDiff` for ``model`` from a file written by :meth:`save`.
+
+        ``args``/``kwargs`` are the model arguments used in ``run``. A file
+        whose format version or site shapes do not match is a ``ValueError``.
+        """
+        from ._io import load
+
+        return load(cls, path, model, args, kwargs)
+
+    def _new_generator(self, key):
+        return Generator(
+            key,
+            self.spec.obs_dim,
+            self.spec.dim,
+            y_mean=self._y_mean,
+            y_scale=self._y_scale,
+            theta_mean=self._theta_mean,
+            theta_scale=self._theta_scale,
+            **self.net_config,
+        )
+
+    def _set_simulations(self, sims):
+        """Store simulations and the quantities derived from them."""
+        self.simulations = sims
+        th = sims.theta[sims.valid]
+        y = sims.y[sims.valid]
+        self._theta_mean, self._theta_scale = th.mean(0), _scale(th)
+        self._y_mean, self._y_scale = y.mean(0), _scale(y)
+        self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
+        self._dists = jax.tree.map(jnp.asarray, sims.dists)
+        self._valid = jnp.asarray(sims.valid)
 
     # -------------------------------------------------------------- helpers
     def _make_draw(self):

@@ -203,3 +203,32 @@ def test_cli_runs_small(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KL G_low" in out and "build time" in out
     assert png.stat().st_size > 1000
+
+
+def test_save_load_round_trip(small_quadratic, tmp_path):
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    back = MFDiff.load(path, quadratic)
+    k = jax.random.PRNGKey(7)
+    for method in ("get_samples", "sample_ode"):
+        np.testing.assert_array_equal(
+            getattr(back, method)(k, {"y": 1.0}, 300)["theta"],
+            getattr(small_quadratic, method)(k, {"y": 1.0}, 300)["theta"],
+        )
+    assert back.ess({"y": 1.0}) == pytest.approx(small_quadratic.ess({"y": 1.0}))
+
+
+def test_load_rejects_mismatch_and_corruption(small_quadratic, tmp_path):
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    with pytest.raises(ValueError, match="latent sites"):
+        MFDiff.load(path, _discrete_ok)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupted"):
+        MFDiff.load(bad, quadratic)
+
+
+def _discrete_ok(y=None):
+    phi = numpyro.sample("phi", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(phi, 0.1), obs=y)
