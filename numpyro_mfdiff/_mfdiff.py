@@ -59,6 +59,9 @@ class MFDiff:
             likelihoods); the dropped likelihood mass is reported.
         prune_tol: likelihood mass :meth:`sample_ode` may drop per observation.
         width, depth, activation: generator MLP.
+        heads, gate_scale: the output is a softmax-gated mixture of ``heads``
+            values per coordinate, gates sharpened by ``gate_scale``, so the
+            network can switch between modes without blurring between them.
         train_steps, batch_size, learning_rate, loss: generator fit.
         chunk_size: triples labelled per compiled call.
         simulation_chunk_size: prior simulations per compiled call.
@@ -85,9 +88,11 @@ class MFDiff:
         width: int = 128,
         depth: int = 3,
         activation=jax.nn.gelu,
+        heads: int = 4,
+        gate_scale: float = 10.0,
         train_steps: int = 10_000,
         batch_size: int = 512,
-        learning_rate: float = 3e-3,
+        learning_rate: float = 5e-3,
         loss: str = "l1",
         chunk_size: int = 256,
         simulation_chunk_size: int = 10_000,
@@ -103,6 +108,7 @@ class MFDiff:
             "label_points",
             "width",
             "depth",
+            "heads",
             "train_steps",
             "batch_size",
             "chunk_size",
@@ -113,8 +119,8 @@ class MFDiff:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if grid not in _GRIDS:
             raise ValueError(f"grid must be one of {tuple(_GRIDS)}, got {grid!r}")
-        if loss not in ("l1", "mse"):
-            raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        if loss not in ("l1", "mse", "huber"):
+            raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {loss!r}")
         if not 0.0 <= prune_tol < 1.0:
             raise ValueError(f"prune_tol must be in [0, 1), got {prune_tol}")
         # plain settings, kept to rebuild an equal object in MFDiff.load
@@ -135,7 +141,13 @@ class MFDiff:
         self.schedule = schedule if schedule is not None else LinearSchedule()
         self.label_points = int(label_points)
         self.prune_tol = float(prune_tol)
-        self.net_config = dict(width=int(width), depth=int(depth), activation=activation)
+        self.net_config = dict(
+            width=int(width),
+            depth=int(depth),
+            activation=activation,
+            heads=int(heads),
+            gate_scale=float(gate_scale),
+        )
         self.fit_config = dict(
             num_steps=int(train_steps),
             batch_size=int(batch_size),

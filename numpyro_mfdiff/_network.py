@@ -41,8 +41,8 @@ class Generator(eqx.Module):
         theta_mean=None,
         theta_scale=None,
         activation: Callable = jax.nn.gelu,
-        heads: int = 1,
-        gate_scale: float = 1.0,
+        heads: int = 4,
+        gate_scale: float = 10.0,
     ):
         self.heads = int(heads)
         self.gate_scale = float(gate_scale)
@@ -77,7 +77,7 @@ def fit_generator(
     *,
     num_steps=10_000,
     batch_size=512,
-    learning_rate=3e-3,
+    learning_rate=5e-3,
     loss="l1",
     validation_fraction=0.1,
     eval_every=500,
@@ -89,14 +89,18 @@ def fit_generator(
 
     ``y_std`` (T, M), ``z`` (T, D), ``u`` (T, D): standardised labelled
     triples. ``loss`` is ``"l1"`` (absolute error, default: the few triples
-    next to a jump between modes do not dominate the fit) or ``"mse"``.
+    next to a jump between modes do not dominate the fit), ``"mse"`` or
+    ``"huber"`` (quadratic within ``huber_delta``, scaled to match L1 beyond).
     Adam with cosine decay; the held-out loss is checked every ``eval_every``
-    steps and the parameters of the best check are returned. ``progress`` receives the
+    steps and the parameters of the best check are returned
+    (``select="best"``) or those at the end (``select="last"``). ``progress`` receives the
     number of finished steps. Returns ``(generator, history)`` where history
     has the train and validation losses at each check.
     """
     if loss not in ("l1", "mse", "huber"):
-        raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {loss!r}")
+    if select not in ("best", "last"):
+        raise ValueError(f"select must be 'best' or 'last', got {select!r}")
     n = u.shape[0]
     k_perm, k_train = jax.random.split(key)
     perm = np.asarray(jax.random.permutation(k_perm, n))
