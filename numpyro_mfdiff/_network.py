@@ -134,9 +134,9 @@ def fit_generator(
         def step(carry, kk):
             p, s = carry
             idx = jax.random.randint(kk, (batch_size,), 0, train[0].shape[0])
-            loss, grads = jax.value_and_grad(loss_fn)(p, *(x[idx] for x in train))
+            value, grads = jax.value_and_grad(loss_fn)(p, *(x[idx] for x in train))
             updates, s = opt.update(grads, s, p)
-            return (eqx.apply_updates(p, updates), s), loss
+            return (eqx.apply_updates(p, updates), s), value
 
         (p, s), losses = jax.lax.scan(step, (p, s), jax.random.split(k, nsteps))
         return p, s, jnp.mean(losses), loss_fn(p, *valid)
