@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._label import label_chunk
+from ._label import label_triples
 from ._network import Generator, fit_generator
 from ._ode import SOLVERS, solve_ode
 from ._progress import progress
@@ -222,6 +222,9 @@ class MFDiff:
     def _loglik(self, y):
         return _model.log_likelihood(self.spec, self._dists, self._valid, y)
 
+    def _loglik_std(self, y_std):
+        return self._loglik(self._y_mean + self._y_scale * y_std)
+
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
 
@@ -233,38 +236,22 @@ class MFDiff:
         valid_idx = np.flatnonzero(self.simulations.valid)
         T = self.num_labels
         idx = np.asarray(jax.random.choice(k_idx, valid_idx, (T,), replace=T > valid_idx.size))
-        y = self.simulations.y[idx]
-        y_std = (y - self._y_mean) / self._y_scale
-        # order by the leading principal direction of y so that a chunk holds
-        # similar observations and shares its prior points
-        if y_std.shape[1] > 1:
-            _, _, vt = np.linalg.svd(y_std - y_std.mean(0), full_matrices=False)
-            order = np.argsort(y_std @ vt[0], kind="stable")
-        else:
-            order = np.argsort(y_std[:, 0], kind="stable")
-        y, y_std = y[order], y_std[order]
+        y_std = (self.simulations.y[idx] - self._y_mean) / self._y_scale
         z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
-        B = min(self.chunk_size, T)
-        pad = (-T) % B
-        yp = np.concatenate([y, y[:pad]]) if pad else y
-        zp = np.concatenate([z, z[:pad]]) if pad else z
-        points, schedule, grid = self._points, self.schedule, self.grid
-        K, solver = self.label_points, self.solver
-
-        @jax.jit
-        def chunk(yc, zc):
-            ll = jax.vmap(self._loglik)(yc)
-            return label_chunk(zc, ll, points, schedule, grid, K, solver)
-
-        out, dropped = [], []
         with progress(T, "labelling", self.progress_bar) as update:
-            for s in range(0, yp.shape[0], B):
-                o, d = chunk(yp[s : s + B], zp[s : s + B])
-                out.append(np.asarray(o))
-                dropped.append(np.asarray(d))
-                update(min(B, T - s))
-        theta = np.concatenate(out)[:T]
-        dropped = np.concatenate(dropped)[:T]
+            order, theta, dropped = label_triples(
+                y_std,
+                z,
+                self._loglik_std,
+                self._points,
+                self.schedule,
+                self.grid,
+                self.label_points,
+                self.solver,
+                self.chunk_size,
+                update,
+            )
+        y_std, z = y_std[order], z[order]
         self.diagnostics.update(
             label_dropped_mass_max=float(dropped.max()),
             label_dropped_mass_mean=float(dropped.mean()),

@@ -137,7 +137,7 @@ def test_unknown_observed_site_name():
         ("num_steps", -1),
         ("solver", "rk4"),
         ("grid", "log"),
-        ("loss", "huber"),
+        ("loss", "l2"),
     ],
 )
 def test_bad_settings(arg, value):
