@@ -33,6 +33,7 @@ def to_inference_data(
     num_chains=1,
     prior=True,
     posterior_predictive=False,
+    log_likelihood=True,
     method="generator",
 ):
     """Posterior samples for one observation as ``az.InferenceData``.
@@ -40,7 +41,9 @@ def to_inference_data(
     Groups: ``posterior`` (latent sites, dims ``chain``/``draw``, sample shapes
     kept), ``observed_data``, and, when asked, ``prior`` and
     ``prior_predictive`` (from the stored prior simulations) and
-    ``posterior_predictive`` (the model simulated at the posterior draws).
+    ``posterior_predictive`` (the model simulated at the posterior draws) and
+    ``log_likelihood`` (pointwise log density of the observed sites at the
+    posterior draws, for ``az.loo`` and ``az.compare``).
     The method's diagnostics (likelihood-weight ESS, number of simulations and
     failures, sampler used) go in ``attrs``.
     ``method``: ``"generator"`` (:meth:`MFDiff.get_samples`) or ``"ode"``
@@ -70,6 +73,15 @@ def to_inference_data(
         )
         pp = pred(k_pp, *inf._args, **inf._kwargs)
         groups["posterior_predictive"] = _chains(pp, num_chains)
+    if log_likelihood:
+        from numpyro import handlers
+        from numpyro.infer import log_likelihood as numpyro_log_likelihood
+
+        conditioned = handlers.condition(inf.model, data=observations)
+        ll = numpyro_log_likelihood(conditioned, post, *inf._args, **inf._kwargs)
+        groups["log_likelihood"] = _chains(
+            {k: v for k, v in ll.items() if k in inf.spec.observed_shapes}, num_chains
+        )
     if prior:
         sims = inf.simulations
         idx = np.flatnonzero(sims.valid)[:num_samples]

@@ -360,9 +360,10 @@ class MFDiff:
 
         ``posterior`` has dims ``chain``/``draw``; also ``observed_data``,
         ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
-        (``posterior_predictive=True``) and the method's diagnostics in
-        ``attrs``. Keyword arguments: ``num_chains``, ``prior``,
-        ``posterior_predictive``, ``method`` (``"generator"`` or ``"ode"``).
+        (``posterior_predictive=True``), ``log_likelihood`` (default on, for
+        ``az.loo``/``az.compare``) and the method's diagnostics in ``attrs``.
+        Keyword arguments: ``num_chains``, ``prior``, ``posterior_predictive``,
+        ``log_likelihood``, ``method`` (``"generator"`` or ``"ode"``).
         """
         from ._arviz import to_inference_data
 

@@ -22,8 +22,9 @@ def inf():
 
 def test_inference_data_groups_and_shapes(inf):
     x = np.array([0.5, 0.0, 0.2, 0.4])
-    idata = inf.to_inference_data(jax.random.PRNGKey(1), {"x": x}, 400, num_chains=4,
-                                  posterior_predictive=True)
+    idata = inf.to_inference_data(
+        jax.random.PRNGKey(1), {"x": x}, 400, num_chains=4, posterior_predictive=True
+    )
     assert isinstance(idata, az.InferenceData)
     for g in ("posterior", "observed_data", "prior", "prior_predictive", "posterior_predictive"):
         assert g in idata.groups()
@@ -43,8 +44,9 @@ def test_arviz_summary_and_plot(inf):
     import matplotlib
 
     matplotlib.use("Agg")
-    idata = inf.to_inference_data(jax.random.PRNGKey(2), {"x": np.zeros(4)}, 400, num_chains=2,
-                                  method="ode")
+    idata = inf.to_inference_data(
+        jax.random.PRNGKey(2), {"x": np.zeros(4)}, 400, num_chains=2, method="ode"
+    )
     summ = az.summary(idata)
     assert {"mean", "sd", "r_hat"} <= set(summ.columns)
     assert set(summ.index) == {"a", "b[0]", "b[1]"}
@@ -56,3 +58,38 @@ def test_inference_data_bad_args(inf):
         inf.to_inference_data(jax.random.PRNGKey(0), {"x": np.zeros(4)}, 10, num_chains=3)
     with pytest.raises(ValueError, match="single observation"):
         inf.to_inference_data(jax.random.PRNGKey(0), {"x": np.zeros((2, 4))}, 10)
+
+
+def test_loo_and_compare_against_nuts(inf):
+    """az.loo / az.compare work on MFDiff output and on the NUTS baseline of the same model."""
+    from numpyro_mfdiff.baselines import nuts
+
+    x = np.array([0.5, 0.0, 0.2, 0.4])
+    idata = inf.to_inference_data(jax.random.PRNGKey(3), {"x": x}, 400, num_chains=2, method="ode")
+    # one pointwise term per draw: the site is a single event (to_event(1)), as in NumPyro
+    assert idata.log_likelihood["x"].shape == (2, 200)
+    ref = nuts(
+        linear_gaussian,
+        {"x": x},
+        jax.random.PRNGKey(4),
+        num_chains=2,
+        num_warmup=200,
+        num_samples=200,
+    )
+    if "log_likelihood" not in ref.groups():  # the baseline may not export it
+        from numpyro.infer import log_likelihood as ll_fn
+
+        post = {
+            k: ref.posterior[k].values.reshape((-1,) + ref.posterior[k].shape[2:])
+            for k in ("a", "b")
+        }
+        ll = ll_fn(linear_gaussian, post, x=x)["x"].reshape(2, 200)
+        ref.add_groups(log_likelihood={"x": np.asarray(ll)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pointwise-ELPD warnings on 4 data points
+        loo = az.loo(idata)
+        table = az.compare({"mfdiff": idata, "nuts": ref})
+    assert np.isfinite(loo.elpd_loo)
+    assert set(table.index) == {"mfdiff", "nuts"}
+    # both approximate the same posterior: their ELPDs agree within a few standard errors
+    assert abs(table["elpd_loo"].iloc[0] - table["elpd_loo"].iloc[1]) < 1.0
