@@ -40,14 +40,15 @@ def label_chunk(z, loglik, points, schedule, grid, num_points: int, solver: str 
 
 
 def label_triples(
-    y_std, z, loglik_fn, points, schedule, grid, num_points, solver, chunk_size, progress=None
+    y, y_std, z, loglik_fn, points, schedule, grid, num_points, solver, chunk_size, progress=None
 ):
     """Label many triples in compiled chunks of ``chunk_size``.
 
-    Triples are ordered along the leading principal direction of ``y_std``
-    (T, M) so that a chunk holds similar observations and shares its prior
-    points. ``loglik_fn`` maps one standardised observation (M,) to the
-    log-likelihoods (N,). ``progress`` receives the triples finished per chunk.
+    Triples are ordered along the leading principal direction of the
+    standardised observations ``y_std`` (T, M) so that a chunk holds similar
+    observations and shares its prior points. ``loglik_fn`` maps one
+    observation of ``y`` (M,), as simulated, to the log-likelihoods (N,).
+    ``progress`` receives the triples finished per chunk.
 
     Returns ``(order (T,), theta (T, D), dropped (T,))``: ``theta`` and
     ``dropped`` belong to ``y_std[order]``, ``z[order]``.
@@ -68,7 +69,7 @@ def label_triples(
 
     out, dropped = [], []
     for s in range(0, idx.size, B):
-        o, d = chunk(y_std[idx[s : s + B]], z[idx[s : s + B]])
+        o, d = chunk(y[idx[s : s + B]], z[idx[s : s + B]])
         out.append(np.asarray(o))
         dropped.append(np.asarray(d))
         if progress is not None:

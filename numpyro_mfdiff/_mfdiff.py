@@ -222,9 +222,6 @@ class MFDiff:
     def _loglik(self, y):
         return _model.log_likelihood(self.spec, self._dists, self._valid, y)
 
-    def _loglik_std(self, y_std):
-        return self._loglik(self._y_mean + self._y_scale * y_std)
-
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
 
@@ -236,13 +233,15 @@ class MFDiff:
         valid_idx = np.flatnonzero(self.simulations.valid)
         T = self.num_labels
         idx = np.asarray(jax.random.choice(k_idx, valid_idx, (T,), replace=T > valid_idx.size))
-        y_std = (self.simulations.y[idx] - self._y_mean) / self._y_scale
+        y = self.simulations.y[idx]
+        y_std = (y - self._y_mean) / self._y_scale
         z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
         with progress(T, "labelling", self.progress_bar) as update:
             order, theta, dropped = label_triples(
+                y,
                 y_std,
                 z,
-                self._loglik_std,
+                self._loglik,
                 self._points,
                 self.schedule,
                 self.grid,
