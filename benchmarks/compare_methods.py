@@ -35,6 +35,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +203,21 @@ def _subsample(x, n, key):
     return x[np.sort(np.asarray(jax.random.choice(key, x.shape[0], (n,), replace=False)))]
 
 
+def _baseline_row(method, run, prob, key, n_acc, k_sub, note):
+    """Time ``run(model, observations, key)`` on the first and the next observation."""
+    ka, kb = jax.random.split(key)
+    first, t1 = _timed(lambda: run(prob.model, prob.obs, ka))
+    second, t2 = _timed(lambda: run(prob.model, prob.obs_next, kb))
+    return dict(
+        method=method,
+        first=t1,
+        next=t2,
+        n=int(flatten_samples(second).shape[0]),
+        acc=prob.accuracy(_subsample(first, n_acc, k_sub)),
+        note=note(first),
+    )
+
+
 def run_problem(prob: Problem, cfg: argparse.Namespace, n_acc: int, key) -> list[dict]:
     k_run, k1, k2, k3, k4, k_nuts, k_smc, k_sub, k_ex = jax.random.split(key, 9)
     rows = []
@@ -247,41 +263,23 @@ def run_problem(prob: Problem, cfg: argparse.Namespace, n_acc: int, key) -> list
         )
     )
 
-    # -- NUTS, 4 chains; the second run recompiles (fresh closure per call)
+    # -- NUTS (4 chains) and adaptive tempered SMC; a second run recompiles (fresh closure per call)
     nuts_kw = dict(num_chains=4, num_warmup=cfg.nuts_warmup, num_samples=cfg.nuts_samples)
-    ka, kb = jax.random.split(k_nuts)
-    idata, t_n1 = _timed(lambda: baselines.nuts(prob.model, prob.obs, ka, **nuts_kw))
-    idata2, t_n2 = _timed(lambda: baselines.nuts(prob.model, prob.obs_next, kb, **nuts_kw))
-    div = int(np.asarray(idata.sample_stats["diverging"]).sum())
-    rows.append(
-        dict(
-            method="NUTS",
-            first=t_n1,
-            next=t_n2,
-            n=int(flatten_samples(idata2).shape[0]),
-            acc=prob.accuracy(_subsample(idata, n_acc, k_sub)),
-            note=f"{div} divergences",
-        )
-    )
-
-    # -- adaptive tempered SMC
-    ka, kb = jax.random.split(k_smc)
-    sm, t_s1 = _timed(
-        lambda: baselines.smc(prob.model, prob.obs, ka, num_particles=cfg.smc_particles)
-    )
-    sm2, t_s2 = _timed(
-        lambda: baselines.smc(prob.model, prob.obs_next, kb, num_particles=cfg.smc_particles)
-    )
-    rows.append(
-        dict(
-            method="SMC",
-            first=t_s1,
-            next=t_s2,
-            n=int(flatten_samples(sm2).shape[0]),
-            acc=prob.accuracy(_subsample(sm, n_acc, k_sub)),
-            note=f"{sm.attrs['num_tempering_steps']} tempering steps",
-        )
-    )
+    for method, run, key_m, note in (
+        (
+            "NUTS",
+            partial(baselines.nuts, **nuts_kw),
+            k_nuts,
+            lambda d: f"{int(np.asarray(d.sample_stats['diverging']).sum())} divergences",
+        ),
+        (
+            "SMC",
+            partial(baselines.smc, num_particles=cfg.smc_particles),
+            k_smc,
+            lambda d: f"{d.attrs['num_tempering_steps']} tempering steps",
+        ),
+    ):
+        rows.append(_baseline_row(method, run, prob, key_m, n_acc, k_sub, note))
 
     rows.append(
         dict(

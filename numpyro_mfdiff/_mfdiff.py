@@ -15,10 +15,11 @@ import numpy as np
 from . import _model
 from ._label import label_triples
 from ._network import Generator, fit_generator
-from ._ode import SOLVERS, solve_ode
+from ._ode import SOLVERS, solve_ode_jit
 from ._progress import progress
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 from ._score import ess as _ess
+from ._score import prune_points
 
 __all__ = ["MFDiff"]
 
@@ -320,7 +321,7 @@ class MFDiff:
             ]
             return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
         ll = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
-        idx, ll_kept, dropped = _prune(ll, self.prune_tol)
+        idx, ll_kept, dropped = prune_points(ll, self.prune_tol)
         pts = self._points[idx]
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         B = min(batch_size, num_samples)
@@ -329,7 +330,7 @@ class MFDiff:
         ll_kept = jnp.asarray(ll_kept, jnp.float32)
         u = jnp.concatenate(
             [
-                _solve(zp[s : s + B], pts, ll_kept, self.schedule, self.grid, self.solver)
+                solve_ode_jit(zp[s : s + B], pts, ll_kept, self.schedule, self.grid, self.solver)
                 for s in range(0, zp.shape[0], B)
             ]
         )
@@ -454,29 +455,3 @@ class MFDiff:
 def _scale(x):
     s = x.std(0)
     return np.where(s > 1e-8, s, 1.0).astype(np.float32)
-
-
-def _prune(ll, tol):
-    """Indices of the fewest points holding ``1 - tol`` of the likelihood mass.
-
-    The count is rounded up to a multiple of 512 (padding with ``-inf`` weights)
-    so that nearby observations reuse one compiled sampler.
-    Returns ``(idx, ll_kept, dropped_mass)``.
-    """
-    order = np.argsort(-ll, kind="stable")
-    finite = np.isfinite(ll[order])
-    order = order[finite]
-    w = np.exp(ll[order] - ll[order[0]])
-    c = np.cumsum(w) / w.sum()
-    k = int(np.searchsorted(c, 1.0 - tol)) + 1 if tol > 0 else order.size
-    k = min(k, order.size)
-    dropped = float(1.0 - c[k - 1])
-    size = min(-(-k // 512) * 512, ll.size)
-    idx = np.concatenate([order[:k], np.zeros(size - k, np.int64)])
-    kept = np.concatenate([ll[order[:k]], np.full(size - k, -np.inf)])
-    return idx, kept, max(dropped, 0.0)
-
-
-@eqx.filter_jit
-def _solve(z, pts, ll, schedule, grid, solver):
-    return solve_ode(z, pts, ll, schedule, grid, solver)

@@ -75,10 +75,8 @@ class _RejectImproper(Messenger):
             )
 
 
-def _trace(model, key, args, kwargs, substitute=None):
+def _trace(model, key, args, kwargs):
     m = handlers.seed(_RejectImproper(model), key)
-    if substitute:
-        m = handlers.substitute(m, data=substitute)
     return handlers.trace(m).get_trace(*args, **kwargs)
 
 

@@ -8,13 +8,14 @@ previous step at no extra denoiser cost.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from ._schedule import AbstractSchedule
 from ._score import denoise
 
-__all__ = ["ddim_step", "solve_ode", "SOLVERS"]
+__all__ = ["ddim_step", "solve_ode", "solve_ode_jit", "SOLVERS"]
 
 SOLVERS = ("ddim", "dpm2m")
 
@@ -63,3 +64,9 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
     coeffs = (alphas[:-1], betas[:-1], alphas[1:], betas[1:], r)
     (x, _), _ = jax.lax.scan(step, (x0, jnp.zeros_like(z)), coeffs)
     return denoise(x, alphas[-1], betas[-1], points, log_lik)
+
+
+@eqx.filter_jit
+def solve_ode_jit(z, points, log_lik, schedule, grid, solver):
+    """:func:`solve_ode`, compiled once per shape, schedule and solver."""
+    return solve_ode(z, points, log_lik, schedule, grid, solver)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["denoise", "score", "ess", "select_top_k"]
+__all__ = ["denoise", "score", "ess", "select_top_k", "prune_points"]
 
 
 def _logits(x, alpha, beta, points, log_lik):
@@ -72,3 +73,26 @@ def select_top_k(points, log_lik, k):
     kept = jax.nn.logsumexp(top, axis=-1)
     dropped = -jnp.expm1(kept - total)
     return points[idx], top, dropped
+
+
+def prune_points(ll, tol):
+    """Indices of the fewest points holding ``1 - tol`` of the likelihood mass (host-side).
+
+    ``ll``: NumPy log-likelihoods (N,); non-finite entries are never kept.
+
+    The count is rounded up to a multiple of 512 (padding with ``-inf`` weights)
+    so that nearby observations reuse one compiled sampler.
+    Returns ``(idx, ll_kept, dropped_mass)``.
+    """
+    order = np.argsort(-ll, kind="stable")
+    finite = np.isfinite(ll[order])
+    order = order[finite]
+    w = np.exp(ll[order] - ll[order[0]])
+    c = np.cumsum(w) / w.sum()
+    k = int(np.searchsorted(c, 1.0 - tol)) + 1 if tol > 0 else order.size
+    k = min(k, order.size)
+    dropped = float(1.0 - c[k - 1])
+    size = min(-(-k // 512) * 512, ll.size)
+    idx = np.concatenate([order[:k], np.zeros(size - k, np.int64)])
+    kept = np.concatenate([ll[order[:k]], np.full(size - k, -np.inf)])
+    return idx, kept, max(dropped, 0.0)

@@ -16,7 +16,7 @@ from numpyro_mfdiff import (
     uniform_grid,
 )
 from numpyro_mfdiff._label import label_chunk
-from numpyro_mfdiff._mfdiff import _prune
+from numpyro_mfdiff._score import prune_points
 
 
 def test_schedules_boundaries():
@@ -134,10 +134,10 @@ def test_label_chunk_truncation_reports_dropped_mass():
 
 def test_prune_keeps_mass_and_pads():
     ll = np.log(np.array([0.5, 0.3, 0.15, 0.05] + [1e-12] * 996))
-    idx, kept, dropped = _prune(ll, 1e-3)
+    idx, kept, dropped = prune_points(ll, 1e-3)
     assert idx.size == 512 and kept.size == 512
     assert set(idx[:4]) == {0, 1, 2, 3}
     assert np.all(np.isneginf(kept[4:]))
     assert dropped <= 1e-3
-    idx, _, dropped = _prune(ll, 0.0)
+    idx, _, dropped = prune_points(ll, 0.0)
     assert dropped == 0.0 and idx.size == 1000
