@@ -35,6 +35,7 @@ def to_inference_data(
     posterior_predictive=False,
     log_likelihood=True,
     method="generator",
+    fidelity=None,
 ):
     """Posterior samples for one observation as ``az.InferenceData``.
 
@@ -47,7 +48,10 @@ def to_inference_data(
     The method's diagnostics (likelihood-weight ESS, number of simulations and
     failures, sampler used) go in ``attrs``.
     ``method``: ``"generator"`` (:meth:`MFDiff.get_samples`) or ``"ode"``
-    (:meth:`MFDiff.sample_ode`).
+    (:meth:`MFDiff.sample_ode`); ``fidelity`` as in :meth:`MFDiff.get_samples`.
+    For a refined observation ``attrs`` also hold the refinement's importance
+    ESS before and after, the simulations spent at each fidelity and the KDE
+    bandwidths.
     """
     if num_chains < 1 or num_samples % num_chains:
         raise ValueError(
@@ -60,7 +64,7 @@ def to_inference_data(
         raise ValueError("to_inference_data takes a single observation, not a batch")
     k_post, k_pp = jax.random.split(rng_key)
     sampler = inf.get_samples if method == "generator" else inf.sample_ode
-    post = sampler(k_post, observations, num_samples)
+    post = sampler(k_post, observations, num_samples, fidelity=fidelity)
     groups = dict(
         posterior=_chains(post, num_chains),
         observed_data={k: np.asarray(v) for k, v in observations.items()},
@@ -89,12 +93,20 @@ def to_inference_data(
         ys = jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
         groups["prior"] = _chains(theta, 1)
         groups["prior_predictive"] = _chains(ys, 1)
+    ref = inf._refinement(y, fidelity)
     attrs = dict(
         inference_library="numpyro_mfdiff",
         sampler=method,
-        fidelity=inf.fidelity(observations),
-        ess_likelihood=float(inf.ess(observations)),
+        fidelity="high" if ref is not None else "low",
+        ess_likelihood=float(inf.ess(observations, fidelity="low")),
         num_simulations=int(inf.diagnostics.get("num_simulations", 0)),
         num_failed_simulations=int(inf.diagnostics.get("num_failed", 0)),
     )
+    if ref is not None:
+        attrs.update(
+            ess_refined=ref.ess,
+            num_high_fidelity_simulations=ref.num_high_fidelity,
+            refinement_rounds=len(ref.rounds),
+            kde_bandwidth=[float(b) for k in ref.kdes for b in k.bandwidth],
+        )
     return az.from_dict(**groups, attrs=attrs)

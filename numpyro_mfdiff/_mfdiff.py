@@ -15,11 +15,10 @@ import numpy as np
 from . import _model
 from ._label import label_triples
 from ._network import Generator, fit_generator
-from ._ode import SOLVERS, solve_ode_jit
+from ._ode import SOLVERS, sample_pruned
 from ._progress import progress
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 from ._score import ess as _ess
-from ._score import prune_points
 
 __all__ = ["MFDiff"]
 
@@ -164,6 +163,7 @@ class MFDiff:
         self.simulations = None
         self.generator = None
         self.diagnostics = {}
+        self._refinements = {}
 
     # ------------------------------------------------------------------ run
     def run(self, rng_key, *args, **kwargs):
@@ -280,80 +280,252 @@ class MFDiff:
         return gen
 
     # ------------------------------------------------------------- sampling
-    def get_samples(self, rng_key, observations, num_samples: int = 1000):
-        """Posterior samples from ``G_low`` for one observation or a batch.
+    def get_samples(self, rng_key, observations, num_samples: int = 1000, fidelity=None):
+        """Posterior samples for one observation or a batch, one network pass each.
 
         Args:
             rng_key: a ``jax.random`` key.
             observations: dict from observed site name to value, at the
                 site's shape or with a leading batch axis ``B`` on every site.
             num_samples: samples per observation.
+            fidelity: ``None`` (default) draws from ``G_high`` for an
+                observation refined with :meth:`refine` and from ``G_low``
+                otherwise; ``"low"`` always uses ``G_low``; ``"high"`` requires
+                a refined observation.
 
         Returns:
             Dict from latent site name to constrained samples, shape
             ``(num_samples, *site_shape)``, or ``(B, num_samples, *site_shape)``
             for a batch.
         """
-        self._require_generator()
         num_samples = _positive_int("num_samples", num_samples)
-        y = self._check(observations)
+        y = self._check(observations, fidelity=fidelity)
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
+        rows = [y] if y.ndim == 1 else list(y)
+        refs = [self._refinement(yi, fidelity) for yi in rows]
+        if any(r is None for r in refs):
+            self._require_generator()
         if y.ndim == 1:
-            return self._draw(self.generator, jnp.asarray(y), z)
-        return self._draw_batch(self.generator, jnp.asarray(y), z)
+            return self._draw_refined(refs[0], y, z)
+        if all(r is None for r in refs):
+            return self._draw_batch(self.generator, jnp.asarray(y), z)
+        outs = [self._draw_refined(r, yi, z) for r, yi in zip(refs, rows, strict=True)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
-    def sample_ode(self, rng_key, observations, num_samples: int = 1000, batch_size=4096):
+    def _draw_refined(self, ref, y, z):
+        if ref is None:
+            return self._draw(self.generator, jnp.asarray(y), z)
+        return self._draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
+
+    def sample_ode(
+        self, rng_key, observations, num_samples: int = 1000, batch_size=4096, fidelity=None
+    ):
         """Posterior samples from the Monte Carlo-score ODE, without the network.
 
-        Slower than :meth:`get_samples` and more accurate. Prior points whose
-        likelihood weight is negligible (at most ``prune_tol`` of the mass in
-        total) are dropped first. Same arguments and return value as
+        Slower than :meth:`get_samples` and more accurate. Points whose weight
+        is negligible (at most ``prune_tol`` of the mass in total) are dropped
+        first. For a refined observation (``fidelity`` as in
+        :meth:`get_samples`) the ODE runs over the high-fidelity simulations
+        with their importance weights. Same arguments and return value as
         :meth:`get_samples`.
         """
         self._require_sims()
         num_samples = _positive_int("num_samples", num_samples)
-        y = self._check(observations)
+        y = self._check(observations, fidelity=fidelity)
         if y.ndim == 2:
             keys = jax.random.split(rng_key, y.shape[0])
             outs = [
-                self.sample_ode(k, self.spec.unravel_obs(yi), num_samples, batch_size)
+                self.sample_ode(k, self.spec.unravel_obs(yi), num_samples, batch_size, fidelity)
                 for k, yi in zip(keys, y, strict=True)
             ]
             return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-        ll = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
-        idx, ll_kept, dropped = prune_points(ll, self.prune_tol)
-        pts = self._points[idx]
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
-        B = min(batch_size, num_samples)
-        pad = (-num_samples) % B
-        zp = jnp.concatenate([z, z[:pad]]) if pad else z
-        ll_kept = jnp.asarray(ll_kept, jnp.float32)
-        u = jnp.concatenate(
-            [
-                solve_ode_jit(zp[s : s + B], pts, ll_kept, self.schedule, self.grid, self.solver)
-                for s in range(0, zp.shape[0], B)
-            ]
+        ref = self._refinement(y, fidelity)
+        if ref is not None:
+            pts, log_w = (ref.theta - ref.mean) / ref.scale, ref.log_w
+            mean, scale = ref.mean, ref.scale
+        else:
+            pts, log_w = self._points, np.asarray(self._loglik(jnp.asarray(y)), np.float64)
+            mean, scale = self._theta_mean, self._theta_scale
+        u, n_points, dropped = sample_pruned(
+            z,
+            jnp.asarray(pts),
+            log_w,
+            self.schedule,
+            self.grid,
+            self.solver,
+            self.prune_tol,
+            batch_size,
         )
-        u = u[:num_samples]
-        theta = self._theta_mean + self._theta_scale * u
-        self.diagnostics["last_ode"] = dict(points=int(idx.size), dropped_mass=dropped)
-        return jax.vmap(self.spec.constrain)(theta)
+        self.diagnostics["last_ode"] = dict(points=n_points, dropped_mass=dropped)
+        return jax.vmap(self.spec.constrain)(mean + scale * u)
 
-    def ess(self, observations):
-        """ESS of the likelihood weights over the prior simulations, per observation.
+    def ess(self, observations, fidelity=None):
+        """Effective sample size of the weights the samplers use, per observation.
 
-        Returns a float, or an array (B,) for a batch of observations. Small
-        values (tens) mean the single-shot estimator rests on few prior points.
+        For ``G_low``: the likelihood weights over the prior simulations; for a
+        refined observation: the importance weights over the high-fidelity
+        simulations (``fidelity`` as in :meth:`get_samples`). Returns a float,
+        or an array (B,) for a batch. Small values (tens) mean the estimator
+        rests on few simulations.
         """
         self._require_sims()
-        y = self._check(observations, warn=False)
-        if y.ndim == 1:
-            return float(_ess(self._loglik(jnp.asarray(y))))
-        return np.asarray(_ess(jax.vmap(self._loglik)(jnp.asarray(y))))
+        y = self._check(observations, warn=False, fidelity=fidelity)
+        rows = [y] if y.ndim == 1 else list(y)
+        out = []
+        for yi in rows:
+            ref = self._refinement(yi, fidelity)
+            out.append(ref.ess if ref is not None else float(_ess(self._loglik(jnp.asarray(yi)))))
+        return out[0] if y.ndim == 1 else np.asarray(out)
 
     def fidelity(self, observations) -> str:
-        """Which generator serves ``observations``: ``"low"`` (``G_low``)."""
-        return "low"
+        """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
+        y = _model.check_observations(self.spec, observations)
+        return "high" if self._refinement(y, None) is not None else "low"
+
+    # ----------------------------------------------------------- refinement
+    def refine(
+        self,
+        rng_key,
+        observations,
+        model=None,
+        num_simulations: int = 2_000,
+        *,
+        rounds: int = 1,
+        target_ess: float | None = None,
+        max_simulations: int | None = None,
+        inflation: float = 1.5,
+        prior_fraction: float = 0.1,
+        num_labels: int | None = None,
+        train_steps: int | None = None,
+        model_args=None,
+        model_kwargs=None,
+    ):
+        """Refine the posterior of one observation with (high-fidelity) simulations.
+
+        Multi-fidelity refinement (METHOD.md, section 5): each round draws
+        candidates from the current sampler for ``observations`` (``G_low`` on
+        the first round, the refined ODE afterwards), fits a Gaussian KDE to
+        them (Scott's bandwidth times ``inflation``), proposes
+        ``num_simulations`` parameters from the mixture of that KDE and, for
+        a ``prior_fraction`` of them, the prior, and simulates ``model`` there.
+        All points gathered for the observation are weighted by
+        ``p_hf(y | theta) p(theta) / q(theta)``, with ``q`` the mixture of
+        every proposal so far (the prior included, so no region is left out).
+        Finally an unconditional generator ``G_high(z)`` is fitted to the
+        weighted Monte Carlo-score ODE. Afterwards :meth:`get_samples` for
+        this observation draws from ``G_high``. Calling ``refine`` again adds
+        rounds to the same observation.
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: one observation (dict site name -> value).
+            model: the high-fidelity NumPyro model, with the same latent and
+                observed sites (names, shapes, supports). Default: the model
+                of this inference (sequential refinement at the same fidelity,
+                where the prior simulations also count as draws).
+            num_simulations: simulations of ``model`` per round.
+            rounds: maximum number of rounds.
+            target_ess: stop after the round whose importance ESS reaches it.
+            max_simulations: budget of simulations of ``model`` for this call.
+            inflation: factor on the KDE bandwidth (> 0); above 1 widens the
+                proposal around the candidates.
+            prior_fraction: share of each round's proposals drawn from the
+                prior, in [0, 1).
+            num_labels: ODE-labelled noise/parameter pairs for ``G_high``
+                (default: ``num_labels`` of this inference).
+            train_steps: training steps of ``G_high`` (default: those of ``G_low``).
+            model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
+
+        Returns:
+            ``self``. Diagnostics (ESS before/after, simulations per fidelity,
+            KDE bandwidths, timings) are in ``diagnostics["refinements"]``.
+        """
+        from . import _refine
+
+        self._require_sims()
+        y = _model.check_observations(self.spec, observations)
+        if y.ndim != 1:
+            raise ValueError("refine takes a single observation, not a batch")
+        rounds = _positive_int("rounds", rounds)
+        num_simulations = _positive_int("num_simulations", num_simulations)
+        if num_simulations < 2:
+            raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
+        if max_simulations is not None:
+            max_simulations = _positive_int("max_simulations", max_simulations)
+        num_labels = _positive_int("num_labels", num_labels or self.num_labels)
+        train_steps = _positive_int("train_steps", train_steps or self.fit_config["num_steps"])
+        if not inflation > 0:
+            raise ValueError(f"inflation must be positive, got {inflation}")
+        if not 0.0 <= prior_fraction < 1.0:
+            raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
+        if target_ess is not None and not target_ess > 0:
+            raise ValueError(f"target_ess must be positive, got {target_ess}")
+        same = model is None or model is self.model
+        model = self.model if model is None else model
+        if not callable(model):
+            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        args = self._args if model_args is None else tuple(model_args)
+        kwargs = self._kwargs if model_kwargs is None else dict(model_kwargs)
+        same = same and model_args is None and model_kwargs is None
+        spec_hi = _model.inspect_model(model, args, kwargs, sorted(self.spec.observed_shapes))
+        _model.check_same_sites(self.spec, spec_hi, "refinement model")
+        log_prior, prior_draw = self._prior_fns()
+        key = _obs_key(y)
+        ref = self._refinements.get(key)
+        if ref is None:
+            ref = _refine.new_refinement(self, y, same, log_prior)
+        _refine.refine(
+            self,
+            rng_key,
+            y,
+            ref,
+            model,
+            spec_hi,
+            args,
+            kwargs,
+            num_simulations=num_simulations,
+            rounds=rounds,
+            target_ess=target_ess,
+            max_simulations=max_simulations,
+            inflation=float(inflation),
+            prior_fraction=float(prior_fraction),
+            num_labels=num_labels,
+            train_steps=train_steps,
+            log_prior=log_prior,
+            prior_draw=prior_draw,
+        )
+        self._refinements[key] = ref
+        self.diagnostics.setdefault("refinements", {})[key] = dict(
+            observations={k: np.asarray(v).tolist() for k, v in observations.items()},
+            **ref.summary(),
+        )
+        return self
+
+    def _prior_fns(self):
+        """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""
+        if getattr(self, "_prior_cache", None) is None:
+            lp = _model.log_prior_fn(self.model, self.spec, self._args, self._kwargs)
+            spec, model, a, kw = self.spec, self.model, self._args, self._kwargs
+            self._prior_cache = (
+                jax.jit(jax.vmap(lp)),
+                jax.jit(jax.vmap(lambda k: _model._simulate_one(model, spec, a, kw, k)[0])),
+            )
+        return self._prior_cache
+
+    def _refinement(self, y, fidelity):
+        """The refinement record serving flat observation ``y`` (M,) at ``fidelity``, or None."""
+        if fidelity not in (None, "low", "high"):
+            raise ValueError(f"fidelity must be None, 'low' or 'high', got {fidelity!r}")
+        if fidelity == "low":
+            return None
+        ref = self._refinements.get(_obs_key(y))
+        if ref is None and fidelity == "high":
+            raise ValueError(
+                "no high-fidelity generator for this observation: call .refine(key, "
+                "observations, model=...) first"
+            )
+        return ref
 
     def to_inference_data(self, rng_key, observations, num_samples=1000, **kwargs):
         """Posterior for one observation as ``az.InferenceData``.
@@ -417,6 +589,8 @@ class MFDiff:
         self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
+        self._prior_cache = None
+        self._make_draw()
 
     # -------------------------------------------------------------- helpers
     def _make_draw(self):
@@ -430,10 +604,11 @@ class MFDiff:
         self._draw = eqx.filter_jit(draw)
         self._draw_batch = eqx.filter_jit(jax.vmap(draw, (None, 0, None)))
 
-    def _check(self, observations, warn=True):
+    def _check(self, observations, warn=True, fidelity=None):
+        self._require_sims()
         y = _model.check_observations(self.spec, observations)
-        if warn and self.simulations is not None:
-            e = np.atleast_1d(self.ess(observations))
+        if warn:
+            e = np.atleast_1d(self.ess(observations, fidelity=fidelity))
             if np.any(e < self.ess_warning):
                 warnings.warn(
                     f"the effective sample size of the likelihood weights is {e.min():.1f} "
@@ -450,6 +625,11 @@ class MFDiff:
     def _require_generator(self):
         if self.generator is None:
             raise RuntimeError("no generator yet: call .run(rng_key, ...) first")
+
+
+def _obs_key(y) -> str:
+    """Dictionary key of a flat observation: its float32 values, exactly."""
+    return np.asarray(y, np.float32).tobytes().hex()
 
 
 def _scale(x):

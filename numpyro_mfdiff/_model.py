@@ -20,7 +20,15 @@ from numpyro.distributions.distribution import ImproperUniform
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
-__all__ = ["ModelSpec", "inspect_model", "simulate", "log_likelihood", "check_observations"]
+__all__ = [
+    "ModelSpec",
+    "inspect_model",
+    "simulate",
+    "log_prior_fn",
+    "check_same_sites",
+    "log_likelihood",
+    "check_observations",
+]
 
 
 class ModelSpec(NamedTuple):
@@ -183,7 +191,9 @@ class Simulations(NamedTuple):
     valid: Any
 
 
-def _simulate_one(model, spec: ModelSpec, args, kwargs, key):
+def _simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
+    if theta is not None:  # simulate at given unconstrained latents
+        model = handlers.substitute(model, data=spec.constrain(theta))
     tr = _trace(model, key, args, kwargs)
     sites = _sample_sites(tr)
     latent = {n: sites[n]["value"] for n in spec.latent_shapes}
@@ -205,26 +215,43 @@ def _all_finite(tree):
 
 
 def simulate(
-    key, model, spec: ModelSpec, num: int, args=(), kwargs=None, chunk_size=None, progress=None
+    key,
+    model,
+    spec: ModelSpec,
+    num: int,
+    args=(),
+    kwargs=None,
+    chunk_size=None,
+    progress=None,
+    theta=None,
 ):
-    """Draw ``num`` prior simulations of ``model``; returns :class:`Simulations`.
+    """Draw ``num`` simulations of ``model``; returns :class:`Simulations`.
 
-    Runs in chunks of ``chunk_size`` (vmapped and jitted); ``progress`` is an
-    optional callable receiving the number of simulations finished per chunk.
-    A simulation whose latents, output or distribution parameters are not
-    finite is marked invalid and kept out of every later computation.
+    From the prior, or at the given unconstrained latents ``theta`` (num, D)
+    (the latent sites are substituted). Runs in chunks of ``chunk_size``
+    (vmapped and jitted); ``progress`` is an optional callable receiving the
+    number of simulations finished per chunk. A simulation whose latents,
+    output or distribution parameters are not finite is marked invalid and
+    kept out of every later computation.
     """
     kwargs = kwargs or {}
     chunk_size = int(min(chunk_size or num, num))
     keys = jax.random.split(key, num)
-    fn = jax.jit(jax.vmap(lambda k: _simulate_one(model, spec, args, kwargs, k)))
+    thetas = jnp.zeros((num, 0)) if theta is None else jnp.asarray(theta, jnp.float32)
+
+    def one(k, th):
+        return _simulate_one(model, spec, args, kwargs, k, None if theta is None else th)
+
+    fn = jax.jit(jax.vmap(one))
     parts = []
     for start in range(0, num, chunk_size):
         ks = keys[start : start + chunk_size]
+        ts = thetas[start : start + chunk_size]
         n = ks.shape[0]
         if n < chunk_size:  # pad to avoid a recompilation for the last chunk
             ks = jnp.concatenate([ks, keys[: chunk_size - n]])
-        out = jax.tree.map(lambda x, n=n: x[:n], fn(ks))
+            ts = jnp.concatenate([ts, thetas[: chunk_size - n]])
+        out = jax.tree.map(lambda x, n=n: x[:n], fn(ks, ts))
         parts.append(jax.device_get(out))
         if progress is not None:
             progress(n)
@@ -233,6 +260,51 @@ def simulate(
     theta = np.where(valid[:, None], theta, 0.0).astype(np.float32)
     y = np.where(valid[:, None], y, 0.0).astype(np.float32)
     return Simulations(theta=theta, y=y, dists=dists, valid=valid)
+
+
+def log_prior_fn(model, spec: ModelSpec, args=(), kwargs=None):
+    """``theta (D,) -> log p(theta)``: the prior density in unconstrained coordinates.
+
+    The latent sites are substituted and their log densities summed, plus the
+    log-Jacobian of the map to constrained values. Under ``jit`` the
+    simulator's output is unused, so XLA drops it.
+    """
+    kwargs = kwargs or {}
+
+    def fn(theta):
+        m = handlers.substitute(model, data=spec.constrain(theta))
+        tr = _trace(m, jax.random.PRNGKey(0), args, kwargs)
+        lp = sum(jnp.sum(tr[n]["fn"].log_prob(tr[n]["value"])) for n in spec.latent_shapes)
+        return lp + spec.log_prior_jacobian(theta)
+
+    return fn
+
+
+def check_same_sites(spec: ModelSpec, other: ModelSpec, what: str = "model"):
+    """Raise ``ValueError`` naming the sites when ``other`` has different latent or
+    observed sites, shapes or supports than ``spec``."""
+    for kind, a, b in (
+        ("latent", spec.latent_shapes, other.latent_shapes),
+        ("observed", spec.observed_shapes, other.observed_shapes),
+    ):
+        if set(a) != set(b):
+            raise ValueError(
+                f"the {what} has {kind} sites {sorted(b)}; the inference was built for "
+                f"{sorted(a)} (missing: {sorted(set(a) - set(b))}, extra: "
+                f"{sorted(set(b) - set(a))})"
+            )
+        for n in a:
+            if tuple(a[n]) != tuple(b[n]):
+                raise ValueError(
+                    f"{kind} site '{n}' has shape {tuple(b[n])} in the {what}; the inference "
+                    f"was built for shape {tuple(a[n])}"
+                )
+    for n, sup in spec.supports.items():
+        if type(other.supports[n]) is not type(sup):
+            raise ValueError(
+                f"latent site '{n}' has support {other.supports[n]} in the {what}; the "
+                f"inference was built for {sup}"
+            )
 
 
 def log_likelihood(spec: ModelSpec, dists, valid, y):

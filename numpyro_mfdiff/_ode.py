@@ -11,11 +11,12 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._schedule import AbstractSchedule
-from ._score import denoise
+from ._score import denoise, prune_points
 
-__all__ = ["ddim_step", "solve_ode", "solve_ode_jit", "SOLVERS"]
+__all__ = ["ddim_step", "solve_ode", "solve_ode_jit", "sample_pruned", "SOLVERS"]
 
 SOLVERS = ("ddim", "dpm2m")
 
@@ -70,3 +71,27 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
 def solve_ode_jit(z, points, log_lik, schedule, grid, solver):
     """:func:`solve_ode`, compiled once per shape, schedule and solver."""
     return solve_ode(z, points, log_lik, schedule, grid, solver)
+
+
+def sample_pruned(z, points, log_w, schedule, grid, solver, prune_tol, batch_size=4096):
+    """ODE samples for one observation, from its fewest points holding ``1 - prune_tol``
+    of the weight.
+
+    ``z``: (S, D) noise; ``points``: (N, D) standardised; ``log_w``: (N,) NumPy
+    log-weights (``-inf`` excluded). Solved in compiled batches of
+    ``batch_size``. Returns ``(u (S, D), points_used, dropped_mass)``.
+    """
+    idx, w_kept, dropped = prune_points(np.asarray(log_w, np.float64), prune_tol)
+    pts = points[idx]
+    w_kept = jnp.asarray(w_kept, jnp.float32)
+    n = z.shape[0]
+    B = min(batch_size, n)
+    pad = (-n) % B
+    zp = jnp.concatenate([z, z[:pad]]) if pad else z
+    u = jnp.concatenate(
+        [
+            solve_ode_jit(zp[s : s + B], pts, w_kept, schedule, grid, solver)
+            for s in range(0, zp.shape[0], B)
+        ]
+    )
+    return u[:n], int(idx.size), dropped

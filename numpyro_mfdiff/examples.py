@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-__all__ = ["quadratic", "quadratic_bin_probs", "QUADRATIC_NOISE"]
+__all__ = ["quadratic", "quadratic_coarse", "quadratic_bin_probs", "QUADRATIC_NOISE"]
 
 QUADRATIC_NOISE = 0.1
 
@@ -15,6 +16,19 @@ def quadratic(y=None):
     """``theta ~ U(-2, 2)``, ``y ~ N(theta^2, 0.1^2)``: bimodal posterior at ``+-sqrt(y)``."""
     theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
     numpyro.sample("y", dist.Normal(theta**2, QUADRATIC_NOISE), obs=y)
+
+
+def quadratic_coarse(y=None, nodes: int = 6):
+    """A deliberately poor low-fidelity :func:`quadratic`: ``theta^2`` interpolated
+    linearly between ``nodes`` equally spaced points of [-2, 2].
+
+    With 6 nodes the approximation overestimates ``theta^2`` by up to 0.16 (at
+    ``theta = +-1``: 1.12), so its posterior for ``y = 1`` peaks at
+    ``+-0.925`` instead of ``+-1``, 1.5 posterior standard deviations away.
+    """
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    grid = jnp.linspace(-2.0, 2.0, nodes)
+    numpyro.sample("y", dist.Normal(jnp.interp(theta, grid, grid**2), QUADRATIC_NOISE), obs=y)
 
 
 def quadratic_bin_probs(y: float, bins: int = 80, range=(-2.0, 2.0), noise=QUADRATIC_NOISE):  # noqa: A002

@@ -1,0 +1,249 @@
+"""Multi-fidelity refinement for one observation ``y*`` (METHOD.md, section 5).
+
+Each round draws candidates from the current sampler for ``y*`` (``G_low``
+on the first round, then the refined Monte Carlo-score ODE), fits a KDE to
+them, draws proposals from a defensive mixture (the inflated KDE, plus a
+fraction straight from the prior), and runs the high-fidelity model there.
+Every point gathered so far is weighted with
+
+    log w_j = log p_hf(y* | theta_j) + log p(theta_j) - log q(theta_j),
+
+where ``q`` is the balance-heuristic mixture of all proposals (the prior
+included), so no region that the prior covers gets zero proposal density.
+After the rounds, the ODE with these weights labels ``(z, theta)`` pairs and
+an unconditional generator ``G_high(z)`` is fitted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _model
+from ._kde import fit_kde, kde_sample, mixture_logpdf
+from ._network import Generator, fit_generator
+from ._ode import sample_pruned
+from ._progress import progress
+from ._score import ess as _ess
+
+__all__ = ["Refinement", "refine"]
+
+
+@dataclass
+class Refinement:
+    """Everything refinement gathered for one observation.
+
+    ``theta`` (n, D) unconstrained points with their high-fidelity
+    log-likelihoods ``loglik`` (n,) and prior log densities ``logprior``
+    (n,); ``prior_count`` of them were drawn from the prior, ``counts[r]``
+    from ``kdes[r]``; ``log_w`` (n,) their importance log-weights;
+    ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``.
+    """
+
+    y: np.ndarray
+    theta: np.ndarray
+    loglik: np.ndarray
+    logprior: np.ndarray
+    prior_count: int = 0
+    kdes: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    log_w: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    generator: Generator | None = None
+    rounds: list = field(default_factory=list)
+    num_high_fidelity: int = 0
+    ess_before: float = 0.0
+
+    @property
+    def ess(self) -> float:
+        w = np.exp(self.log_w - np.max(self.log_w))
+        return float(w.sum() ** 2 / (w**2).sum())
+
+    def summary(self) -> dict:
+        """Diagnostics as plain numbers (for ``diagnostics`` and InferenceData attrs)."""
+        return dict(
+            ess_before=self.ess_before,
+            ess_after=self.ess,
+            num_high_fidelity_simulations=self.num_high_fidelity,
+            num_points=int(self.theta.shape[0]),
+            num_rounds=len(self.rounds),
+            kde_bandwidth=[k.bandwidth.tolist() for k in self.kdes],
+            rounds=list(self.rounds),
+        )
+
+
+def _weighted_standardisation(theta, log_w):
+    w = np.exp(log_w - np.max(log_w))
+    w = w / w.sum()
+    mean = w @ theta
+    sd = np.sqrt(np.maximum(w @ (theta - mean) ** 2, 0.0))
+    sd = np.where(sd > 1e-6, sd, np.maximum(theta.std(0), 1e-3))
+    return mean.astype(np.float32), sd.astype(np.float32)
+
+
+def _ode_draw(inf, ref, z):
+    """Unconstrained (S, D) draws from the refined Monte Carlo-score ODE."""
+    pts = jnp.asarray((ref.theta - ref.mean) / ref.scale)
+    u, _, _ = sample_pruned(z, pts, ref.log_w, inf.schedule, inf.grid, inf.solver, inf.prune_tol)
+    return ref.mean + ref.scale * np.asarray(u)
+
+
+def _candidates(inf, key, ref, y, n):
+    """Unconstrained (n, D) candidates for ``y`` from the current sampler."""
+    z = jax.random.normal(key, (n, inf.spec.dim))
+    if ref.log_w is not None:  # a later round: the refined ODE
+        return _ode_draw(inf, ref, z)
+    if inf.generator is not None:
+        return np.asarray(_generate(inf.generator, jnp.asarray(y), z))
+    ll = np.asarray(inf._loglik(jnp.asarray(y)), np.float64)
+    u, _, _ = sample_pruned(z, inf._points, ll, inf.schedule, inf.grid, inf.solver, inf.prune_tol)
+    return np.asarray(inf._theta_mean + inf._theta_scale * u)
+
+
+@eqx.filter_jit
+def _generate(gen, y, z):
+    return jax.lax.map(lambda zi: gen(y, zi), z, batch_size=4096)
+
+
+def _reweight(ref):
+    log_q = mixture_logpdf(
+        jnp.asarray(ref.logprior), ref.kdes, ref.counts, ref.prior_count, jnp.asarray(ref.theta)
+    )
+    log_w = ref.loglik.astype(np.float64) + ref.logprior - np.asarray(log_q, np.float64)
+    ref.log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
+    ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
+
+
+def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
+    """An empty record for ``y``; with ``same_fidelity`` the prior simulations join
+    it as draws from the prior."""
+    D = inf.spec.dim
+    ref = Refinement(
+        y=np.asarray(y, np.float32),
+        theta=np.zeros((0, D), np.float32),
+        loglik=np.zeros(0, np.float32),
+        logprior=np.zeros(0, np.float32),
+        ess_before=float(_ess(inf._loglik(jnp.asarray(y)))),
+    )
+    if same_fidelity:
+        sims = inf.simulations
+        ref.theta = np.asarray(sims.theta, np.float32)
+        ref.loglik = np.asarray(inf._loglik(jnp.asarray(y)), np.float32)
+        ref.logprior = np.asarray(log_prior(jnp.asarray(ref.theta)), np.float32)
+        ref.prior_count = int(sims.theta.shape[0])
+    return ref
+
+
+def refine(
+    inf,
+    rng_key,
+    y,
+    ref: Refinement,
+    model,
+    spec_hi,
+    args,
+    kwargs,
+    *,
+    num_simulations: int,
+    rounds: int,
+    target_ess,
+    max_simulations,
+    inflation: float,
+    prior_fraction: float,
+    num_labels: int,
+    train_steps: int,
+    log_prior,
+    prior_draw,
+):
+    """Run refinement rounds for ``y`` (M,), then label and fit ``G_high``; updates ``ref``."""
+    keys = jax.random.split(rng_key, rounds + 1)
+    budget = np.inf if max_simulations is None else int(max_simulations)
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        n = int(min(num_simulations, budget - ref.num_high_fidelity))
+        if n < 2:
+            break
+        t0 = time.perf_counter()
+        k_cand, k_prop, k_prior, k_sim = jax.random.split(keys[r], 4)
+        n_prior = int(round(prior_fraction * n))
+        n_kern = max(n - n_prior, 2)
+        n_prior = n - n_kern
+        cands = _candidates(inf, k_cand, ref, y, n_kern)
+        kde = fit_kde(cands, inflation)
+        theta_new = [np.asarray(kde_sample(k_prop, kde))]
+        if n_prior:
+            theta_new.append(np.asarray(prior_draw(jax.random.split(k_prior, n_prior))))
+        theta_new = np.concatenate(theta_new).astype(np.float32)
+        with progress(n, f"refining (round {len(ref.rounds) + 1})", inf.progress_bar) as update:
+            sims = _model.simulate(
+                k_sim,
+                model,
+                spec_hi,
+                n,
+                args,
+                kwargs,
+                inf.simulation_chunk_size,
+                update,
+                theta=theta_new,
+            )
+        ll = np.asarray(
+            jax.jit(partial(_model.log_likelihood, spec_hi))(sims.dists, sims.valid, y),
+            np.float32,
+        )
+        lp = np.asarray(log_prior(jnp.asarray(theta_new)), np.float32)
+        ref.theta = np.concatenate([ref.theta, theta_new])
+        ref.loglik = np.concatenate([ref.loglik, ll])
+        ref.logprior = np.concatenate([ref.logprior, lp])
+        ref.kdes.append(kde)
+        ref.counts.append(n_kern)
+        ref.prior_count += n_prior
+        ref.num_high_fidelity += n
+        _reweight(ref)
+        ref.rounds.append(
+            dict(
+                simulations=n,
+                failed=int(n - sims.valid.sum()),
+                prior_draws=n_prior,
+                kde_bandwidth=kde.bandwidth.tolist(),
+                kde_clusters=int(kde.chols.shape[0] - 1),
+                ess=ref.ess,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        if target_ess is not None and ref.ess >= target_ess:
+            break
+    if ref.log_w is None:
+        raise ValueError("no refinement round ran: the simulation budget is below 2")
+    t_rounds = time.perf_counter() - t_start
+    # label (z, theta) pairs with the weighted ODE and fit G_high(z)
+    t0 = time.perf_counter()
+    k_z, k_init, k_fit = jax.random.split(keys[-1], 3)
+    z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
+    pts = jnp.asarray((ref.theta - ref.mean) / ref.scale)
+    u, n_pts, dropped = sample_pruned(
+        z, pts, ref.log_w, inf.schedule, inf.grid, inf.solver, inf.prune_tol
+    )
+    t_label = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gen = Generator(
+        k_init, 0, inf.spec.dim, theta_mean=ref.mean, theta_scale=ref.scale, **inf.net_config
+    )
+    fit = dict(inf.fit_config, num_steps=int(train_steps))
+    with progress(fit["num_steps"], "training G_high", inf.progress_bar) as update:
+        gen, history = fit_generator(
+            k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
+        )
+    ref.generator = gen
+    ref.rounds[-1].update(
+        label_points=n_pts,
+        label_dropped_mass=dropped,
+        timings=dict(rounds=t_rounds, labelling=t_label, training=time.perf_counter() - t0),
+    )
+    return ref

@@ -1,0 +1,247 @@
+"""Refinement: the KDE proposal, the importance weights and the MFDiff.refine API."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from models import SIGMA, A, linear_gaussian, linear_gaussian_posterior, stack_linear
+from scipy.stats import multivariate_normal
+
+from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff._kde import fit_kde, kde_logpdf, kde_sample, mixture_logpdf
+
+SMALL = dict(
+    num_labels=512,
+    num_steps=20,
+    train_steps=200,
+    label_points=1024,
+    chunk_size=128,
+    width=32,
+    depth=2,
+    progress_bar=False,
+)
+X_OBS = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
+
+
+def _direct_logpdf(kde, x):
+    """The KDE density summed center by center with scipy (reference)."""
+    comps = [
+        multivariate_normal(c, kde.chols[g] @ kde.chols[g].T).logpdf(x)
+        for c, g in zip(np.asarray(kde.centers, np.float64), kde.group, strict=True)
+    ]
+    comps = np.reshape(comps, (len(comps), -1))
+    return np.logaddexp.reduce(comps, axis=0) - np.log(len(comps))
+
+
+def test_kde_splits_separated_modes_and_matches_direct_sum():
+    key = jax.random.PRNGKey(0)
+    x = np.concatenate(
+        [
+            np.asarray(1.0 + 0.05 * jax.random.normal(key, (300, 1))),
+            np.asarray(-1.0 + 0.05 * jax.random.normal(jax.random.PRNGKey(1), (300, 1))),
+            [[0.0]],  # a stray sample between the modes must not merge them
+        ]
+    )
+    kde = fit_kde(x, inflation=1.0)
+    assert kde.chols.shape[0] == 3  # two clusters + the global kernel for strays
+    assert np.sum(kde.group == 2) == 1
+    # each mode's kernel follows its own spread (0.05 * 300^(-1/5)), not the global one
+    assert np.all(np.asarray(kde.chols[:2, 0, 0]) < 0.03)
+    grid = np.linspace(-1.5, 1.5, 7)[:, None]
+    np.testing.assert_allclose(kde_logpdf(kde, grid), _direct_logpdf(kde, grid), atol=2e-3)
+    # a density: integrates to 1
+    g = np.linspace(-3, 3, 60001)[:, None]
+    assert abs(np.exp(np.asarray(kde_logpdf(kde, g))).sum() * (g[1, 0] - g[0, 0]) - 1) < 1e-3
+
+
+def test_kde_unimodal_uses_scott_bandwidth_and_samples_match_covariance():
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (2000, 3))) @ np.diag([1.0, 2.0, 0.5])
+    kde = fit_kde(x, inflation=1.5)
+    assert kde.chols.shape[0] == 1
+    factor = 1.5 * 2000 ** (-1 / 7)
+    np.testing.assert_allclose(kde.bandwidth, [factor], rtol=1e-6)
+    cov = np.cov(x.T)
+    np.testing.assert_allclose(kde.chols[0] @ kde.chols[0].T, factor**2 * cov, rtol=1e-4)
+    pts = np.asarray(x[:5])
+    np.testing.assert_allclose(kde_logpdf(kde, pts), _direct_logpdf(kde, pts), atol=2e-3)
+    draws = np.asarray(kde_sample(jax.random.PRNGKey(3), kde))
+    # cov of draws = sample cov * (1 + factor^2), within Monte Carlo error (~5%)
+    np.testing.assert_allclose(np.diag(np.cov(draws.T)), np.diag(cov) * (1 + factor**2), rtol=0.1)
+
+
+def test_mixture_logpdf_is_the_balance_heuristic():
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (50, 2)))
+    k1 = fit_kde(x + 1.0)
+    k2 = fit_kde(x * 0.5)
+    lp = np.asarray(jax.scipy.stats.norm.logpdf(x).sum(-1))
+    got = np.asarray(mixture_logpdf(lp, [k1, k2], [30, 60], 10, x))
+    want = np.log(
+        0.1 * np.exp(lp)
+        + 0.3 * np.exp(np.asarray(kde_logpdf(k1, x)))
+        + 0.6 * np.exp(np.asarray(kde_logpdf(k2, x)))
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def low():
+    return MFDiff(linear_gaussian, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
+
+
+def linear_gaussian_shifted(x=None):
+    """A biased 'low-fidelity' version: the forward map is off by 0.3."""
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+    theta = jnp.concatenate([a[None], b])
+    numpyro.sample("x", dist.Normal(jnp.asarray(A) @ theta + 0.3, SIGMA).to_event(1), obs=x)
+
+
+@pytest.fixture(scope="module")
+def refined():
+    inf = MFDiff(linear_gaussian_shifted, num_simulations=2000, **dict(SMALL, num_steps=60))
+    inf.run(jax.random.PRNGKey(0))
+    inf.refine(jax.random.PRNGKey(1), X_OBS, model=linear_gaussian, num_simulations=1500, rounds=2)
+    return inf
+
+
+def test_refine_recovers_the_high_fidelity_posterior(refined):
+    """Low fidelity biased by 0.3 in every output; refinement with the exact model
+    gives the closed-form posterior (ODE: mean within 0.06, covariance entries
+    within 0.02 on average; G_high with 200 training steps: mean within 0.1)."""
+    mean, cov = linear_gaussian_posterior(X_OBS["x"])
+    low = stack_linear(refined.get_samples(jax.random.PRNGKey(2), X_OBS, 4000, fidelity="low"))
+    assert np.abs(low.mean(0) - mean).max() > 0.15  # the low-fidelity posterior is off
+    ode = stack_linear(refined.sample_ode(jax.random.PRNGKey(3), X_OBS, 4000))
+    assert np.abs(ode.mean(0) - mean).max() < 0.06
+    assert np.abs(np.cov(ode.T) - cov).mean() < 0.02
+    high = stack_linear(refined.get_samples(jax.random.PRNGKey(4), X_OBS, 4000))
+    assert np.abs(high.mean(0) - mean).max() < 0.1
+    d = refined.diagnostics["refinements"]
+    (summary,) = d.values()
+    assert summary["num_high_fidelity_simulations"] == 3000
+    assert summary["num_rounds"] == 2
+    assert summary["ess_after"] > 500
+
+
+def test_refined_observation_uses_g_high_others_g_low(refined):
+    other = {"x": np.zeros(4)}
+    assert refined.fidelity(X_OBS) == "high"
+    assert refined.fidelity(other) == "low"
+    k = jax.random.PRNGKey(5)
+    a = refined.get_samples(k, X_OBS, 100)
+    b = refined.get_samples(k, X_OBS, 100, fidelity="high")
+    c = refined.get_samples(k, X_OBS, 100, fidelity="low")
+    np.testing.assert_array_equal(a["a"], b["a"])
+    assert not np.array_equal(a["a"], c["a"])
+    with pytest.raises(ValueError, match="refine"):
+        refined.get_samples(k, other, 10, fidelity="high")
+    with pytest.raises(ValueError, match="fidelity"):
+        refined.get_samples(k, X_OBS, 10, fidelity="medium")
+    # a batch mixes: the refined row from G_high, the other from G_low
+    batch = {"x": np.stack([X_OBS["x"], other["x"]])}
+    sb = refined.get_samples(k, batch, 100)
+    np.testing.assert_array_equal(sb["a"][0], a["a"])
+    np.testing.assert_array_equal(sb["a"][1], refined.get_samples(k, other, 100)["a"])
+    assert refined.ess(X_OBS) > refined.ess(X_OBS, fidelity="low")
+
+
+def test_refinement_diagnostics_go_to_inference_data(refined):
+    idata = refined.to_inference_data(jax.random.PRNGKey(6), X_OBS, 200, prior=False)
+    assert idata.attrs["fidelity"] == "high"
+    assert idata.attrs["num_high_fidelity_simulations"] == 3000
+    assert idata.attrs["ess_refined"] > idata.attrs["ess_likelihood"]
+    assert len(idata.attrs["kde_bandwidth"]) >= 2
+    low = refined.to_inference_data(jax.random.PRNGKey(6), X_OBS, 200, prior=False, fidelity="low")
+    assert low.attrs["fidelity"] == "low"
+
+
+def test_refine_same_key_same_result_and_rounds_accumulate(low):
+    def go():
+        inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
+        inf.simulate(jax.random.PRNGKey(0))
+        inf.refine(jax.random.PRNGKey(1), X_OBS, num_simulations=300, train_steps=50)
+        return inf
+
+    a, b = go(), go()
+    k = jax.random.PRNGKey(2)
+    np.testing.assert_array_equal(
+        a.get_samples(k, X_OBS, 50)["b"], b.get_samples(k, X_OBS, 50)["b"]
+    )
+    # same fidelity: the 2000 prior simulations count as prior draws of the mixture
+    (ref,) = a._refinements.values()
+    assert ref.prior_count == 2000 + 30 and ref.theta.shape[0] == 2300
+    a.refine(jax.random.PRNGKey(3), X_OBS, num_simulations=300, train_steps=50)
+    (ref,) = a._refinements.values()
+    assert len(ref.rounds) == 2 and ref.num_high_fidelity == 600
+
+
+def test_refine_stops_at_target_ess_or_budget(low):
+    inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
+    inf.simulate(jax.random.PRNGKey(0))
+    inf.refine(
+        jax.random.PRNGKey(1),
+        X_OBS,
+        num_simulations=400,
+        rounds=5,
+        max_simulations=1000,
+        train_steps=20,
+    )
+    (ref,) = inf._refinements.values()
+    assert [r["simulations"] for r in ref.rounds] == [400, 400, 200]
+    inf.refine(
+        jax.random.PRNGKey(2),
+        X_OBS,
+        num_simulations=400,
+        rounds=5,
+        target_ess=1.0,
+        train_steps=20,
+    )
+    assert len(ref.rounds) == 4  # the first new round already reaches the target
+
+
+def test_refine_rejects_bad_models_and_arguments_before_simulating(low, monkeypatch):
+    from numpyro_mfdiff import _model
+
+    def fail(*a, **k):
+        raise AssertionError("simulated before validating")
+
+    monkeypatch.setattr(_model, "simulate", fail)
+
+    def renamed(x=None):
+        c = numpyro.sample("c", dist.Normal(0.0, 1.0))
+        b = numpyro.sample("b", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        numpyro.sample(
+            "x", dist.Normal(jnp.asarray(A) @ jnp.concatenate([c[None], b]), 1).to_event(1), obs=x
+        )
+
+    def reshaped(x=None):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        b = numpyro.sample("b", dist.Normal(jnp.zeros(3), 1.0).to_event(1))
+        numpyro.sample("x", dist.Normal(a + b.sum() + jnp.zeros(4), 1).to_event(1), obs=x)
+
+    def positive(x=None):
+        a = numpyro.sample("a", dist.HalfNormal(1.0))
+        b = numpyro.sample("b", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        numpyro.sample(
+            "x", dist.Normal(jnp.asarray(A) @ jnp.concatenate([a[None], b]), 1).to_event(1), obs=x
+        )
+
+    k = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"latent sites \['b', 'c'\]"):
+        low.refine(k, X_OBS, model=renamed)
+    with pytest.raises(ValueError, match="'b' has shape"):
+        low.refine(k, X_OBS, model=reshaped)
+    with pytest.raises(ValueError, match="'a' has support"):
+        low.refine(k, X_OBS, model=positive)
+    with pytest.raises(ValueError, match="inflation"):
+        low.refine(k, X_OBS, inflation=0.0)
+    with pytest.raises(ValueError, match="prior_fraction"):
+        low.refine(k, X_OBS, prior_fraction=1.0)
+    with pytest.raises(ValueError, match="num_simulations"):
+        low.refine(k, X_OBS, num_simulations=0)
+    with pytest.raises(ValueError, match="single observation"):
+        low.refine(k, {"x": np.zeros((2, 4))})
+    with pytest.raises(ValueError, match="shape"):
+        low.refine(k, {"x": np.zeros(3)})
