@@ -4,6 +4,7 @@ The public surface is :class:`MFDiff`; the numerical core (schedules, the
 Monte Carlo denoiser, ODE steps) is re-exported for users who compose it.
 """
 
+from ._external import external_simulator
 from ._mfdiff import MFDiff
 from ._ode import ddim_step, solve_ode
 from ._schedule import (
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MFDiff",
+    "external_simulator",
     "AbstractSchedule",
     "LinearSchedule",
     "CosineSchedule",

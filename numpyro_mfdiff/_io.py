@@ -1,4 +1,13 @@
-"""Saving and loading prior simulations and trained generators (one .npz file)."""
+"""Saving and loading prior simulations, labelled triples and generators (one .npz file).
+
+Format version 2 (version 1 had no triples and no model-argument fingerprint):
+``meta`` (JSON: version, site shapes, settings, schedule, diagnostics, what
+is present), ``theta``/``y``/``valid``/``dist<name>`` (simulations; the
+observed-site distribution parameters stored by name, e.g. ``dist['y'].loc``),
+``triple_<name>`` (labelled triples, optional) and ``generator`` (bytes of
+``eqx.tree_serialise_leaves``, optional). The zip container checks a CRC per
+array, so a damaged file fails to load instead of loading wrong numbers.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +18,36 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from . import _model
+from . import _model, _simulate
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_TRIPLE_KEYS = ("y", "z", "theta", "dropped")
 
 
 def save(inf, path):
     sims = inf.simulations
+    # by name, not position: distribution leaf order differs between processes
+    names = _simulate.leaf_names(sims.dists)
     leaves = jax.tree.leaves(sims.dists)
-    arrays = {f"dist_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays = {f"dist{n}": np.asarray(x) for n, x in zip(names, leaves, strict=True)}
     meta = dict(
         format_version=FORMAT_VERSION,
         latent_shapes={k: list(v) for k, v in inf.spec.latent_shapes.items()},
         observed_shapes={k: list(v) for k, v in inf.spec.observed_shapes.items()},
-        num_dist_leaves=len(leaves),
+        dist_names=names,
         settings=inf._settings,
         schedule=_schedule_to_json(inf.schedule),
         has_generator=inf.generator is not None,
+        has_triples=inf.triples is not None,
+        model_args=_simulate.fingerprint(tuple(inf._args), dict(inf._kwargs)),
         diagnostics={k: v for k, v in inf.diagnostics.items() if k != "train_history"},
     )
     if inf.generator is not None:
         buf = io.BytesIO()
         eqx.tree_serialise_leaves(buf, inf.generator)
         arrays["generator"] = np.frombuffer(buf.getvalue(), np.uint8)
+    if inf.triples is not None:
+        arrays.update({f"triple_{k}": np.asarray(inf.triples[k]) for k in _TRIPLE_KEYS})
     with open(path, "wb") as f:
         np.savez(
             f,
@@ -53,8 +69,22 @@ def load(cls, path, model, args, kwargs):
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {meta.get('format_version')}; this "
-            f"numpyro_mfdiff reads version {FORMAT_VERSION}"
+            f"numpyro_mfdiff reads version {FORMAT_VERSION} only: rerun (or resume from a "
+            "checkpoint_dir) and save again"
         )
+    need_meta = ("settings", "schedule", "latent_shapes", "observed_shapes", "dist_names")
+    need_meta += ("has_generator", "has_triples", "model_args", "diagnostics")
+    missing = [k for k in need_meta if k not in meta]
+    need = ["theta", "y", "valid"] + [f"dist{n}" for n in meta.get("dist_names", ())]
+    need += ["generator"] if meta.get("has_generator") else []
+    need += [f"triple_{k}" for k in _TRIPLE_KEYS] if meta.get("has_triples") else []
+    missing += [k for k in need if k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a complete numpyro_mfdiff file: missing {missing}")
+    return _load(cls, path, model, args, kwargs, data, meta)
+
+
+def _load(cls, path, model, args, kwargs, data, meta):
     settings = dict(meta["settings"])
     act = settings.pop("activation")
     if not hasattr(jax.nn, str(act)):
@@ -70,6 +100,11 @@ def load(cls, path, model, args, kwargs):
         **settings,
     )
     inf._args, inf._kwargs = tuple(args), dict(kwargs)
+    if _simulate.fingerprint(inf._args, inf._kwargs) != meta["model_args"]:
+        raise ValueError(
+            f"{path} was saved with other model arguments than the ones given to load; "
+            "pass the args/kwargs used in run"
+        )
     inf.spec = _model.inspect_model(model, inf._args, inf._kwargs, inf.observed_sites)
     for kind, saved, now in (
         ("latent", meta["latent_shapes"], inf.spec.latent_shapes),
@@ -84,15 +119,56 @@ def load(cls, path, model, args, kwargs):
         jax.random.PRNGKey(0),
     )
     treedef = jax.tree.structure(shapes[2])
-    if treedef.num_leaves != meta["num_dist_leaves"]:
-        raise ValueError(f"{path} does not match the model's observed-site distributions")
-    dists = jax.tree.unflatten(treedef, [data[f"dist_{i}"] for i in range(treedef.num_leaves)])
-    sims = _model.Simulations(theta=data["theta"], y=data["y"], dists=dists, valid=data["valid"])
+    names = _simulate.leaf_names(shapes[2])
+    if sorted(names) != sorted(meta["dist_names"]):
+        raise ValueError(
+            f"{path} holds observed-site distribution parameters {sorted(meta['dist_names'])}; "
+            f"the model has {sorted(names)}"
+        )
+    leaves = [data[f"dist{n}"] for n in names]
+    n = data["theta"].shape[0]
+    expected = {
+        "theta": (n, inf.spec.dim),
+        "y": (n, inf.spec.obs_dim),
+        "valid": (n,),
+        **{
+            f"dist{k}": (n, *x.shape)
+            for k, x in zip(names, jax.tree.leaves(shapes[2]), strict=True)
+        },
+    }
+    got = {"theta": data["theta"], "y": data["y"], "valid": data["valid"]}
+    got.update({f"dist{k}": x for k, x in zip(names, leaves, strict=True)})
+    for k, shape in expected.items():
+        if got[k].shape != shape:
+            raise ValueError(f"{path}: array {k} has shape {got[k].shape}, expected {shape}")
+    dists = jax.tree.unflatten(treedef, leaves)
+    sims = _model.Simulations(
+        theta=data["theta"],
+        y=data["y"],
+        dists=dists,
+        valid=data["valid"],
+        errors=tuple(meta["diagnostics"].get("simulation_errors", ())),
+    )
     inf._set_simulations(sims)
     inf.diagnostics.update(meta["diagnostics"])
+    if meta["has_triples"]:
+        t = {k: data[f"triple_{k}"] for k in _TRIPLE_KEYS}
+        T = t["y"].shape[0]
+        want = dict(
+            y=(T, inf.spec.obs_dim), z=(T, inf.spec.dim), theta=(T, inf.spec.dim), dropped=(T,)
+        )
+        for k, shape in want.items():
+            if t[k].shape != shape:
+                raise ValueError(f"{path}: triples {k} has shape {t[k].shape}, expected {shape}")
+        inf.triples = t
     if meta["has_generator"]:
         like = inf._new_generator(jax.random.PRNGKey(0))
-        inf.generator = eqx.tree_deserialise_leaves(io.BytesIO(data["generator"].tobytes()), like)
+        try:
+            inf.generator = eqx.tree_deserialise_leaves(
+                io.BytesIO(data["generator"].tobytes()), like
+            )
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
         inf._make_draw()
     return inf
 

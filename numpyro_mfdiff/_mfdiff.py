@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -23,12 +26,42 @@ from ._score import ess as _ess
 __all__ = ["MFDiff"]
 
 _GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
+# integer budgets, each validated as a positive integer
+_BUDGETS = (
+    "num_simulations",
+    "num_labels",
+    "num_steps",
+    "label_points",
+    "width",
+    "depth",
+    "heads",
+    "train_steps",
+    "batch_size",
+    "chunk_size",
+    "simulation_chunk_size",
+)
+# constructor arguments not kept in ``_settings`` (saved files): objects, or machine-specific
+_NOT_SAVED = ("self", "model", "schedule", "activation", "observed_sites")
+_NOT_SAVED += ("checkpoint_dir", "executor")
 
 
-def _positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _positive_int(name, value, minimum=1):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
+
+
+def _real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """``float(value)``, or a ``ValueError`` naming ``name`` when it is not a real in range."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    v = float(value) if ok else math.nan
+    ok = ok and math.isfinite(v)
+    ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lb, hb = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be a finite number in {lb}{low}, {high}{hb}, got {value!r}")
+    return v
 
 
 class MFDiff:
@@ -64,10 +97,25 @@ class MFDiff:
             network can switch between modes without blurring between them.
         train_steps, batch_size, learning_rate, loss: generator fit.
         chunk_size: triples labelled per compiled call.
-        simulation_chunk_size: prior simulations per compiled call.
+        simulation_chunk_size: prior simulations per compiled call (and per
+            checkpoint file).
         ess_warning: warn when the likelihood-weight ESS of an observation is
             below this.
         progress_bar: show progress bars.
+        max_failure_fraction: fraction of simulations, in ``[0, 1)``, that may
+            fail (non-finite output, or an exception inside a simulator wrapped
+            by :func:`external_simulator`). Failed simulations are left out
+            with a warning giving the count and the first errors; beyond this
+            fraction :meth:`simulate` stops with a ``RuntimeError``.
+        checkpoint_dir: directory where prior simulation chunks are written
+            as they finish (``<dir>/prior``). Rerunning with the same key and
+            settings loads the finished chunks instead of simulating them
+            again, so a killed run resumes; a directory written for another
+            run is a ``ValueError``.
+        executor: a ``concurrent.futures.Executor`` (a process pool, a Dask
+            ``Client.get_executor()``, Ray's...) that runs the calls of
+            simulators wrapped by :func:`external_simulator`. Results are
+            gathered in order: the same as without it.
     """
 
     def __init__(
@@ -98,37 +146,41 @@ class MFDiff:
         simulation_chunk_size: int = 10_000,
         ess_warning: float = 50.0,
         progress_bar: bool = True,
+        max_failure_fraction: float = 0.2,
+        checkpoint_dir: str | os.PathLike | None = None,
+        executor=None,
     ):
         if not callable(model):
             raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        for name in (
-            "num_simulations",
-            "num_labels",
-            "num_steps",
-            "label_points",
-            "width",
-            "depth",
-            "heads",
-            "train_steps",
-            "batch_size",
-            "chunk_size",
-            "simulation_chunk_size",
-        ):
+        for name in _BUDGETS:
             _positive_int(name, locals()[name])
+        _positive_int("num_simulations", num_simulations, minimum=2)
+        _real("t_min", t_min, 0.0, 1.0, low_open=True, high_open=True)
+        _real("t_max", t_max, 0.0, 1.0, low_open=True)
+        if not t_min < t_max:
+            raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
+        _real("gate_scale", gate_scale, 0.0, low_open=True)
+        _real("learning_rate", learning_rate, 0.0, low_open=True)
+        _real("ess_warning", ess_warning, 0.0)
+        _real("max_failure_fraction", max_failure_fraction, 0.0, 1.0, high_open=True)
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (with .submit), got "
+                f"{type(executor).__name__}"
+            )
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if grid not in _GRIDS:
             raise ValueError(f"grid must be one of {tuple(_GRIDS)}, got {grid!r}")
         if loss not in ("l1", "mse", "huber"):
             raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {loss!r}")
-        if not 0.0 <= prune_tol < 1.0:
-            raise ValueError(f"prune_tol must be in [0, 1), got {prune_tol}")
+        _real("prune_tol", prune_tol, 0.0, 1.0, high_open=True)
         # plain settings, kept to rebuild an equal object in MFDiff.load
         args = locals()
         self._settings = {
-            k: args[k]
-            for k in inspect.signature(MFDiff.__init__).parameters
-            if k not in ("self", "model", "schedule", "activation", "observed_sites")
+            k: args[k] for k in inspect.signature(MFDiff.__init__).parameters if k not in _NOT_SAVED
         }
         self._settings["activation"] = getattr(activation, "__name__", None)
         self.model = model
@@ -158,9 +210,13 @@ class MFDiff:
         self.simulation_chunk_size = int(simulation_chunk_size)
         self.ess_warning = float(ess_warning)
         self.progress_bar = bool(progress_bar)
+        self.max_failure_fraction = float(max_failure_fraction)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.executor = executor
         self._args, self._kwargs = (), {}
         self.spec = None
         self.simulations = None
+        self.triples = None
         self.generator = None
         self.diagnostics = {}
         self._refinements = {}
@@ -189,10 +245,14 @@ class MFDiff:
         """Stage 1: check the model and simulate it ``num_simulations`` times from the prior.
 
         Stores and returns the simulations; enough for :meth:`sample_ode` and
-        :meth:`ess` without fitting a generator.
+        :meth:`ess` without fitting a generator. Failed simulations are left
+        out with a warning; more than ``max_failure_fraction`` of them is a
+        ``RuntimeError``. With ``checkpoint_dir`` finished chunks are written
+        to disk and reused by a rerun with the same key.
         """
         self._args, self._kwargs = args, kwargs
         self.spec = _model.inspect_model(self.model, args, kwargs, self.observed_sites)
+        ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "prior"
         with progress(self.num_simulations, "simulating", self.progress_bar) as update:
             sims = _model.simulate(
                 rng_key,
@@ -203,6 +263,9 @@ class MFDiff:
                 self._kwargs,
                 self.simulation_chunk_size,
                 update,
+                checkpoint=ckpt,
+                executor=self.executor,
+                max_failure_fraction=self.max_failure_fraction,
             )
         n_valid = int(sims.valid.sum())
         if n_valid < 2:
@@ -211,13 +274,19 @@ class MFDiff:
             )
         failed = self.num_simulations - n_valid
         if failed:
+            first = "; ".join(sims.errors[:3])
             warnings.warn(
-                f"{failed} of {self.num_simulations} prior simulations returned "
-                "non-finite values and are left out",
+                f"{failed} of {self.num_simulations} prior simulations failed (non-finite "
+                "output or a simulator error) and are left out"
+                + (f"; first errors: {first}" if first else ""),
                 stacklevel=2,
             )
         self._set_simulations(sims)
-        self.diagnostics.update(num_simulations=self.num_simulations, num_failed=failed)
+        self.diagnostics.update(
+            num_simulations=self.num_simulations,
+            num_failed=failed,
+            simulation_errors=list(sims.errors),
+        )
         return sims
 
     def _loglik(self, y):
@@ -227,7 +296,8 @@ class MFDiff:
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
 
         Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
-        (standardised coordinates) and ``dropped`` (T,).
+        (standardised coordinates) and ``dropped`` (T,); also kept in
+        ``.triples`` (saved by :meth:`save`).
         """
         self._require_sims()
         k_idx, k_z = jax.random.split(rng_key)
@@ -256,11 +326,20 @@ class MFDiff:
             label_dropped_mass_max=float(dropped.max()),
             label_dropped_mass_mean=float(dropped.mean()),
         )
-        return dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
+        self.triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
+        return self.triples
 
-    def fit(self, rng_key, triples):
-        """Stage 3: fit ``G_low`` on labelled triples (stored in ``.generator``)."""
+    def fit(self, rng_key, triples=None):
+        """Stage 3: fit ``G_low`` on labelled triples (stored in ``.generator``).
+
+        ``triples`` defaults to ``.triples``, the last :meth:`label` output
+        (or the triples loaded by :meth:`load`).
+        """
         self._require_sims()
+        if triples is None:
+            if self.triples is None:
+                raise RuntimeError("no labelled triples yet: call .label(rng_key) first")
+            triples = self.triples
         k_init, k_fit = jax.random.split(rng_key)
         gen = self._new_generator(k_init)
         steps = self.fit_config["num_steps"]
@@ -318,7 +397,7 @@ class MFDiff:
         return self._draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
 
     def sample_ode(
-        self, rng_key, observations, num_samples: int = 1000, batch_size=4096, fidelity=None
+        self, rng_key, observations, num_samples: int = 1000, batch_size: int = 4096, fidelity=None
     ):
         """Posterior samples from the Monte Carlo-score ODE, without the network.
 
@@ -331,6 +410,7 @@ class MFDiff:
         """
         self._require_sims()
         num_samples = _positive_int("num_samples", num_samples)
+        batch_size = _positive_int("batch_size", batch_size)
         y = self._check(observations, fidelity=fidelity)
         if y.ndim == 2:
             keys = jax.random.split(rng_key, y.shape[0])
@@ -469,7 +549,13 @@ class MFDiff:
         kwargs = self._kwargs if model_kwargs is None else dict(model_kwargs)
         same = same and model_args is None and model_kwargs is None
         spec_hi = _model.inspect_model(model, args, kwargs, sorted(self.spec.observed_shapes))
-        _model.check_same_sites(self.spec, spec_hi, "refinement model")
+        _model.check_same_latents(self.spec, spec_hi)
+        for name, shape in self.spec.observed_shapes.items():
+            if tuple(spec_hi.observed_shapes[name]) != tuple(shape):
+                raise ValueError(
+                    f"observed site '{name}' has shape {tuple(spec_hi.observed_shapes[name])} "
+                    f"in the high-fidelity model and {tuple(shape)} in the low-fidelity model"
+                )
         log_prior, prior_draw = self._prior_fns()
         key = _obs_key(y)
         ref = self._refinements.get(key)
@@ -546,10 +632,13 @@ class MFDiff:
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
-        """Save prior simulations, standardisation and the generator to ``path`` (.npz).
+        """Save the prior simulations, the labelled triples and the generator to ``path``.
 
-        The file carries a format version and the model's site shapes; load it
-        with :meth:`MFDiff.load` and the same model.
+        One ``.npz`` file: simulations as arrays, the triples of the last
+        :meth:`label` (if any), the generator with ``eqx.tree_serialise_leaves``
+        (if fitted), the settings, a format version, the model's site shapes
+        and a fingerprint of the model arguments. Load it with
+        :meth:`MFDiff.load` and the same model.
         """
         from ._io import save
 
@@ -560,8 +649,11 @@ class MFDiff:
     def load(cls, path, model, *args, **kwargs):
         """Rebuild an :class:`MFDiff` for ``model`` from a file written by :meth:`save`.
 
-        ``args``/``kwargs`` are the model arguments used in ``run``. A file
-        whose format version or site shapes do not match is a ``ValueError``.
+        ``args``/``kwargs`` are the model arguments used in ``run``. The result
+        draws the same samples as the saved object for the same key. A file of
+        another format version, a corrupted file, or one saved for other site
+        shapes or other model arguments is a ``ValueError``. ``checkpoint_dir``
+        and ``executor`` are not saved; set them on the returned object.
         """
         from ._io import load
 

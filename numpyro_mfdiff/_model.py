@@ -20,14 +20,16 @@ from numpyro.distributions.distribution import ImproperUniform
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
+from . import _external, _simulate
+
 __all__ = [
     "ModelSpec",
     "inspect_model",
     "simulate",
-    "log_prior_fn",
-    "check_same_sites",
     "log_likelihood",
     "check_observations",
+    "check_same_latents",
+    "log_prior_fn",
 ]
 
 
@@ -112,9 +114,12 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
     the model already observes, or else the sample sites no other sample site
     depends on. Raises ``ValueError`` naming the site for discrete or improper
     latent sites, unknown observed names and models with no observed site.
+    Simulators wrapped by :func:`external_simulator` are not called (they
+    return zeros of the right shape during this trace).
     """
     kwargs = kwargs or {}
-    tr = _trace(model, jax.random.PRNGKey(0), args, kwargs)
+    with _external.session(dry_run=True):  # external simulators are not called here
+        tr = _trace(model, jax.random.PRNGKey(0), args, kwargs)
     sites = _sample_sites(tr)
     if not sites:
         raise ValueError("the model has no sample site")
@@ -182,17 +187,20 @@ class Simulations(NamedTuple):
     ``theta``: (N, D) unconstrained latents; ``y``: (N, M) prior-predictive
     observations; ``dists``: dict of batched observed-site distributions
     (leading axis N), enough to evaluate ``log p(y | theta_j)`` for any ``y``;
-    ``valid``: (N,) bool, False for failed simulations.
+    ``valid``: (N,) bool, False for failed simulations; ``errors``: the first
+    few exception summaries from external simulators (strings).
     """
 
     theta: Any
     y: Any
     dists: Any
     valid: Any
+    errors: tuple = ()
 
 
 def _simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
-    if theta is not None:  # simulate at given unconstrained latents
+    """One simulation; with ``theta`` (D,) unconstrained, the latent sites take those values."""
+    if theta is not None:
         model = handlers.substitute(model, data=spec.constrain(theta))
     tr = _trace(model, key, args, kwargs)
     sites = _sample_sites(tr)
@@ -214,6 +222,10 @@ def _all_finite(tree):
     return out
 
 
+def _model_name(model):
+    return getattr(model, "__qualname__", type(model).__qualname__)
+
+
 def simulate(
     key,
     model,
@@ -223,43 +235,136 @@ def simulate(
     kwargs=None,
     chunk_size=None,
     progress=None,
+    *,
     theta=None,
+    checkpoint=None,
+    executor=None,
+    max_failure_fraction=None,
 ):
     """Draw ``num`` simulations of ``model``; returns :class:`Simulations`.
 
-    From the prior, or at the given unconstrained latents ``theta`` (num, D)
-    (the latent sites are substituted). Runs in chunks of ``chunk_size``
-    (vmapped and jitted); ``progress`` is an optional callable receiving the
-    number of simulations finished per chunk. A simulation whose latents,
-    output or distribution parameters are not finite is marked invalid and
-    kept out of every later computation.
+    Runs in chunks of ``chunk_size`` (vmapped and jitted); ``progress`` is an
+    optional callable receiving the number of simulations finished per chunk.
+    A simulation whose latents, output or distribution parameters are not
+    finite (an external simulator that raised returns NaN) is marked invalid
+    and kept out of every later computation.
+
+    Args:
+        theta: optional (num, D) unconstrained latent values: simulate at these
+            (refinement) instead of drawing the latents from the prior.
+        checkpoint: optional directory; each finished chunk is written there
+            and a rerun with the same key, ``num``, ``chunk_size``, model and
+            arguments loads it instead of simulating it again. A directory
+            written for another run is a ``ValueError``.
+        executor: ``concurrent.futures.Executor`` for the calls of simulators
+            wrapped by :func:`external_simulator`; the result is the same as
+            without it.
+        max_failure_fraction: stop with a ``RuntimeError`` as soon as more
+            than this fraction of ``num`` has failed.
+
+    Simulation ``i`` uses ``jax.random.split(key, num)[i]`` whatever the
+    chunking, so an interrupted and resumed run equals an uninterrupted one.
     """
     kwargs = kwargs or {}
+    num = int(num)
     chunk_size = int(min(chunk_size or num, num))
     keys = jax.random.split(key, num)
-    thetas = jnp.zeros((num, 0)) if theta is None else jnp.asarray(theta, jnp.float32)
+    if theta is None:
+        inputs = (keys,)
+        one = lambda k: _simulate_one(model, spec, args, kwargs, k)  # noqa: E731
+    else:
+        theta = np.asarray(theta, np.float32)
+        if theta.shape != (num, spec.dim):
+            raise ValueError(f"theta must have shape {(num, spec.dim)}, got {theta.shape}")
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("theta contains NaN or infinite values")
+        inputs = (keys, jnp.asarray(theta))
+        one = lambda k, th: _simulate_one(model, spec, args, kwargs, k, th)  # noqa: E731
+    one_like = [x[0] for x in inputs]
+    traced = []
+    n_external = _external.count_traced_calls(lambda: traced.append(jax.eval_shape(one, *one_like)))
+    out_like = traced[0]
+    ckpt = None
+    if checkpoint is not None:
+        manifest = dict(
+            kind="simulations",
+            model=_model_name(model),
+            key=_simulate.key_fingerprint(key),
+            num=num,
+            chunk_size=chunk_size,
+            latent_shapes={k: list(v) for k, v in spec.latent_shapes.items()},
+            observed_shapes={k: list(v) for k, v in spec.observed_shapes.items()},
+            outputs={
+                name: [list(x.shape), str(x.dtype)]
+                for name, x in zip(
+                    _simulate.leaf_names(out_like), jax.tree.leaves(out_like), strict=True
+                )
+            },
+            model_args=_simulate.fingerprint(args, kwargs),
+            theta=None if theta is None else _simulate.fingerprint(theta),
+        )
+        ckpt = _simulate.Checkpoint(checkpoint, manifest)
 
-    def one(k, th):
-        return _simulate_one(model, spec, args, kwargs, k, None if theta is None else th)
+    def count_failed(out):
+        return int(np.sum(~np.asarray(_all_finite(out))))
 
-    fn = jax.jit(jax.vmap(one))
-    parts = []
-    for start in range(0, num, chunk_size):
-        ks = keys[start : start + chunk_size]
-        ts = thetas[start : start + chunk_size]
-        n = ks.shape[0]
-        if n < chunk_size:  # pad to avoid a recompilation for the last chunk
-            ks = jnp.concatenate([ks, keys[: chunk_size - n]])
-            ts = jnp.concatenate([ts, thetas[: chunk_size - n]])
-        out = jax.tree.map(lambda x, n=n: x[:n], fn(ks, ts))
-        parts.append(jax.device_get(out))
-        if progress is not None:
-            progress(n)
-    theta, y, dists = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    out, _, errors = _simulate.run_chunks(
+        jax.jit(jax.vmap(one)),
+        inputs,
+        chunk_size,
+        out_like=out_like,
+        count_failed=count_failed,
+        pad=n_external == 0,  # padding rows would be real (expensive) external calls
+        checkpoint=ckpt,
+        executor=executor,
+        max_failure_fraction=max_failure_fraction,
+        progress=progress,
+    )
+    theta, y, dists = out
     valid = np.asarray(_all_finite(theta) & _all_finite(y) & _all_finite(dists))
     theta = np.where(valid[:, None], theta, 0.0).astype(np.float32)
     y = np.where(valid[:, None], y, 0.0).astype(np.float32)
-    return Simulations(theta=theta, y=y, dists=dists, valid=valid)
+    return Simulations(theta=theta, y=y, dists=dists, valid=valid, errors=tuple(errors))
+
+
+def check_same_latents(spec_low: ModelSpec, spec_high: ModelSpec):
+    """Raise ``ValueError`` unless two models have the same latent sites.
+
+    Same names, shapes and supports are needed to simulate a high-fidelity
+    model at latent values drawn for a low-fidelity one. The message names
+    the site and both shapes or supports.
+    """
+    low, high = spec_low.latent_shapes, spec_high.latent_shapes
+    only_low, only_high = sorted(set(low) - set(high)), sorted(set(high) - set(low))
+    if only_low or only_high:
+        raise ValueError(
+            f"the high-fidelity model's latent sites differ: {only_low} only in the "
+            f"low-fidelity model, {only_high} only in the high-fidelity model"
+        )
+    for name in sorted(low):
+        if tuple(low[name]) != tuple(high[name]):
+            raise ValueError(
+                f"latent site '{name}' has shape {tuple(low[name])} in the low-fidelity "
+                f"model and {tuple(high[name])} in the high-fidelity model"
+            )
+        s_low, s_high = spec_low.supports[name], spec_high.supports[name]
+        if not _same_support(s_low, s_high):
+            raise ValueError(
+                f"latent site '{name}' has support {s_low} in the low-fidelity model and "
+                f"{s_high} in the high-fidelity model"
+            )
+
+
+def _same_support(a, b):
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - array-valued bounds
+        va, vb = vars(a), vars(b)
+        return va.keys() == vb.keys() and all(
+            np.array_equal(np.asarray(va[k]), np.asarray(vb[k])) for k in va
+        )
 
 
 def log_prior_fn(model, spec: ModelSpec, args=(), kwargs=None):
@@ -278,33 +383,6 @@ def log_prior_fn(model, spec: ModelSpec, args=(), kwargs=None):
         return lp + spec.log_prior_jacobian(theta)
 
     return fn
-
-
-def check_same_sites(spec: ModelSpec, other: ModelSpec, what: str = "model"):
-    """Raise ``ValueError`` naming the sites when ``other`` has different latent or
-    observed sites, shapes or supports than ``spec``."""
-    for kind, a, b in (
-        ("latent", spec.latent_shapes, other.latent_shapes),
-        ("observed", spec.observed_shapes, other.observed_shapes),
-    ):
-        if set(a) != set(b):
-            raise ValueError(
-                f"the {what} has {kind} sites {sorted(b)}; the inference was built for "
-                f"{sorted(a)} (missing: {sorted(set(a) - set(b))}, extra: "
-                f"{sorted(set(b) - set(a))})"
-            )
-        for n in a:
-            if tuple(a[n]) != tuple(b[n]):
-                raise ValueError(
-                    f"{kind} site '{n}' has shape {tuple(b[n])} in the {what}; the inference "
-                    f"was built for shape {tuple(a[n])}"
-                )
-    for n, sup in spec.supports.items():
-        if type(other.supports[n]) is not type(sup):
-            raise ValueError(
-                f"latent site '{n}' has support {other.supports[n]} in the {what}; the "
-                f"inference was built for {sup}"
-            )
 
 
 def log_likelihood(spec: ModelSpec, dists, valid, y):
@@ -326,8 +404,8 @@ def check_observations(spec: ModelSpec, observations) -> np.ndarray:
 
     Accepts a single observation (each site at its own shape) or a batch (a
     common leading axis on every site). Returns (M,) or (B, M). Raises
-    ``ValueError`` naming the site for unknown or missing sites, wrong shapes
-    and non-finite values.
+    ``ValueError`` naming the site for unknown or missing sites, wrong shapes,
+    non-real dtypes (strings, objects, complex) and non-finite values.
     """
     if not isinstance(observations, dict):
         raise TypeError(
@@ -346,9 +424,14 @@ def check_observations(spec: ModelSpec, observations) -> np.ndarray:
     batch = None
     flat = []
     for name, shape in spec.observed_shapes.items():
-        v = np.asarray(observations[name])
-        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
-            raise ValueError(f"observation for site '{name}' has non-numeric dtype {v.dtype}")
+        try:
+            v = np.asarray(observations[name])
+        except Exception as e:  # noqa: BLE001 - ragged lists and the like
+            raise ValueError(f"observation for site '{name}' is not an array: {e}") from e
+        if (not np.issubdtype(v.dtype, np.number) and v.dtype != bool) or np.iscomplexobj(v):
+            raise ValueError(
+                f"observation for site '{name}' has dtype {v.dtype}; expected real numbers"
+            )
         if v.shape == tuple(shape):
             b = ()
         elif v.ndim == len(shape) + 1 and v.shape[1:] == tuple(shape):

@@ -182,6 +182,10 @@ def refine(
             theta_new.append(np.asarray(prior_draw(jax.random.split(k_prior, n_prior))))
         theta_new = np.concatenate(theta_new).astype(np.float32)
         with progress(n, f"refining (round {len(ref.rounds) + 1})", inf.progress_bar) as update:
+            ckpt = None
+            if inf.checkpoint_dir is not None:
+                tag = ref.y.tobytes().hex()[:16]
+                ckpt = inf.checkpoint_dir / f"refine-{tag}" / f"round-{len(ref.rounds) + 1}"
             sims = _model.simulate(
                 k_sim,
                 model,
@@ -192,6 +196,9 @@ def refine(
                 inf.simulation_chunk_size,
                 update,
                 theta=theta_new,
+                checkpoint=ckpt,
+                executor=inf.executor,
+                max_failure_fraction=inf.max_failure_fraction,
             )
         ll = np.asarray(
             jax.jit(partial(_model.log_likelihood, spec_hi))(sims.dists, sims.valid, y),

@@ -216,6 +216,36 @@ def test_save_load_round_trip(small_quadratic, tmp_path):
             getattr(small_quadratic, method)(k, {"y": 1.0}, 300)["theta"],
         )
     assert back.ess({"y": 1.0}) == pytest.approx(small_quadratic.ess({"y": 1.0}))
+    # the labelled triples come back too, and refit to the same generator
+    for name in ("y", "z", "theta", "dropped"):
+        np.testing.assert_array_equal(back.triples[name], small_quadratic.triples[name])
+    back.fit(jax.random.PRNGKey(8))
+    refit = MFDiff.load(path, quadratic)
+    refit.fit(jax.random.PRNGKey(8), small_quadratic.triples)
+    np.testing.assert_array_equal(
+        back.get_samples(k, {"y": 1.0}, 300)["theta"],
+        refit.get_samples(k, {"y": 1.0}, 300)["theta"],
+    )
+
+
+def test_save_load_survives_another_parameter_order(small_quadratic, tmp_path, monkeypatch):
+    """NumPyro distributions flatten their parameters in a per-process set order.
+
+    Loading with the order reversed (as another process may have it) must
+    still put ``loc`` and ``scale`` back in place.
+    """
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    fields = dist.Normal.gather_pytree_data_fields()
+    monkeypatch.setattr(
+        dist.Normal, "gather_pytree_data_fields", classmethod(lambda cls: fields[::-1])
+    )
+    back = MFDiff.load(path, quadratic)
+    k = jax.random.PRNGKey(7)
+    np.testing.assert_array_equal(
+        back.sample_ode(k, {"y": 1.0}, 300)["theta"],
+        small_quadratic.sample_ode(k, {"y": 1.0}, 300)["theta"],
+    )
 
 
 def test_load_rejects_mismatch_and_corruption(small_quadratic, tmp_path):
@@ -223,12 +253,72 @@ def test_load_rejects_mismatch_and_corruption(small_quadratic, tmp_path):
     small_quadratic.save(path)
     with pytest.raises(ValueError, match="latent sites"):
         MFDiff.load(path, _discrete_ok)
+    with pytest.raises(ValueError, match="other model arguments"):
+        MFDiff.load(path, quadratic, 1.0)
     bad = tmp_path / "bad.npz"
-    bad.write_bytes(path.read_bytes()[:200])
+    raw = path.read_bytes()
+    bad.write_bytes(raw[:200])
     with pytest.raises(ValueError, match="corrupted"):
         MFDiff.load(bad, quadratic)
+    for where in (0.2, 0.5, 0.8):  # one flipped byte anywhere: an error, not other numbers
+        flipped = bytearray(raw)
+        flipped[int(where * len(raw))] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match="corrupted"):
+            MFDiff.load(bad, quadratic)
+
+
+def test_load_rejects_other_format_versions(small_quadratic, tmp_path):
+    import json
+
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data["meta"]))
+    meta["format_version"] = 1
+    data["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez(old, **data)
+    with pytest.raises(ValueError, match="format version 1; this numpyro_mfdiff reads version 2"):
+        MFDiff.load(old, quadratic)
 
 
 def _discrete_ok(y=None):
     phi = numpyro.sample("phi", dist.Normal(0.0, 1.0))
     numpyro.sample("y", dist.Normal(phi, 0.1), obs=y)
+
+
+def _hf_other_shape(y=None):
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0).expand([2]).to_event(1))
+    numpyro.sample("y", dist.Normal(theta.sum() ** 2, 0.1), obs=y)
+
+
+def _hf_other_support(y=None):
+    theta = numpyro.sample("theta", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(theta**2, 0.1), obs=y)
+
+
+def _hf_same(y=None):  # a different simulator, the same latent sites
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    numpyro.sample("y", dist.Normal(theta**2 + 0.01 * theta**3, 0.1), obs=y)
+
+
+@pytest.mark.parametrize(
+    "high, match",
+    [
+        (_hf_same, None),
+        (_discrete_ok, r"\['theta'\] only in the low-fidelity model, \['phi'\] only in the high"),
+        (_hf_other_shape, r"latent site 'theta' has shape \(\) in the low-fidelity .* \(2,\)"),
+        (_hf_other_support, "latent site 'theta' has support"),
+    ],
+)
+def test_check_same_latents(high, match):
+    from numpyro_mfdiff import _model
+
+    low = _model.inspect_model(quadratic)
+    if match is None:
+        _model.check_same_latents(low, _model.inspect_model(high))
+    else:
+        with pytest.raises(ValueError, match=match):
+            _model.check_same_latents(low, _model.inspect_model(high))

@@ -229,7 +229,7 @@ def test_refine_rejects_bad_models_and_arguments_before_simulating(low, monkeypa
         )
 
     k = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match=r"latent sites \['b', 'c'\]"):
+    with pytest.raises(ValueError, match=r"\['a'\] only in the low-fidelity model, \['c'\] only"):
         low.refine(k, X_OBS, model=renamed)
     with pytest.raises(ValueError, match="'b' has shape"):
         low.refine(k, X_OBS, model=reshaped)
