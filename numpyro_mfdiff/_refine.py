@@ -17,6 +17,7 @@ an unconditional generator ``G_high(z)`` is fitted.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -26,13 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._kde import fit_kde, kde_sample, mixture_logpdf
+from ._kde import KDE, fit_kde, kde_sample, mixture_logpdf
 from ._network import Generator, fit_generator
 from ._ode import sample_pruned
 from ._progress import progress
 from ._score import ess as _ess
 
 __all__ = ["Refinement", "refine"]
+
+# below this ESS per high-fidelity simulation a round's weights count as collapsed
+COLLAPSED_ESS_FRACTION = 0.02
 
 
 @dataclass
@@ -176,7 +180,19 @@ def refine(
         n_kern = max(n - n_prior, 2)
         n_prior = n - n_kern
         cands = _candidates(inf, k_cand, ref, y, n_kern)
-        kde = fit_kde(cands, inflation)
+        if ref.kdes and ref.ess < COLLAPSED_ESS_FRACTION * ref.num_high_fidelity:
+            # the weights rest on a handful of points (the high-fidelity posterior
+            # lies away from the proposal): re-centre on them but keep the last
+            # round's widest kernel, so the next round searches instead of collapsing
+            prev = ref.kdes[-1]
+            kde = KDE(
+                cands.astype(np.float32),
+                prev.chols[-1:],
+                np.zeros(len(cands), np.int32),
+                prev.bandwidth[-1:],
+            )
+        else:
+            kde = fit_kde(cands, inflation)
         theta_new = [np.asarray(kde_sample(k_prop, kde))]
         if n_prior:
             theta_new.append(np.asarray(prior_draw(jax.random.split(k_prior, n_prior))))
@@ -228,6 +244,13 @@ def refine(
             break
     if ref.log_w is None:
         raise ValueError("no refinement round ran: the simulation budget is below 2")
+    if ref.ess < inf.ess_warning:
+        warnings.warn(
+            f"the importance ESS after refinement is {ref.ess:.1f} (< {inf.ess_warning:g}): "
+            "the high-fidelity posterior rests on few simulations; call refine again "
+            "(more rounds or num_simulations) or raise inflation",
+            stacklevel=3,
+        )
     t_rounds = time.perf_counter() - t_start
     # label (z, theta) pairs with the weighted ODE and fit G_high(z)
     t0 = time.perf_counter()
