@@ -108,7 +108,9 @@ def lorenz63_diffrax(params, times=LORENZ_TIMES, rtol=1e-6, atol=1e-6, x0=LORENZ
     """Adaptive ``diffrax`` solve (Tsit5, PID step-size control) of Lorenz 63.
 
     Same arguments and return value, ``(len(times), 3)``, as :func:`lorenz63_rk4`;
-    at most 4096 steps; differentiable with diffrax's default
+    at most 4096 steps (beyond that, or on any solver failure, the unreached states are
+    ``inf``, so the likelihood is ``-inf``: MFDiff leaves that simulation out and NUTS
+    rejects the proposal, instead of one bad point failing a whole ``vmap``); differentiable with diffrax's default
     ``RecursiveCheckpointAdjoint``. Needs ``diffrax`` (the ``test`` extra).
     """
     import diffrax
@@ -128,6 +130,7 @@ def lorenz63_diffrax(params, times=LORENZ_TIMES, rtol=1e-6, atol=1e-6, x0=LORENZ
         saveat=diffrax.SaveAt(ts=jnp.asarray(times)),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=4096,
+        throw=False,  # a failed solve gives inf states (-inf likelihood), not an error
     )
     return sol.ys
 
