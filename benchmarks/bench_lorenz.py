@@ -137,9 +137,8 @@ def main():
     print("\n| stage | seconds | solves |")
     print("|---|---|---|")
     print(f"| G_low build | {times['G_low build (low-fidelity)']:.1f} | {n_sim} low-fidelity |")
-    print(
-        f"| refinement + G_high | {times['refinement (high-fidelity)']:.1f} | {n_hf} high-fidelity |"
-    )
+    t_ref = times["refinement (high-fidelity)"]
+    print(f"| refinement + G_high | {t_ref:.1f} | {n_hf} high-fidelity |")
     print(f"| refined sample_ode ({n_cmp}) | {times['refined sample_ode']:.1f} | 0 |")
     print(
         f"| NUTS | {times['NUTS (high-fidelity)']:.1f} | {n_grad} high-fidelity with gradient "

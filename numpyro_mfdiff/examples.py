@@ -110,8 +110,9 @@ def lorenz63_diffrax(params, times=LORENZ_TIMES, rtol=1e-6, atol=1e-6, x0=LORENZ
     Same arguments and return value, ``(len(times), 3)``, as :func:`lorenz63_rk4`;
     at most 4096 steps (beyond that, or on any solver failure, the unreached states are
     ``inf``, so the likelihood is ``-inf``: MFDiff leaves that simulation out and NUTS
-    rejects the proposal, instead of one bad point failing a whole ``vmap``); differentiable with diffrax's default
-    ``RecursiveCheckpointAdjoint``. Needs ``diffrax`` (the ``test`` extra).
+    rejects the proposal, instead of one bad point failing a whole ``vmap``);
+    differentiable with diffrax's default ``RecursiveCheckpointAdjoint``.
+    Needs ``diffrax`` (the ``test`` extra).
     """
     import diffrax
 
