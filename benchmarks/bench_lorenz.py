@@ -50,7 +50,10 @@ def coverage(x):
     lo, hi = np.quantile(x, [0.05, 0.95], axis=0)
     inside = (lo <= truth) & (truth <= hi)
     d = truth - x.mean(0)
-    maha = float(d @ np.linalg.solve(np.cov(x.T), d))
+    cov = np.cov(x.T)
+    if np.linalg.cond(cov) > 1e10:  # collapsed samples (importance ESS ~ 1): no region
+        return inside, False, float("nan")
+    maha = float(d @ np.linalg.solve(cov, d))
     return inside, maha <= chi2.ppf(0.9, df=3), maha
 
 
