@@ -201,7 +201,10 @@ def nuts(
         ``az.InferenceData`` with ``posterior`` (constrained latent and deterministic sites,
         shape ``(num_chains, num_samples, *site_shape)``), ``sample_stats`` (``diverging``,
         ``acceptance_rate``, ``step_size``, ``n_steps``, ``tree_depth``, ``energy``, ``lp`` =
-        unconstrained log joint incl. Jacobian) and ``observed_data``.
+        unconstrained log joint incl. Jacobian) and ``observed_data``. ``idata.attrs`` holds
+        ``num_gradient_evaluations`` (leapfrog steps of warmup and sampling, all chains, plus
+        one initial gradient per chain: the number of model solves with gradients) and
+        ``num_gradient_evaluations_warmup``.
     """
     _check_positive("num_chains", num_chains)
     _check_positive("num_samples", num_samples)
@@ -232,12 +235,14 @@ def nuts(
                 blackjax.nuts,
                 logdensity,
                 target_acceptance_rate=target_accept,
-                adaptation_info_fn=get_filter_adapt_info_fn(),
+                adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps"}),
             )
-            (state, params), _ = warmup.run(key_warm, x_init, num_steps=int(num_warmup))
+            (state, params), winfo = warmup.run(key_warm, x_init, num_steps=int(num_warmup))
+            warm_steps = jnp.sum(winfo.info.num_integration_steps)
         else:
             state = blackjax.nuts.init(x_init, logdensity)
             params = {"step_size": jnp.asarray(0.1), "inverse_mass_matrix": jnp.ones(prob.dim)}
+            warm_steps = jnp.zeros((), jnp.int32)
         step = blackjax.nuts(logdensity, **params).step
 
         def body(s, k):
@@ -254,15 +259,21 @@ def nuts(
 
         _, (xs, stats) = jax.lax.scan(body, state, jax.random.split(key_sample, num_samples))
         stats["step_size"] = jnp.full((num_samples,), params["step_size"])
-        return xs, stats
+        return xs, stats, warm_steps
 
-    xs, stats = jax.jit(jax.vmap(one_chain))(jax.random.split(key_run, num_chains), x0)
+    xs, stats, warm_steps = jax.jit(jax.vmap(one_chain))(jax.random.split(key_run, num_chains), x0)
     posterior = jax.jit(jax.vmap(jax.vmap(prob.postprocess)))(xs)
+    # one gradient of the log density per leapfrog step (+ one per chain at the start)
+    sample_steps = int(np.sum(np.asarray(stats["n_steps"], np.int64)))
     meta = {
         "inference_library": "blackjax",
         "sampler": "nuts",
         "num_warmup": int(num_warmup),
         "target_accept": float(target_accept),
+        "num_gradient_evaluations_warmup": int(np.sum(np.asarray(warm_steps, np.int64))),
+        "num_gradient_evaluations": int(np.sum(np.asarray(warm_steps, np.int64)))
+        + sample_steps
+        + int(num_chains),
     }
 
     return az.from_dict(

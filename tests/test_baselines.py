@@ -74,6 +74,11 @@ def test_nuts_inferencedata_diagnostics(nuts_idata):
     assert int(stats["diverging"].sum()) == 0
     assert 0.5 < float(stats["acceptance_rate"].mean()) <= 1.0
     np.testing.assert_allclose(nuts_idata.observed_data["y"].values, np.asarray(Y))
+    # gradient count: warmup + sampling leapfrog steps + one initial gradient per chain
+    n_grad = nuts_idata.attrs["num_gradient_evaluations"]
+    n_warm = nuts_idata.attrs["num_gradient_evaluations_warmup"]
+    assert n_warm >= 4 * 500
+    assert n_grad == n_warm + int(stats["n_steps"].sum()) + 4
 
 
 def test_smc_matches_conjugate_posterior_and_evidence():
