@@ -65,10 +65,11 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--nuts-chains", type=int, default=4)
     p.add_argument("--nuts-samples", type=int, default=2_000)
+    p.add_argument("--nuts-warmup", type=int, default=1_000)
     a = p.parse_args()
     n_sim, n_ref, rounds = a.num_simulations, a.refine_simulations, a.rounds
     build = dict(num_labels=10_000, train_steps=4_000)
-    n_cmp, warmup, chains, n_nuts = 2_000, 1_000, a.nuts_chains, a.nuts_samples
+    n_cmp, warmup, chains, n_nuts = 2_000, a.nuts_warmup, a.nuts_chains, a.nuts_samples
     if a.fast:
         n_sim, n_ref, rounds = 2_000, 300, 1
         build = dict(num_labels=500, train_steps=200, num_steps=30, width=32, depth=2)

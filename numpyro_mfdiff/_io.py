@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from . import _model, _simulate
+from ._network import Generator
 
 FORMAT_VERSION = 2
 _TRIPLE_KEYS = ("y", "z", "theta", "dropped")
@@ -48,6 +49,7 @@ def save(inf, path):
         arrays["generator"] = np.frombuffer(buf.getvalue(), np.uint8)
     if inf.triples is not None:
         arrays.update({f"triple_{k}": np.asarray(inf.triples[k]) for k in _TRIPLE_KEYS})
+    meta["refinements"] = _save_refinements(inf, arrays)
     with open(path, "wb") as f:
         np.savez(
             f,
@@ -170,7 +172,72 @@ def _load(cls, path, model, args, kwargs, data, meta):
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
         inf._make_draw()
+    _load_refinements(inf, path, data, meta.get("refinements", []))
     return inf
+
+
+_REF_ARRAYS = ("y", "theta", "loglik", "logprior", "log_w", "mean", "scale")
+
+
+def _save_refinements(inf, arrays):
+    """Put each refinement's arrays, KDEs and G_high in ``arrays``; return their metadata."""
+    out = []
+    for i, (key, ref) in enumerate(inf._refinements.items()):
+        arrays.update({f"ref{i}_{k}": np.asarray(getattr(ref, k)) for k in _REF_ARRAYS})
+        for r, kde in enumerate(ref.kdes):
+            arrays.update({f"ref{i}_kde{r}_{k}": np.asarray(v) for k, v in kde._asdict().items()})
+        buf = io.BytesIO()
+        eqx.tree_serialise_leaves(buf, ref.generator)
+        arrays[f"ref{i}_generator"] = np.frombuffer(buf.getvalue(), np.uint8)
+        out.append(
+            dict(
+                key=key,
+                prior_count=ref.prior_count,
+                counts=list(ref.counts),
+                rounds=ref.rounds,
+                num_high_fidelity=ref.num_high_fidelity,
+                ess_before=ref.ess_before,
+            )
+        )
+    return out
+
+
+def _load_refinements(inf, path, data, metas):
+    from ._kde import KDE
+    from ._refine import Refinement
+
+    for i, m in enumerate(metas):
+        try:
+            fields = {k: data[f"ref{i}_{k}"] for k in _REF_ARRAYS}
+            kdes = [
+                KDE(*(data[f"ref{i}_kde{r}_{k}"] for k in KDE._fields))
+                for r in range(len(m["counts"]))
+            ]
+            ref = Refinement(
+                **fields,
+                prior_count=m["prior_count"],
+                kdes=kdes,
+                counts=m["counts"],
+                rounds=m["rounds"],
+                num_high_fidelity=m["num_high_fidelity"],
+                ess_before=m["ess_before"],
+            )
+            like = Generator(
+                jax.random.PRNGKey(0),
+                0,
+                inf.spec.dim,
+                theta_mean=ref.mean,
+                theta_scale=ref.scale,
+                **inf.net_config,
+            )
+            ref.generator = eqx.tree_deserialise_leaves(
+                io.BytesIO(data[f"ref{i}_generator"].tobytes()), like
+            )
+        except Exception as e:  # noqa: BLE001 - any inconsistency is the same clear error
+            raise ValueError(f"{path}: refinement {i} is incomplete or corrupted: {e}") from e
+        if ref.theta.shape[1:] != (inf.spec.dim,) or ref.y.shape != (inf.spec.obs_dim,):
+            raise ValueError(f"{path}: refinement {i} does not match the model's sites")
+        inf._refinements[m["key"]] = ref
 
 
 def _schedule_to_json(schedule):
