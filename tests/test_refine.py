@@ -157,7 +157,7 @@ def test_refinement_diagnostics_go_to_inference_data(refined):
     assert low.attrs["fidelity"] == "low"
 
 
-def test_refine_same_key_same_result_and_rounds_accumulate():
+def test_refine_same_key_same_result():
     def go():
         inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
         inf.simulate(jax.random.PRNGKey(0))
@@ -172,9 +172,6 @@ def test_refine_same_key_same_result_and_rounds_accumulate():
     # same fidelity: the 2000 prior simulations count as prior draws of the mixture
     (ref,) = a._refinements.values()
     assert ref.prior_count == 2000 + 30 and ref.theta.shape[0] == 2300
-    a.refine(jax.random.PRNGKey(3), X_OBS, num_simulations=300, train_steps=50)
-    (ref,) = a._refinements.values()
-    assert len(ref.rounds) == 2 and ref.num_high_fidelity == 600
 
 
 def test_refine_stops_at_target_ess_or_budget():
@@ -185,11 +182,11 @@ def test_refine_stops_at_target_ess_or_budget():
         X_OBS,
         num_simulations=400,
         rounds=5,
-        max_simulations=1000,
+        max_simulations=700,
         train_steps=20,
     )
     (ref,) = inf._refinements.values()
-    assert [r["simulations"] for r in ref.rounds] == [400, 400, 200]
+    assert [r["simulations"] for r in ref.rounds] == [400, 300]
     inf.refine(
         jax.random.PRNGKey(2),
         X_OBS,
@@ -198,7 +195,8 @@ def test_refine_stops_at_target_ess_or_budget():
         target_ess=1.0,
         train_steps=20,
     )
-    assert len(ref.rounds) == 4  # the first new round already reaches the target
+    assert len(ref.rounds) == 3  # rounds accumulate; the first new one reaches the target
+    assert ref.num_high_fidelity == 1100
 
 
 def test_refine_rejects_bad_models_and_arguments_before_simulating(low, monkeypatch):
