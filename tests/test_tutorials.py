@@ -27,7 +27,7 @@ def test_tutorials_found():
     assert len(TUTORIALS) >= 3, f"expected the tutorials in {ROOT / 'tutorials'}"
     assert {p.stem for p in NOTEBOOKS} == {p.stem for p in TUTORIALS}, (
         "every tutorials/NN_name.py needs its NN_name.ipynb and vice versa: "
-        "run `jupytext --to ipynb tutorials/NN_name.py`"
+        "run `jupytext --to ipynb --update tutorials/NN_name.py`"
     )
 
 
@@ -37,7 +37,7 @@ def test_notebook_matches_source(path):
     notebook = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
     assert _cells(notebook) == _cells(source), (
         f"{path.with_suffix('.ipynb').name} differs from {path.name}: "
-        f"run `jupytext --to ipynb tutorials/{path.name}`"
+        f"run `jupytext --to ipynb --update tutorials/{path.name}`"
     )
     with_outputs = [
         i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and c.get("outputs")

@@ -143,7 +143,9 @@ def draws(d):
 # (all four only when each chain starts near a different one), with masses set
 # by where the chains started. SMC moves its particles from the prior through tempered
 # posteriors and keeps all modes. `G_low` and the ODE sampler start from
-# Gaussian noise that the flow splits between the modes.
+# Gaussian noise that the flow splits between the modes; the few `G_low` draws
+# strung out between two modes are the network smoothing over the jump from one
+# mode to the next, which the ODE sampler (no network) does not do.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharex=True, sharey=True)
