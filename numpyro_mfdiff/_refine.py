@@ -129,17 +129,18 @@ def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
     """An empty record for ``y``; with ``same_fidelity`` the prior simulations join
     it as draws from the prior."""
     D = inf.spec.dim
+    loglik_low = inf._loglik(jnp.asarray(y))
     ref = Refinement(
         y=np.asarray(y, np.float32),
         theta=np.zeros((0, D), np.float32),
         loglik=np.zeros(0, np.float32),
         logprior=np.zeros(0, np.float32),
-        ess_before=float(_ess(inf._loglik(jnp.asarray(y)))),
+        ess_before=float(_ess(loglik_low)),
     )
     if same_fidelity:
         sims = inf.simulations
         ref.theta = np.asarray(sims.theta, np.float32)
-        ref.loglik = np.asarray(inf._loglik(jnp.asarray(y)), np.float32)
+        ref.loglik = np.asarray(loglik_low, np.float32)
         ref.logprior = np.asarray(log_prior(jnp.asarray(ref.theta)), np.float32)
         ref.prior_count = int(sims.theta.shape[0])
     return ref

@@ -8,20 +8,11 @@ import numpyro.distributions as dist
 import pytest
 from models import SIGMA, A, linear_gaussian, linear_gaussian_posterior, stack_linear
 from scipy.stats import multivariate_normal
+from test_mfdiff import SMALL
 
 from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff._kde import fit_kde, kde_logpdf, kde_sample, mixture_logpdf
 
-SMALL = dict(
-    num_labels=512,
-    num_steps=20,
-    train_steps=200,
-    label_points=1024,
-    chunk_size=128,
-    width=32,
-    depth=2,
-    progress_bar=False,
-)
 X_OBS = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
 
 
