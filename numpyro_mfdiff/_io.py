@@ -197,6 +197,7 @@ def _save_refinements(inf, arrays):
                 rounds=ref.rounds,
                 num_high_fidelity=ref.num_high_fidelity,
                 ess_before=ref.ess_before,
+                smoothing=ref.smoothing,
             )
         )
     return out
@@ -221,6 +222,7 @@ def _load_refinements(inf, path, data, metas):
                 rounds=m["rounds"],
                 num_high_fidelity=m["num_high_fidelity"],
                 ess_before=m["ess_before"],
+                smoothing=m.get("smoothing", 0.0),
             )
             like = Generator(
                 jax.random.PRNGKey(0),

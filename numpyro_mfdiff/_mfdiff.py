@@ -420,16 +420,23 @@ class MFDiff:
             ]
             return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
+        theta, n_points, dropped = self._ode_unconstrained(y, z, fidelity, batch_size)
+        self.diagnostics["last_ode"] = dict(points=n_points, dropped_mass=dropped)
+        return jax.vmap(self.spec.constrain)(jnp.asarray(theta))
+
+    def _ode_unconstrained(self, y, z, fidelity=None, batch_size=4096):
+        """Unconstrained ODE draws (S, D) for flat ``y`` and noise ``z`` (S, D), with the
+        points used and the weight dropped: the refined weights when ``y`` is refined
+        (and ``fidelity`` allows), else the likelihood weights of the prior simulations."""
         ref = self._refinement(y, fidelity)
         if ref is not None:
-            pts, log_w = (ref.theta - ref.mean) / ref.scale, ref.log_w
-            mean, scale = ref.mean, ref.scale
-        else:
-            pts, log_w = self._points, np.asarray(self._loglik(jnp.asarray(y)), np.float64)
-            mean, scale = self._theta_mean, self._theta_scale
+            from ._refine import ode_draw
+
+            return ode_draw(self, ref, z, batch_size)
+        log_w = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
         u, n_points, dropped = sample_pruned(
             z,
-            jnp.asarray(pts),
+            self._points,
             log_w,
             self.schedule,
             self.grid,
@@ -437,8 +444,7 @@ class MFDiff:
             self.prune_tol,
             batch_size,
         )
-        self.diagnostics["last_ode"] = dict(points=n_points, dropped_mass=dropped)
-        return jax.vmap(self.spec.constrain)(mean + scale * u)
+        return self._theta_mean + self._theta_scale * np.asarray(u), n_points, dropped
 
     def ess(self, observations, fidelity=None):
         """Effective sample size of the weights the samplers use, per observation.
@@ -478,6 +484,7 @@ class MFDiff:
         prior_fraction: float = 0.1,
         num_labels: int | None = None,
         train_steps: int | None = None,
+        smoothing: float = 0.0,
         model_args=None,
         model_kwargs=None,
     ):
@@ -515,6 +522,17 @@ class MFDiff:
             num_labels: ODE-labelled noise/parameter pairs for ``G_high``
                 (default: ``num_labels`` of this inference).
             train_steps: training steps of ``G_high`` (default: those of ``G_low``).
+            smoothing: kernel sd ``h`` in [0, 1), in units of the refined
+                posterior's sd per coordinate, of the refined ODE's end point
+                (``G_high``'s labels and :meth:`sample_ode`). At 0 (default)
+                the ODE returns the weighted simulations themselves, so with
+                an ESS of a few thousand in several dimensions its draws
+                repeat points and ``G_high`` regresses a piecewise-constant
+                map (measured in 10-D: C2ST 0.56/0.63 for the ODE/``G_high``).
+                ``h > 0`` stops the ODE early on points shrunk towards their
+                mean, a moment-preserving kernel smoothing (0.25 gave
+                0.53/0.55). Only for unimodal posteriors: it blurs modes
+                narrower than ``h`` times the overall sd.
             model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
 
         Returns:
@@ -541,6 +559,7 @@ class MFDiff:
             raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
         if target_ess is not None and not target_ess > 0:
             raise ValueError(f"target_ess must be positive, got {target_ess}")
+        smoothing = _real("smoothing", smoothing, 0.0, 1.0, high_open=True)
         same = model is None or model is self.model
         model = self.model if model is None else model
         if not callable(model):
@@ -561,6 +580,7 @@ class MFDiff:
         ref = self._refinements.get(key)
         if ref is None:
             ref = _refine.new_refinement(self, y, same, log_prior)
+        ref.smoothing = smoothing
         _refine.refine(
             self,
             rng_key,

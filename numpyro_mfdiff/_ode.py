@@ -29,7 +29,9 @@ def ddim_step(x, m, alpha_t, beta_t, alpha_s, beta_s):
     return alpha_s * m + (beta_s / beta_t) * (x - alpha_t * m)
 
 
-def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str = "dpm2m"):
+def solve_ode(
+    z, points, log_lik, schedule: AbstractSchedule, grid, solver: str = "dpm2m", denoise_last=True
+):
     """Integrate the probability-flow ODE from noise to posterior samples.
 
     Args:
@@ -39,9 +41,13 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
         schedule: forward-diffusion schedule.
         grid: decreasing times (S + 1,), from ``t_max`` to ``t_min``.
         solver: ``"ddim"`` (first order) or ``"dpm2m"`` (second-order multistep).
+        denoise_last: return the denoised mean at the final time (default);
+            ``False`` returns the state ``x / alpha`` there instead: a sample of
+            the points' measure smoothed by a Gaussian of sd ``beta / alpha``
+            (early stopping; see ``refine(..., smoothing=...)``).
 
     Returns:
-        Samples of shape (B, D): the denoised mean at the final time.
+        Samples of shape (B, D).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -64,22 +70,27 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
 
     coeffs = (alphas[:-1], betas[:-1], alphas[1:], betas[1:], r)
     (x, _), _ = jax.lax.scan(step, (x0, jnp.zeros_like(z)), coeffs)
+    if not denoise_last:
+        return x / alphas[-1]
     return denoise(x, alphas[-1], betas[-1], points, log_lik)
 
 
 @eqx.filter_jit
-def solve_ode_jit(z, points, log_lik, schedule, grid, solver):
-    """:func:`solve_ode`, compiled once per shape, schedule and solver."""
-    return solve_ode(z, points, log_lik, schedule, grid, solver)
+def solve_ode_jit(z, points, log_lik, schedule, grid, solver, denoise_last=True):
+    """:func:`solve_ode`, compiled once per shape, schedule, solver and end point."""
+    return solve_ode(z, points, log_lik, schedule, grid, solver, denoise_last)
 
 
-def sample_pruned(z, points, log_w, schedule, grid, solver, prune_tol, batch_size=4096):
+def sample_pruned(
+    z, points, log_w, schedule, grid, solver, prune_tol, batch_size=4096, denoise_last=True
+):
     """ODE samples for one observation, from its fewest points holding ``1 - prune_tol``
     of the weight.
 
     ``z``: (S, D) noise; ``points``: (N, D) standardised; ``log_w``: (N,) NumPy
     log-weights (``-inf`` excluded). Solved in compiled batches of
-    ``batch_size``. Returns ``(u (S, D), points_used, dropped_mass)``.
+    ``batch_size``; ``denoise_last`` as in :func:`solve_ode`.
+    Returns ``(u (S, D), points_used, dropped_mass)``.
     """
     idx, w_kept, dropped = prune_points(np.asarray(log_w, np.float64), prune_tol)
     pts = points[idx]
@@ -90,7 +101,7 @@ def sample_pruned(z, points, log_w, schedule, grid, solver, prune_tol, batch_siz
     zp = jnp.concatenate([z, z[:pad]]) if pad else z
     u = jnp.concatenate(
         [
-            solve_ode_jit(zp[s : s + B], pts, w_kept, schedule, grid, solver)
+            solve_ode_jit(zp[s : s + B], pts, w_kept, schedule, grid, solver, denoise_last)
             for s in range(0, zp.shape[0], B)
         ]
     )

@@ -31,9 +31,10 @@ from ._kde import KDE, fit_kde, kde_sample, mixture_logpdf
 from ._network import Generator, fit_generator
 from ._ode import sample_pruned
 from ._progress import progress
+from ._schedule import geometric_grid, time_at_noise_ratio, uniform_grid
 from ._score import ess as _ess
 
-__all__ = ["Refinement", "refine"]
+__all__ = ["Refinement", "refine", "ode_draw"]
 
 # below this ESS per high-fidelity simulation a round's weights count as collapsed
 COLLAPSED_ESS_FRACTION = 0.02
@@ -47,7 +48,8 @@ class Refinement:
     log-likelihoods ``loglik`` (n,) and prior log densities ``logprior``
     (n,); ``prior_count`` of them were drawn from the prior, ``counts[r]``
     from ``kdes[r]``; ``log_w`` (n,) their importance log-weights;
-    ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``.
+    ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``;
+    ``smoothing`` the kernel sd of the refined ODE's end point (0: none).
     """
 
     y: np.ndarray
@@ -64,6 +66,7 @@ class Refinement:
     rounds: list = field(default_factory=list)
     num_high_fidelity: int = 0
     ess_before: float = 0.0
+    smoothing: float = 0.0
 
     @property
     def ess(self) -> float:
@@ -78,6 +81,7 @@ class Refinement:
             num_high_fidelity_simulations=self.num_high_fidelity,
             num_points=int(self.theta.shape[0]),
             num_rounds=len(self.rounds),
+            smoothing=self.smoothing,
             kde_bandwidth=[k.bandwidth.tolist() for k in self.kdes],
             rounds=list(self.rounds),
         )
@@ -92,23 +96,49 @@ def _weighted_standardisation(theta, log_w):
     return mean.astype(np.float32), sd.astype(np.float32)
 
 
-def _ode_draw(inf, ref, z):
-    """Unconstrained (S, D) draws from the refined Monte Carlo-score ODE."""
-    pts = jnp.asarray((ref.theta - ref.mean) / ref.scale)
-    u, _, _ = sample_pruned(z, pts, ref.log_w, inf.schedule, inf.grid, inf.solver, inf.prune_tol)
-    return ref.mean + ref.scale * np.asarray(u)
+def ode_draw(inf, ref, z, batch_size=4096):
+    """Draws from the refined Monte Carlo-score ODE for noise ``z`` (S, D).
+
+    The weighted points are standardised (weighted mean 0, weighted sd 1 per
+    coordinate). With ``ref.smoothing = h > 0`` they are shrunk towards their
+    mean by ``sqrt(1 - h^2)`` and the ODE stops where ``beta / alpha = h``,
+    returning the state instead of the denoised mean: a draw from the
+    weighted points' measure convolved with ``N(0, h^2)``, whose per-coordinate
+    mean and variance are those of the weights (kernel shrinkage, Liu & West
+    2001). Without it the ODE returns the points themselves at ``t -> 0``.
+
+    Returns ``(theta (S, D) unconstrained, points_used, dropped_mass)``.
+    """
+    pts = (ref.theta - ref.mean) / ref.scale
+    grid, denoise_last = inf.grid, True
+    if ref.smoothing > 0:
+        pts = np.sqrt(1.0 - ref.smoothing**2) * pts
+        t_s = time_at_noise_ratio(inf.schedule, ref.smoothing)
+        make = geometric_grid if inf._settings["grid"] == "geometric" else uniform_grid
+        grid = make(inf.num_steps, t_max=inf._settings["t_max"], t_min=max(t_s, 1e-6))
+        denoise_last = False
+    u, n_pts, dropped = sample_pruned(
+        z,
+        jnp.asarray(pts),
+        ref.log_w,
+        inf.schedule,
+        grid,
+        inf.solver,
+        inf.prune_tol,
+        batch_size,
+        denoise_last,
+    )
+    return ref.mean + ref.scale * np.asarray(u), n_pts, dropped
 
 
 def _candidates(inf, key, ref, y, n):
     """Unconstrained (n, D) candidates for ``y`` from the current sampler."""
     z = jax.random.normal(key, (n, inf.spec.dim))
     if ref.log_w is not None:  # a later round: the refined ODE
-        return _ode_draw(inf, ref, z)
+        return ode_draw(inf, ref, z)[0]
     if inf.generator is not None:
         return np.asarray(_generate(inf.generator, jnp.asarray(y), z))
-    ll = np.asarray(inf._loglik(jnp.asarray(y)), np.float64)
-    u, _, _ = sample_pruned(z, inf._points, ll, inf.schedule, inf.grid, inf.solver, inf.prune_tol)
-    return np.asarray(inf._theta_mean + inf._theta_scale * u)
+    return inf._ode_unconstrained(y, z, fidelity="low")[0]
 
 
 @eqx.filter_jit
@@ -257,10 +287,8 @@ def refine(
     t0 = time.perf_counter()
     k_z, k_init, k_fit = jax.random.split(keys[-1], 3)
     z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
-    pts = jnp.asarray((ref.theta - ref.mean) / ref.scale)
-    u, n_pts, dropped = sample_pruned(
-        z, pts, ref.log_w, inf.schedule, inf.grid, inf.solver, inf.prune_tol
-    )
+    theta, n_pts, dropped = ode_draw(inf, ref, z)
+    u = (theta - ref.mean) / ref.scale
     t_label = time.perf_counter() - t0
     t0 = time.perf_counter()
     gen = Generator(

@@ -11,7 +11,14 @@ import abc
 import equinox as eqx
 import jax.numpy as jnp
 
-__all__ = ["AbstractSchedule", "LinearSchedule", "CosineSchedule", "geometric_grid", "uniform_grid"]
+__all__ = [
+    "AbstractSchedule",
+    "LinearSchedule",
+    "CosineSchedule",
+    "geometric_grid",
+    "uniform_grid",
+    "time_at_noise_ratio",
+]
 
 
 class AbstractSchedule(eqx.Module):
@@ -71,3 +78,22 @@ def uniform_grid(num_steps: int, t_max: float = 1.0 - 1e-4, t_min: float = 1e-4)
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     return jnp.linspace(t_max, t_min, num_steps + 1)
+
+
+def time_at_noise_ratio(schedule: AbstractSchedule, ratio: float, tol: float = 1e-9) -> float:
+    """The time ``t`` at which ``beta(t) / alpha(t) = ratio`` (bisection; the ratio
+    increases with ``t``). Returns 0.0 where the ratio at ``t = 0`` already exceeds it.
+    """
+
+    def r(t):
+        return float(schedule.beta(t) / schedule.alpha(t))
+
+    lo, hi = 0.0, 0.999
+    if r(lo) >= ratio:
+        return 0.0
+    if r(hi) < ratio:
+        raise ValueError(f"beta/alpha never reaches {ratio} under {type(schedule).__name__}")
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if r(mid) < ratio else (lo, mid)
+    return 0.5 * (lo + hi)
