@@ -57,10 +57,11 @@ def gaussian10(x=None):
 
 def test_gaussian10_refinement_matches_closed_form():
     """theta ~ N(0, I_10), x ~ N(theta, 0.9^2 I): the prior-only likelihood ESS of this
-    observation is 76 with 10,000 simulations; after 10,000 more (two rounds):
-    refined ODE mean within 0.05, sd within 6%, C2ST <= 0.62 (measured 0.58);
-    G_high mean within 0.12, sd within 20%, C2ST <= 0.72 (measured 0.65).
-    The issue's C2ST <= 0.55 is not reached: see the note on issue 4."""
+    observation is 76 with 10,000 simulations; after 10,000 more (two rounds) with
+    smoothing 0.3: refined ODE and G_high both within 0.05 (ODE) / 0.1 (G_high) of the
+    mean, sd within 6% / 10%, C2ST against exact samples <= 0.55. Without smoothing
+    the ODE repeats weighted points (C2ST 0.58 measured) and G_high regresses a
+    piecewise-constant map (C2ST 0.65, sd 10-17% low): see the note on issue 4."""
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (10,))) * np.sqrt(1 + SIG10**2)
     obs = {"x": x}
     var = SIG10**2 / (1 + SIG10**2)
@@ -73,13 +74,30 @@ def test_gaussian10_refinement_matches_closed_form():
         progress_bar=False,
     ).run(jax.random.PRNGKey(0))
     assert inf.ess(obs) < 100
-    inf.refine(jax.random.PRNGKey(2), obs, num_simulations=5_000, rounds=2, train_steps=5_000)
+    inf.refine(
+        jax.random.PRNGKey(2),
+        obs,
+        num_simulations=5_000,
+        rounds=2,
+        train_steps=5_000,
+        smoothing=0.3,
+    )
     exact = mean + np.sqrt(var) * np.asarray(jax.random.normal(jax.random.PRNGKey(9), (5_000, 10)))
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 5_000)["theta"])
     assert np.abs(ode.mean(0) - mean).max() < 0.05
     np.testing.assert_allclose(ode.std(0), np.sqrt(var), rtol=0.06)
-    assert float(c2st(ode, exact, jax.random.PRNGKey(3))) <= 0.62
+    c_ode = float(c2st(ode, exact, jax.random.PRNGKey(3)))
+    assert c_ode <= 0.55
     s = np.asarray(inf.get_samples(jax.random.PRNGKey(3), obs, 5_000)["theta"])
-    assert np.abs(s.mean(0) - mean).max() < 0.12
-    np.testing.assert_allclose(s.std(0), np.sqrt(var), rtol=0.2)
-    assert float(c2st(s, exact, jax.random.PRNGKey(3))) <= 0.72
+    assert np.abs(s.mean(0) - mean).max() < 0.1
+    np.testing.assert_allclose(s.std(0), np.sqrt(var), rtol=0.1)
+    c_high = float(c2st(s, exact, jax.random.PRNGKey(3)))
+    print(f"10-D: C2ST refined ODE {c_ode:.3f}, G_high {c_high:.3f}; sd/exact G_high", s.std(0))
+    assert c_high <= 0.55
+    # the same weights without smoothing: the ODE returns repeated points
+    (ref,) = inf._refinements.values()
+    ref.smoothing = 0.0
+    raw = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 5_000)["theta"])
+    c_raw = float(c2st(raw, exact, jax.random.PRNGKey(3)))
+    print(f"10-D: C2ST refined ODE without smoothing {c_raw:.3f}")
+    assert c_raw > c_ode
