@@ -60,12 +60,12 @@ def coverage(x):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--fast", action="store_true", help="tiny budgets (a smoke run)")
-    p.add_argument("--num-simulations", type=int, default=20_000)
+    p.add_argument("--num-simulations", type=int, default=10_000)
     p.add_argument("--refine-simulations", type=int, default=2_000)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--nuts-chains", type=int, default=4)
-    p.add_argument("--nuts-samples", type=int, default=2_000)
-    p.add_argument("--nuts-warmup", type=int, default=1_000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--nuts-chains", type=int, default=2)
+    p.add_argument("--nuts-samples", type=int, default=1_000)
+    p.add_argument("--nuts-warmup", type=int, default=500)
     a = p.parse_args()
     n_sim, n_ref, rounds = a.num_simulations, a.refine_simulations, a.rounds
     build = dict(num_labels=10_000, train_steps=4_000)
