@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.infer.util import potential_energy
 
 __all__ = [
     "burgers_spectral",
@@ -30,6 +31,8 @@ __all__ = [
     "BURGERS_LOW_GRID",
     "BURGERS_HIGH_GRID",
     "burgers_observation",
+    "burgers_grid_posterior",
+    "burgers_grid_sample",
 ]
 
 BURGERS_TRUE = {"nu": 0.05, "amp": 1.0}
@@ -224,3 +227,68 @@ def burgers_high(y=None):
     Same prior, observation times, points and noise as :func:`burgers_low`.
     """
     _burgers(BURGERS_HIGH_GRID, y)
+
+
+def _grid_logp(model, y, lo, hi, num):
+    """Log joint on cell centres of a grid uniform in ``(log nu, log amp)``."""
+    axes = [lo[i] + (hi[i] - lo[i]) * (np.arange(num[i]) + 0.5) / num[i] for i in range(2)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    y = jnp.asarray(y)
+
+    def logp(u):  # unconstrained = log: the log joint in log coordinates (Jacobian included)
+        return -potential_energy(model, (), {"y": y}, {"nu": u[0], "amp": u[1]})
+
+    lp = jax.jit(lambda p: jax.lax.map(logp, p, batch_size=512))(jnp.asarray(pts))
+    return axes, np.asarray(lp, np.float64).reshape(num)
+
+
+def burgers_grid_posterior(
+    y,
+    model=None,
+    num=(100, 100),
+    bounds=((0.01, 0.5), (0.4, 2.5)),
+    tol=1e-9,
+):
+    """Posterior of ``(nu, amp)`` on a grid, by direct evaluation of the model's log joint.
+
+    Cells are equally spaced in ``(log nu, log amp)``. A first pass over ``bounds``
+    finds the cells whose density is above ``tol`` times the largest; a second grid of
+    the same size spans them (plus one and a half coarse cells on each side).
+    ``2 * num[0] * num[1]`` solves of ``model``: an exact reference for the
+    two-parameter Burgers models.
+
+    Args:
+        y: observation ``(T, P)``.
+        model: :func:`burgers_high` (default) or :func:`burgers_low`, or any model with
+            the latent sites ``nu`` and ``amp`` on the positive reals and observed site ``y``.
+        num: cells per axis; bounds: ``((nu_lo, nu_hi), (amp_lo, amp_hi))`` of the first pass.
+        tol: relative density below which first-pass cells are left out of the second.
+
+    Returns:
+        dict with ``log_nu`` ``(num[0],)`` and ``log_amp`` ``(num[1],)`` (cell centres,
+        equally spaced) and ``prob`` ``(num[0], num[1])`` (posterior mass per cell, sums to 1).
+    """
+    model = burgers_high if model is None else model
+    lo, hi = np.log(np.asarray(bounds, np.float64)).T
+    axes, lp = _grid_logp(model, y, lo, hi, num)
+    keep = np.nonzero(lp - lp.max() > np.log(tol))
+    step = (hi - lo) / np.asarray(num)
+    lo2 = np.maximum(lo, [axes[i][keep[i]].min() - 1.5 * step[i] for i in range(2)])
+    hi2 = np.minimum(hi, [axes[i][keep[i]].max() + 1.5 * step[i] for i in range(2)])
+    axes, lp = _grid_logp(model, y, lo2, hi2, num)
+    prob = np.exp(lp - lp.max())
+    return {"log_nu": axes[0], "log_amp": axes[1], "prob": prob / prob.sum()}
+
+
+def burgers_grid_sample(rng_key, post, num_samples):
+    """Draws ``{"nu", "amp"}`` (each ``(num_samples,)``) from :func:`burgers_grid_posterior`'s
+    output: a cell by its mass, then a uniform point inside it (in log coordinates)."""
+    k_cell, k_jit = jax.random.split(rng_key)
+    prob = post["prob"]
+    cell = np.asarray(jax.random.choice(k_cell, prob.size, (num_samples,), p=prob.reshape(-1)))
+    i, j = np.unravel_index(cell, prob.shape)
+    u = np.asarray(jax.random.uniform(k_jit, (num_samples, 2)), np.float64) - 0.5
+    out = {}
+    for d, (name, ax, idx) in enumerate((("nu", post["log_nu"], i), ("amp", post["log_amp"], j))):
+        out[name] = np.exp(ax[idx] + u[:, d] * (ax[1] - ax[0]))
+    return out

@@ -5,7 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpyro import handlers
+from test_mfdiff import SMALL
 
+from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff.examples import (
     BURGERS_HIGH_GRID,
     BURGERS_LOW_GRID,
@@ -14,7 +17,12 @@ from numpyro_mfdiff.examples import (
     BURGERS_TIMES,
     BURGERS_TRUE,
     burgers_exact,
+    burgers_grid_posterior,
+    burgers_grid_sample,
+    burgers_high,
     burgers_interp,
+    burgers_low,
+    burgers_observation,
     burgers_solution,
     burgers_spectral,
 )
@@ -117,3 +125,72 @@ def test_bad_grids_and_times_are_value_errors():
         burgers_solution(TRUE, dt=0.0)
     with pytest.raises(ValueError, match="nu must be positive"):
         burgers_exact((0.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_models_agree_in_sites_and_shapes():
+    traces = [
+        handlers.trace(handlers.seed(m, rng_seed=0)).get_trace()
+        for m in (burgers_low, burgers_high)
+    ]
+    for name in ("nu", "amp", "y"):
+        assert traces[0][name]["value"].shape == traces[1][name]["value"].shape, name
+    assert traces[0]["y"]["value"].shape == (len(BURGERS_TIMES), len(BURGERS_POINTS))
+    assert traces[0]["y"]["fn"].event_shape == (len(BURGERS_TIMES), len(BURGERS_POINTS))
+    y = burgers_observation(jax.random.PRNGKey(2))
+    assert y.shape == (len(BURGERS_TIMES), len(BURGERS_POINTS)) and y.dtype == np.float32
+
+
+@pytest.fixture(scope="module")
+def observation():
+    return {"y": burgers_observation(jax.random.PRNGKey(2))}
+
+
+@pytest.fixture(scope="module")
+def reference(observation):
+    """Grid posterior of the high-fidelity model: means and sds of (log nu, log amp)."""
+    post = burgers_grid_posterior(observation["y"], num=(40, 40))
+    x = _log_params(burgers_grid_sample(jax.random.PRNGKey(9), post, 20_000))
+    return x.mean(0), x.std(0)
+
+
+def _log_params(s):
+    return np.log(np.stack([np.asarray(s["nu"]), np.asarray(s["amp"])], axis=1))
+
+
+def test_grid_posterior_low_is_biased_and_moments_are_resolved(observation, reference):
+    mean, sd = reference
+    # 40 x 40 and 100 x 100 cells gave the same moments to 1e-5: the grid resolves the posterior
+    np.testing.assert_allclose(mean, [-3.0347, -0.0078], atol=3e-3)
+    np.testing.assert_allclose(sd, [0.1319, 0.0196], rtol=0.03)
+    # the truth lies inside (0.3 and 0.4 sd away)
+    assert np.all(np.abs(np.log([TRUE]) - mean) < 2 * sd)
+    low = burgers_grid_posterior(observation["y"], model=burgers_low, num=(30, 30))
+    low_mean = _log_params(burgers_grid_sample(jax.random.PRNGKey(9), low, 20_000)).mean(0)
+    # the coarse model's posterior is off by 3.3 sd in log nu and 1.9 sd in log amp
+    assert np.all(np.abs(low_mean - mean) > 1.5 * sd)
+
+
+def test_refinement_moves_the_posterior_to_the_reference(observation, reference):
+    """G_low (2,000 coarse solves) is off by about 3 posterior sds; two rounds of 300
+    fine solves bring the refined ODE and G_high within 0.75 sd of the grid posterior
+    (measured 0.4 and 0.23 sd), with sds within a factor 0.35-1.5 (measured 0.54-0.82)."""
+    mean, sd = reference
+    inf = MFDiff(burgers_low, num_simulations=2000, **SMALL)
+    inf.run(jax.random.PRNGKey(0))
+    low = _log_params(inf.get_samples(jax.random.PRNGKey(2), observation, 2000))
+    assert np.abs(low.mean(0) - mean)[0] > 2 * sd[0]  # measured 2.9 sd
+    inf.refine(
+        jax.random.PRNGKey(1), observation, model=burgers_high, num_simulations=300, rounds=2
+    )
+    (d,) = inf.diagnostics["refinements"].values()
+    assert d["num_high_fidelity_simulations"] == 600
+    assert d["ess_after"] > 40  # measured 76
+    for x in (
+        _log_params(inf.sample_ode(jax.random.PRNGKey(3), observation, 2000)),
+        _log_params(inf.get_samples(jax.random.PRNGKey(4), observation, 2000)),
+    ):
+        assert np.all(np.abs(x.mean(0) - mean) < 0.75 * sd)
+        assert np.all((0.35 * sd < x.std(0)) & (x.std(0) < 1.5 * sd))
