@@ -76,7 +76,7 @@ def main():
     p.add_argument("--fast", action="store_true", help="tiny budgets (a smoke run)")
     p.add_argument("--num-simulations", type=int, default=20_000)
     p.add_argument("--refine-simulations", type=int, default=1_000)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--nuts-chains", type=int, default=4)
     p.add_argument("--nuts-samples", type=int, default=2_000)
     p.add_argument("--nuts-warmup", type=int, default=1_000)
