@@ -8,6 +8,24 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._ex_burgers import (
+    BURGERS_HIGH_GRID,
+    BURGERS_LOW_GRID,
+    BURGERS_NOISE,
+    BURGERS_POINTS,
+    BURGERS_TIMES,
+    BURGERS_TRUE,
+    burgers_exact,
+    burgers_grid_posterior,
+    burgers_grid_sample,
+    burgers_high,
+    burgers_interp,
+    burgers_low,
+    burgers_observation,
+    burgers_solution,
+    burgers_spectral,
+)
+
 __all__ = [
     "quadratic",
     "quadratic_coarse",
@@ -23,6 +41,21 @@ __all__ = [
     "LORENZ_TIMES",
     "LORENZ_NOISE",
     "LORENZ_COARSE_DT",
+    "burgers_low",
+    "burgers_high",
+    "burgers_solution",
+    "burgers_spectral",
+    "burgers_interp",
+    "burgers_exact",
+    "burgers_observation",
+    "burgers_grid_posterior",
+    "burgers_grid_sample",
+    "BURGERS_TRUE",
+    "BURGERS_TIMES",
+    "BURGERS_POINTS",
+    "BURGERS_NOISE",
+    "BURGERS_LOW_GRID",
+    "BURGERS_HIGH_GRID",
 ]
 
 QUADRATIC_NOISE = 0.1
