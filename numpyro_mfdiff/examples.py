@@ -8,6 +8,20 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._ex_sde import (
+    OU_COARSE_DT,
+    OU_NOISE,
+    OU_TIMES,
+    OU_TRUE,
+    OU_X0,
+    ou_euler_moments,
+    ou_euler_paths,
+    ou_exact_moments,
+    ou_high,
+    ou_log_posterior_grid,
+    ou_low,
+)
+
 __all__ = [
     "quadratic",
     "quadratic_coarse",
@@ -23,6 +37,17 @@ __all__ = [
     "LORENZ_TIMES",
     "LORENZ_NOISE",
     "LORENZ_COARSE_DT",
+    "ou_low",
+    "ou_high",
+    "ou_exact_moments",
+    "ou_euler_moments",
+    "ou_euler_paths",
+    "ou_log_posterior_grid",
+    "OU_TRUE",
+    "OU_X0",
+    "OU_TIMES",
+    "OU_NOISE",
+    "OU_COARSE_DT",
 ]
 
 QUADRATIC_NOISE = 0.1
