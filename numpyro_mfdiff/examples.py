@@ -8,6 +8,18 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._ex_runaway import (
+    RUNAWAY_COARSE_DT,
+    RUNAWAY_FINE_DT,
+    RUNAWAY_NOISE,
+    RUNAWAY_TIMES,
+    RUNAWAY_TRUE,
+    runaway_closed_form,
+    runaway_high,
+    runaway_low,
+    runaway_rates,
+    runaway_solve,
+)
 from ._ex_sde import (
     OU_COARSE_DT,
     OU_NOISE,
@@ -48,6 +60,16 @@ __all__ = [
     "OU_TIMES",
     "OU_NOISE",
     "OU_COARSE_DT",
+    "runaway_low",
+    "runaway_high",
+    "runaway_solve",
+    "runaway_rates",
+    "runaway_closed_form",
+    "RUNAWAY_TRUE",
+    "RUNAWAY_TIMES",
+    "RUNAWAY_NOISE",
+    "RUNAWAY_COARSE_DT",
+    "RUNAWAY_FINE_DT",
 ]
 
 QUADRATIC_NOISE = 0.1
