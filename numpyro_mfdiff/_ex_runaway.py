@@ -29,11 +29,12 @@ A thermal quench drives the time dependence: ``T_e(t) = T_f + (T_0 - T_f) exp(-t
 (``T_0 = 200 eV``, ``t_TQ = 1 ms``), and at constant current density the Ohmic field
 follows the Spitzer resistivity, ``E(t) = E_f (T_f / T_e(t))^(3/2)``. The unknowns are the
 final field ``E_f`` (V/m), the density ``n_e`` (``1e19 m^-3``) and the final temperature
-``T_f`` (eV); the seed is ``f(0) = 1e-12``. Observed: ``log10 f`` at ``t = 2, 4, ..., 12 ms``
-with ``N(0, 0.1^2)`` noise (decades).
+``T_f`` (eV); the seed is ``f(0) = 1e-12``. Observed: ``log10 f`` at ``t = 4, 6, ..., 14 ms``
+with ``N(0, 0.3^2)`` noise (decades).
 
 Fidelities: explicit Euler with a fixed step of 1 ms (low; it misses the Dreicer burst's
-shape and under-grows the avalanche) and classical RK4 with a fixed step of 0.02 ms (high).
+shape and under-grows the avalanche) and classical RK4 with a fixed step of 0.1 ms (high;
+2e-4 decades from a 50 times finer solve at the true parameters).
 With constant parameters (``T_0 = T_f``) the equation is a Riccati equation with a closed
 form (:func:`runaway_closed_form`), which the tests use to check the solvers.
 """
@@ -73,14 +74,14 @@ _NU = 1e19 * _E**4 / (4 * np.pi * _EPS0**2 * _ME**2 * (2 * _E / _ME) ** 1.5)
 _TAU = _ME * _C / _E  # tau_c * E_c, s V/m
 
 RUNAWAY_TRUE = {"E_f": 8.0, "n_e": 1.0, "T_f": 10.0}  # V/m, 1e19 m^-3, eV
-RUNAWAY_TIMES = tuple(2.0 * k for k in range(1, 7))  # ms
-RUNAWAY_NOISE = 0.1  # decades of log10 f
+RUNAWAY_TIMES = tuple(2.0 * k for k in range(2, 8))  # ms
+RUNAWAY_NOISE = 0.3  # decades of log10 f
 RUNAWAY_COARSE_DT = 1.0  # ms
-RUNAWAY_FINE_DT = 0.02  # ms
+RUNAWAY_FINE_DT = 0.1  # ms
 RUNAWAY_T0 = 200.0  # eV, temperature before the thermal quench
 RUNAWAY_TQ = 1.0  # ms, thermal-quench time
 RUNAWAY_SEED = 1e-12  # runaway fraction at t = 0
-_PRIOR = {"E_f": (np.log(8.0), 0.3), "n_e": (0.0, 0.3), "T_f": (np.log(10.0), 0.3)}
+_PRIOR = {"E_f": (np.log(8.0), 0.3), "n_e": (0.0, 0.3), "T_f": (np.log(10.0), 0.1)}
 
 
 def runaway_rates(e_field, n_e, t_e):
@@ -183,15 +184,18 @@ def runaway_low(y=None):
     """Runaway electrons (reduced 0-D stand-in), low fidelity: explicit Euler, step 1 ms.
 
     Prior (independent): ``E_f ~ LogNormal(log 8, 0.3)`` V/m, ``n_e ~ LogNormal(0, 0.3)``
-    ``x 1e19 m^-3``, ``T_f ~ LogNormal(log 10, 0.3)`` eV. ``y`` (6,) is ``log10`` of the
-    runaway fraction at ``t = 2, 4, ..., 12 ms`` plus ``N(0, 0.1^2)`` noise. See the module
+    ``x 1e19 m^-3``, ``T_f ~ LogNormal(log 10, 0.1)`` eV. ``y`` (6,) is ``log10`` of the
+    runaway fraction at ``t = 4, 6, ..., 14 ms`` plus ``N(0, 0.3^2)`` noise. See the module
     :mod:`numpyro_mfdiff._ex_runaway` for the equations and the published models it follows.
+    The coarse step misses the shape of the Dreicer burst at the end of the thermal quench
+    (``log10 f`` at 4 ms is 1.3 decades low at the true parameters), which moves the
+    posterior of ``T_f`` up by about 1.5 posterior sds.
     """
     _runaway(RUNAWAY_COARSE_DT, "euler", y)
 
 
 def runaway_high(y=None):
-    """Runaway electrons (reduced 0-D stand-in), high fidelity: RK4 with a step of 0.02 ms.
+    """Runaway electrons (reduced 0-D stand-in), high fidelity: RK4 with a step of 0.1 ms.
 
     Same prior, times and noise as :func:`runaway_low`.
     """

@@ -40,8 +40,8 @@ def test_rates_match_textbook_values():
 
 def test_fine_solver_matches_closed_form_and_coarse_is_biased():
     """Constant rates (no quench): RK4 with the fine step agrees with the Riccati closed form to
-    1e-4 decades; with the quench, RK4 at 1/10 of the step agrees to 1e-3 decades while the
-    coarse Euler solve is off by more than 5 noise sds somewhere."""
+    1e-4 decades; with the quench, RK4 at 1/50 of the step agrees to 1e-3 decades while the
+    coarse Euler solve is off by more than 3 noise sds somewhere."""
     exact = np.log10(runaway_closed_form(TRUE))
     fine = np.log10(np.asarray(runaway_solve(TRUE, t0=TRUE[2])))
     np.testing.assert_allclose(fine, exact, atol=1e-4)
@@ -50,7 +50,7 @@ def test_fine_solver_matches_closed_form_and_coarse_is_biased():
     lo = np.log10(np.asarray(runaway_solve(TRUE, dt=1.0, method="euler")))
     assert hi.shape == lo.shape == (T,)
     assert np.abs(hi - ref).max() < 1e-3
-    assert np.abs(lo - ref).max() > 5 * RUNAWAY_NOISE
+    assert np.abs(lo - ref).max() > 3 * RUNAWAY_NOISE
     # Euler converges at first order towards the same solution
     e1 = np.abs(np.log10(np.asarray(runaway_solve(TRUE, dt=0.02, method="euler"))) - ref).max()
     e2 = np.abs(np.log10(np.asarray(runaway_solve(TRUE, dt=0.01, method="euler"))) - ref).max()
