@@ -54,11 +54,11 @@ def main():
     build = dict(num_labels=10_000, train_steps=4_000)
     n_cmp = 2_000
     ref_run = (a.ref_chains, 1_000, a.ref_samples)  # chains, warmup, draws
-    short_run = (1, 200, 500)
+    short_run = (2, 200, 500)
     if a.fast:
         n_sim, n_ref, rounds = 2_000, 500, 1
         build = dict(num_labels=500, train_steps=200, num_steps=30, width=32, depth=2)
-        n_cmp, ref_run, short_run = 500, (2, 200, 500), (1, 50, 100)
+        n_cmp, ref_run, short_run = 500, (2, 200, 500), (2, 50, 100)
 
     y = observation(jax.random.PRNGKey(1))
     obs = {"y": y}
