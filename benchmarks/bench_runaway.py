@@ -49,11 +49,12 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ref-chains", type=int, default=4)
     p.add_argument("--ref-samples", type=int, default=2_000)
+    p.add_argument("--ref-warmup", type=int, default=1_000)
     a = p.parse_args()
     n_sim, n_ref, rounds = a.num_simulations, a.refine_simulations, a.rounds
     build = dict(num_labels=10_000, train_steps=4_000)
     n_cmp = 2_000
-    ref_run = (a.ref_chains, 1_000, a.ref_samples)  # chains, warmup, draws
+    ref_run = (a.ref_chains, a.ref_warmup, a.ref_samples)  # chains, warmup, draws
     short_run = (2, 200, 500)
     if a.fast:
         n_sim, n_ref, rounds = 2_000, 500, 1
