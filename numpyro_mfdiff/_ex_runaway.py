@@ -25,6 +25,10 @@ hydrogen plasma (``Z = 1``) and SI units (``T_e`` in joules inside the formulas)
   ``Gamma_av = (E / E_c - 1) / (tau_c lnL) sqrt(pi / (3 (Z + 5)))``, with the relativistic
   collision time ``tau_c = 4 pi eps0^2 m_e^2 c^3 / (n_e e^4 lnL)`` (zero below ``E_c``).
 
+Simplifications against those papers: one (thermal) Coulomb logarithm everywhere, no
+relativistic correction to the Dreicer rate, no hot-tail generation (a fixed seed
+instead), no current-quench feedback of the runaways on the field.
+
 A thermal quench drives the time dependence: ``T_e(t) = T_f + (T_0 - T_f) exp(-t / t_TQ)``
 (``T_0 = 200 eV``, ``t_TQ = 1 ms``), and at constant current density the Ohmic field
 follows the Spitzer resistivity, ``E(t) = E_f (T_f / T_e(t))^(3/2)``. The unknowns are the
