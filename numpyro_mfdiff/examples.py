@@ -25,6 +25,31 @@ from ._ex_burgers import (
     burgers_solution,
     burgers_spectral,
 )
+from ._ex_runaway import (
+    RUNAWAY_COARSE_DT,
+    RUNAWAY_FINE_DT,
+    RUNAWAY_NOISE,
+    RUNAWAY_TIMES,
+    RUNAWAY_TRUE,
+    runaway_closed_form,
+    runaway_high,
+    runaway_low,
+    runaway_rates,
+    runaway_solve,
+)
+from ._ex_sde import (
+    OU_COARSE_DT,
+    OU_NOISE,
+    OU_TIMES,
+    OU_TRUE,
+    OU_X0,
+    ou_euler_moments,
+    ou_euler_paths,
+    ou_exact_moments,
+    ou_high,
+    ou_log_posterior_grid,
+    ou_low,
+)
 
 __all__ = [
     "quadratic",
@@ -56,6 +81,27 @@ __all__ = [
     "BURGERS_NOISE",
     "BURGERS_LOW_GRID",
     "BURGERS_HIGH_GRID",
+    "ou_low",
+    "ou_high",
+    "ou_exact_moments",
+    "ou_euler_moments",
+    "ou_euler_paths",
+    "ou_log_posterior_grid",
+    "OU_TRUE",
+    "OU_X0",
+    "OU_TIMES",
+    "OU_NOISE",
+    "OU_COARSE_DT",
+    "runaway_low",
+    "runaway_high",
+    "runaway_solve",
+    "runaway_rates",
+    "runaway_closed_form",
+    "RUNAWAY_TRUE",
+    "RUNAWAY_TIMES",
+    "RUNAWAY_NOISE",
+    "RUNAWAY_COARSE_DT",
+    "RUNAWAY_FINE_DT",
 ]
 
 QUADRATIC_NOISE = 0.1
