@@ -14,9 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._schedule import AbstractSchedule
-from ._score import denoise, prune_points
+from ._score import denoise, denoise_fused, fuse_points, prune_points
 
-__all__ = ["ddim_step", "solve_ode", "solve_ode_jit", "sample_pruned", "SOLVERS"]
+__all__ = [
+    "ddim_step",
+    "solve_ode",
+    "solve_ode_jit",
+    "sample_pruned",
+    "auto_block_size",
+    "SOLVERS",
+]
 
 SOLVERS = ("ddim", "dpm2m")
 
@@ -29,7 +36,32 @@ def ddim_step(x, m, alpha_t, beta_t, alpha_s, beta_s):
     return alpha_s * m + (beta_s / beta_t) * (x - alpha_t * m)
 
 
-def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str = "dpm2m"):
+# weights per denoiser call above which shared points are split into blocks
+# (running log-sum-exp), and the number of weights per block then. Measured on
+# 2 CPU cores (B = 256, N = 20,000, D = 1): blocks of 2^20 weights (4 MB, in L2)
+# 1.4x faster than 2^18 or 2^22 and 2x faster than one 5 x 10^6 block
+AUTO_BLOCK_WEIGHTS = 2**20
+
+
+def auto_block_size(batch, num_points):
+    """Block size :func:`solve_ode` uses by default: ``None`` (one block) while
+    ``batch * num_points <= AUTO_BLOCK_WEIGHTS``, else ``AUTO_BLOCK_WEIGHTS / batch``
+    rounded to a multiple of 256 (at least 256)."""
+    if batch * num_points <= AUTO_BLOCK_WEIGHTS:
+        return None
+    return max(256, (AUTO_BLOCK_WEIGHTS // batch) // 256 * 256)
+
+
+def solve_ode(
+    z,
+    points,
+    log_lik,
+    schedule: AbstractSchedule,
+    grid,
+    solver: str = "dpm2m",
+    block_size: int | None = None,
+    fused: bool = True,
+):
     """Integrate the probability-flow ODE from noise to posterior samples.
 
     Args:
@@ -39,6 +71,12 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
         schedule: forward-diffusion schedule.
         grid: decreasing times (S + 1,), from ``t_max`` to ``t_min``.
         solver: ``"ddim"`` (first order) or ``"dpm2m"`` (second-order multistep).
+        block_size: for shared points, points per block of the running
+            log-sum-exp (memory ``B x block_size`` per step); default
+            :func:`auto_block_size`.
+        fused: for shared points, use :func:`denoise_fused` (one matmul for the
+            kernel and likelihood terms, one for numerator and normaliser);
+            ``False`` uses the plain :func:`denoise` (the reference).
 
     Returns:
         Samples of shape (B, D): the denoised mean at the final time.
@@ -53,18 +91,29 @@ def solve_ode(z, points, log_lik, schedule: AbstractSchedule, grid, solver: str 
     r = jnp.concatenate([jnp.zeros(1), h[:-1] / h[1:]])
     second = 1.0 if solver == "dpm2m" else 0.0
     x0 = betas[0] * z  # the diffused marginal at t_max is ~ N(0, beta^2) in standardised coords
+    if fused and points.ndim == 2:
+        if block_size is None:
+            block_size = auto_block_size(z.shape[0], points.shape[0])
+        mats = fuse_points(points, log_lik, block_size)  # once: they do not depend on t
+
+        def m_fn(x, a, b):
+            return denoise_fused(x, a, b, *mats)
+    else:
+
+        def m_fn(x, a, b):
+            return denoise(x, a, b, points, log_lik)
 
     def step(carry, coeffs):
         x, m_prev = carry
         a_t, b_t, a_s, b_s, r_i = coeffs
-        m = denoise(x, a_t, b_t, points, log_lik)
+        m = m_fn(x, a_t, b_t)
         c = jnp.where(r_i > 0, second * 0.5 / jnp.where(r_i > 0, r_i, 1.0), 0.0)
         d = (1.0 + c) * m - c * m_prev
         return (ddim_step(x, d, a_t, b_t, a_s, b_s), m), None
 
     coeffs = (alphas[:-1], betas[:-1], alphas[1:], betas[1:], r)
     (x, _), _ = jax.lax.scan(step, (x0, jnp.zeros_like(z)), coeffs)
-    return denoise(x, alphas[-1], betas[-1], points, log_lik)
+    return m_fn(x, alphas[-1], betas[-1])
 
 
 @eqx.filter_jit
