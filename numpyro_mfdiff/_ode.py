@@ -22,6 +22,7 @@ __all__ = [
     "solve_ode_jit",
     "sample_pruned",
     "auto_block_size",
+    "row_sharding",
     "SOLVERS",
 ]
 
@@ -45,11 +46,15 @@ AUTO_BLOCK_WEIGHTS = 2**20
 
 def auto_block_size(batch, num_points):
     """Block size :func:`solve_ode` uses by default: ``None`` (one block) while
-    ``batch * num_points <= AUTO_BLOCK_WEIGHTS``, else ``AUTO_BLOCK_WEIGHTS / batch``
-    rounded to a multiple of 256 (at least 256)."""
+    ``batch * num_points <= AUTO_BLOCK_WEIGHTS``, else the points split evenly
+    into the fewest blocks of at most ``AUTO_BLOCK_WEIGHTS / batch`` (at least 256)
+    points, rounded up to a multiple of 8 (little padding)."""
     if batch * num_points <= AUTO_BLOCK_WEIGHTS:
         return None
-    return max(256, (AUTO_BLOCK_WEIGHTS // batch) // 256 * 256)
+    most = max(256, AUTO_BLOCK_WEIGHTS // batch)
+    nb = -(-num_points // most)
+    per_block = -(-num_points // nb)
+    return -(-per_block // 8) * 8
 
 
 def solve_ode(
@@ -122,25 +127,40 @@ def solve_ode_jit(z, points, log_lik, schedule, grid, solver):
     return solve_ode(z, points, log_lik, schedule, grid, solver)
 
 
+def row_sharding(devices=None):
+    """Sharding that splits axis 0 (rows of states) over ``devices`` (default
+    ``jax.devices()``) and replicates the rest; ``None`` with a single device.
+
+    The Monte Carlo score of each row only needs the (replicated) prior points,
+    so rows shard with no communication but the final gather.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) < 2:
+        return None
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("rows",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
+
+
 def sample_pruned(z, points, log_w, schedule, grid, solver, prune_tol, batch_size=4096):
     """ODE samples for one observation, from its fewest points holding ``1 - prune_tol``
     of the weight.
 
     ``z``: (S, D) noise; ``points``: (N, D) standardised; ``log_w``: (N,) NumPy
     log-weights (``-inf`` excluded). Solved in compiled batches of
-    ``batch_size``. Returns ``(u (S, D), points_used, dropped_mass)``.
+    ``batch_size``, each split over the devices (:func:`row_sharding`).
+    Returns ``(u (S, D), points_used, dropped_mass)``.
     """
     idx, w_kept, dropped = prune_points(np.asarray(log_w, np.float64), prune_tol)
     pts = points[idx]
     w_kept = jnp.asarray(w_kept, jnp.float32)
     n = z.shape[0]
-    B = min(batch_size, n)
+    sharding = row_sharding()
+    ndev = 1 if sharding is None else len(sharding.device_set)
+    B = -(-min(batch_size, n) // ndev) * ndev
     pad = (-n) % B
-    zp = jnp.concatenate([z, z[:pad]]) if pad else z
-    u = jnp.concatenate(
-        [
-            solve_ode_jit(zp[s : s + B], pts, w_kept, schedule, grid, solver)
-            for s in range(0, zp.shape[0], B)
-        ]
-    )
-    return u[:n], int(idx.size), dropped
+    zp = jnp.concatenate([z, jnp.resize(z, (pad, z.shape[1]))]) if pad else z
+    out = []
+    for s in range(0, zp.shape[0], B):
+        zb = zp[s : s + B] if sharding is None else jax.device_put(zp[s : s + B], sharding)
+        out.append(solve_ode_jit(zb, pts, w_kept, schedule, grid, solver))
+    return jnp.concatenate(out)[:n], int(idx.size), dropped

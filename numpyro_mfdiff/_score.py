@@ -19,6 +19,8 @@ __all__ = [
     "ess",
     "select_top_k",
     "prune_points",
+    "support_order",
+    "dropped_mass",
 ]
 
 # log-weight standing for "excluded" inside the fused matrices: finite, so that
@@ -165,6 +167,31 @@ def denoise_blocked(x, alpha, beta, points, log_lik, block_size):
     ``B x block_size``. Returns (B, D).
     """
     return denoise_fused(x, alpha, beta, *fuse_points(points, log_lik, block_size))
+
+
+def support_order(log_lik, tol):
+    """Order the points by their largest normalised weight over the rows of ``log_lik``.
+
+    ``log_lik``: (B, N) log-weights, one row per observation. A point whose
+    log-weight is below ``logsumexp(row) + log(tol / N)`` in every row holds
+    less than ``tol / N`` of each row's mass, so all such points together hold
+    less than ``tol`` of any row's mass: they are the ones that may be dropped.
+
+    Returns ``(order (N,), count ())``: point indices by decreasing
+    ``max_i(log_lik_ij - threshold_i)`` and the number of points above the
+    threshold in some row (those to keep).
+    """
+    n = log_lik.shape[-1]
+    thr = jax.nn.logsumexp(log_lik, axis=-1, keepdims=True) + jnp.log(tol / n)
+    rel = jnp.max(log_lik - thr, axis=0)
+    rel = jnp.where(jnp.isnan(rel), -jnp.inf, rel)
+    return jnp.argsort(-rel, stable=True), jnp.sum(rel >= 0)
+
+
+def dropped_mass(log_lik, kept):
+    """Fraction of each row's weight outside ``kept``; ``log_lik`` (B, N), ``kept``
+    (B, K) the log-weights kept. Returns (B,)."""
+    return -jnp.expm1(jax.nn.logsumexp(kept, axis=-1) - jax.nn.logsumexp(log_lik, axis=-1))
 
 
 def score(x, alpha, beta, points, log_lik):

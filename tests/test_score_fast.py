@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from numpyro_mfdiff import LinearSchedule, denoise, geometric_grid, solve_ode
+from numpyro_mfdiff._label import bucket, label_triples
 from numpyro_mfdiff._ode import AUTO_BLOCK_WEIGHTS, auto_block_size
-from numpyro_mfdiff._score import denoise_blocked, denoise_fused, fuse_points
+from numpyro_mfdiff._score import (
+    denoise_blocked,
+    denoise_fused,
+    dropped_mass,
+    fuse_points,
+    support_order,
+)
 
 
 def _problem(d, b=16, k=300, seed=0):
@@ -72,6 +79,58 @@ def test_solve_ode_fast_paths_match_plain(solver):
 
 def test_auto_block_size():
     assert auto_block_size(256, AUTO_BLOCK_WEIGHTS // 256) is None
-    bs = auto_block_size(256, 100_000)
-    assert bs % 256 == 0 and bs * 256 <= AUTO_BLOCK_WEIGHTS
-    assert auto_block_size(10**6, 10**6) == 256
+    for b, k in ((256, 100_000), (256, 6656), (4096, 20_000), (10**6, 10**6)):
+        bs = auto_block_size(b, k)
+        nb = -(-k // bs)
+        assert bs % 8 == 0 and nb * bs - k < 8 * nb  # even blocks, little padding
+        assert b * bs <= max(AUTO_BLOCK_WEIGHTS, 264 * b)
+
+
+def test_support_order_drops_at_most_tol():
+    """Points below every row's threshold hold < tol of each row's mass, exactly."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(6))
+    pts = jax.random.normal(k1, (5000,))
+    centres = jnp.linspace(-1.0, 1.0, 8)[:, None]
+    ll = -0.5 * ((pts[None] - centres) / 0.2) ** 2 + jax.random.normal(k2, (8, 1)) * 100
+    for tol in (1e-2, 1e-6):
+        order, count = support_order(ll, tol)
+        count = int(count)
+        assert 0 < count < 5000  # something is dropped, something kept
+        d = np.asarray(dropped_mass(ll, ll[:, order[:count]]))
+        assert np.all(d <= tol) and np.all(d >= 0)
+        # the kept points are exactly those above the threshold in some row
+        thr = jax.nn.logsumexp(ll, axis=1, keepdims=True) + np.log(tol / 5000)
+        above = np.flatnonzero(np.any(np.asarray(ll) >= np.asarray(thr), axis=0))
+        assert set(np.asarray(order[:count]).tolist()) == set(above.tolist())
+
+
+def test_bucket_sizes():
+    sizes = {bucket(c, 10**6) for c in range(1, 70_000, 7)}
+    assert len(sizes) < 25  # few compiled solves
+    for c in (1, 511, 512, 513, 7000, 65_536):
+        b = bucket(c, 10**6)
+        assert c <= b <= max(512, 1.25 * c + 512) and b % 512 == 0
+    assert bucket(7000, 5000) == 5000
+
+
+def test_pruned_labelling_matches_unpruned():
+    """Labels with the exact likelihood pruning against all N points weighed:
+    within 2e-3 (the pruned weight is below tol = 1e-6; the rest is float32 rounding
+    of different summation orders), the dropped mass below tol, and fewer points."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(7), 3)
+    n = 4000
+    pts = jax.random.normal(k1, (n, 1))
+    y = np.asarray(jax.random.normal(k2, (300, 1))) * 0.8
+    z = np.asarray(jax.random.normal(k3, (300, 1)))
+
+    def loglik_fn(yi):
+        return -0.5 * ((yi[0] - pts[:, 0]) / 0.05) ** 2
+
+    args = (loglik_fn, pts, LinearSchedule(), geometric_grid(30), n, "dpm2m", 64)
+    o_full, th_full, d_full, used_full = label_triples(y, y, z, *args, tol=None)
+    o, th, d, used = label_triples(y, y, z, *args, tol=1e-6)
+    np.testing.assert_array_equal(o, o_full)
+    np.testing.assert_allclose(d_full, 0.0, atol=1e-6)
+    assert np.all(d <= 1e-6)
+    assert used.mean() < 0.7 * n
+    np.testing.assert_allclose(th, th_full, atol=2e-3)
