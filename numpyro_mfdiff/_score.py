@@ -92,7 +92,7 @@ def fuse_points(points, log_lik, block_size=None):
         ``(kernel, values, row_ll)``: kernel (K, D + 2) (shared log-weights) or
         (K, D + 1) (per-row), values (K, D + 1), ``row_ll`` None or (B, K); with
         blocks, a leading block axis: (nb, block_size, ...) and ``row_ll``
-        (nb, B, block_size).
+        padded to (B, nb * block_size).
     """
     points = jnp.asarray(points, jnp.float32)
     ll = _finite_shifted(jnp.asarray(log_lik, jnp.float32))
@@ -114,13 +114,8 @@ def fuse_points(points, log_lik, block_size=None):
             kernel = kernel.at[k:, -1].set(_EXCLUDED)
         else:
             row_ll = jnp.pad(row_ll, ((0, 0), (0, pad)), constant_values=_EXCLUDED)
-    if row_ll is not None:
-        row_ll = row_ll.reshape(row_ll.shape[0], nb, block_size).transpose(1, 0, 2)
-    return (
-        kernel.reshape(nb, block_size, -1),
-        values.reshape(nb, block_size, -1),
-        row_ll,
-    )
+    # per-row log-weights stay (B, nb * block_size): each block is sliced in place
+    return kernel.reshape(nb, block_size, -1), values.reshape(nb, block_size, -1), row_ll
 
 
 def _logits_fused(xa, kernel, row_ll):
@@ -145,18 +140,23 @@ def denoise_fused(x, alpha, beta, kernel, values, row_ll=None):
         acc = e @ values
         return acc[:, :-1] / acc[:, -1:]
 
+    bs = kernel.shape[1]
+
     def block(carry, blk):
         m, acc = carry
-        logits = _logits_fused(xa, blk[0], blk[2])
+        i, kern, vals = blk
+        rows = None if row_ll is None else jax.lax.dynamic_slice_in_dim(row_ll, i * bs, bs, 1)
+        logits = _logits_fused(xa, kern, rows)
         m_new = jnp.maximum(m, jnp.max(logits, axis=-1, keepdims=True))
-        acc = acc * jnp.exp(m - m_new) + jnp.exp(logits - m_new) @ blk[1]
+        acc = acc * jnp.exp(m - m_new) + jnp.exp(logits - m_new) @ vals
         return (m_new, acc), None
 
     init = (
         jnp.full(x.shape[:-1] + (1,), -jnp.inf, x.dtype),
         jnp.zeros(x.shape[:-1] + (values.shape[-1],), x.dtype),
     )
-    (_, acc), _ = jax.lax.scan(block, init, (kernel, values, row_ll))
+    ids = jnp.arange(kernel.shape[0])
+    (_, acc), _ = jax.lax.scan(block, init, (ids, kernel, values))
     return acc[:, :-1] / acc[:, -1:]
 
 

@@ -55,7 +55,7 @@ def test_fuse_points_shapes():
     kern, vals, rows = fuse_points(pts, ll)
     assert kern.shape == (300, 5) and vals.shape == (300, 4) and rows is None
     kern, vals, rows = fuse_points(pts, ll_rows, 128)
-    assert kern.shape == (3, 128, 4) and vals.shape == (3, 128, 4) and rows.shape == (3, 16, 128)
+    assert kern.shape == (3, 128, 4) and vals.shape == (3, 128, 4) and rows.shape == (16, 384)
     # padded points carry no weight: their value rows are zero
     np.testing.assert_array_equal(vals[2, 300 - 256 :], 0.0)
 
