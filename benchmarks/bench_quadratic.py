@@ -51,6 +51,11 @@ def main():
     for k, v in inf.diagnostics["timings"].items():
         print(f"{k:<28}{v:>10.2f}{v / total:>10.2%}")
     print(f"{'build total':<28}{total:>10.2f}{1:>10.2%}")
+    d = inf.diagnostics
+    print(
+        f"labelling weighed {d['label_points_mean']:.0f} of {a.num_simulations} prior points "
+        f"per chunk on average; dropped likelihood mass <= {d['label_dropped_mass_max']:.1e}"
+    )
     print(f"{'1e6 samples from G_low':<28}{t_draw:>10.3f}   ({1e6 / t_draw:.2e} samples/s)")
     print(
         f"{'1e4 samples from ODE':<28}{t_ode:>10.2f}   (G_low is "

@@ -7,8 +7,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ode import solve_ode
+from ._score import dropped_mass, support_order
 
-__all__ = ["label_chunk", "label_triples"]
+__all__ = ["bucket", "label_chunk", "label_chunk_pruned", "label_triples"]
+
+# rows x prior points per labelling chunk: bounds the (B, N) log-likelihood matrix
+# (2^25 float32 = 128 MB) whatever N
+LABEL_WEIGHTS = 2**25
+
+
+def bucket(count, n, granule=512):
+    """Points a chunk weighs: ``count`` rounded up to the next of a few sizes
+    (multiples of ``granule`` growing by about 1/4), at most ``n``, so that
+    chunks of similar support share one compiled solve."""
+    count = max(int(count), 1)
+    size = granule
+    while size < count:
+        size = max(size + granule, -(-(size * 5 // 4) // granule) * granule)
+    return min(size, n)
 
 
 def label_chunk(z, loglik, points, schedule, grid, num_points: int, solver: str = "dpm2m"):
@@ -35,12 +51,34 @@ def label_chunk(z, loglik, points, schedule, grid, num_points: int, solver: str 
     rel = loglik - jnp.max(loglik, axis=1, keepdims=True)
     _, idx = jax.lax.top_k(jnp.max(rel, axis=0), num_points)
     ll = loglik[:, idx]
-    dropped = -jnp.expm1(jax.nn.logsumexp(ll, axis=1) - jax.nn.logsumexp(loglik, axis=1))
-    return solve_ode(z, points[idx], ll, schedule, grid, solver), dropped
+    return solve_ode(z, points[idx], ll, schedule, grid, solver), dropped_mass(loglik, ll)
+
+
+def label_chunk_pruned(z, loglik, order, points, schedule, grid, num_points, solver="dpm2m"):
+    """:func:`label_chunk` on the first ``num_points`` (static) points of ``order``.
+
+    ``order`` (N,) from :func:`~numpyro_mfdiff._score.support_order`: the points
+    that hold weight come first. Returns ``(theta (B, D), dropped (B,))``.
+    """
+    idx = order[:num_points]
+    ll = loglik[:, idx]
+    return solve_ode(z, points[idx], ll, schedule, grid, solver), dropped_mass(loglik, ll)
 
 
 def label_triples(
-    y, y_std, z, loglik_fn, points, schedule, grid, num_points, solver, chunk_size, progress=None
+    y,
+    y_std,
+    z,
+    loglik_fn,
+    points,
+    schedule,
+    grid,
+    num_points,
+    solver,
+    chunk_size,
+    progress=None,
+    tol=None,
+    sharding=None,
 ):
     """Label many triples in compiled chunks of ``chunk_size``.
 
@@ -48,30 +86,64 @@ def label_triples(
     standardised observations ``y_std`` (T, M) so that a chunk holds similar
     observations and shares its prior points. ``loglik_fn`` maps one
     observation of ``y`` (M,), as simulated, to the log-likelihoods (N,).
-    ``progress`` receives the triples finished per chunk.
+    ``progress`` receives the triples finished per chunk. With ``tol`` (the
+    likelihood mass a row may drop) each chunk weighs only the points that carry
+    weight (:func:`~numpyro_mfdiff._score.support_order`; at most ``num_points``,
+    in a few sizes: :func:`bucket`);
+    ``tol=None`` keeps the top ``num_points`` (:func:`label_chunk`). A chunk has
+    at most ``LABEL_WEIGHTS / N`` rows, so memory stays bounded whatever N.
+    ``sharding``: a :class:`jax.sharding.Sharding` that splits the rows of a
+    chunk over devices (see :func:`row_sharding`), or ``None``.
 
-    Returns ``(order (T,), theta (T, D), dropped (T,))``: ``theta`` and
-    ``dropped`` belong to ``y_std[order]``, ``z[order]``.
+    Returns ``(order (T,), theta (T, D), dropped (T,), points_used (T,))``:
+    ``theta``, ``dropped`` and the number of points weighed for each triple
+    belong to ``y_std[order]``, ``z[order]``.
     """
     T = y_std.shape[0]
+    n = points.shape[0]
     if y_std.shape[1] > 1:
         _, _, vt = np.linalg.svd(y_std - y_std.mean(0), full_matrices=False)
         order = np.argsort(y_std @ vt[0], kind="stable")
     else:
         order = np.argsort(y_std[:, 0], kind="stable")
-    B = min(chunk_size, T)
+    B = min(chunk_size, T, max(1, LABEL_WEIGHTS // n))
+    if sharding is not None:  # rows split evenly over the devices
+        ndev = len(sharding.device_set)
+        B = -(-B // ndev) * ndev
     pad = (-T) % B
-    idx = np.concatenate([order, order[:pad]])
+    idx = np.concatenate([order, np.resize(order, pad)])
+    capacity = min(num_points, n)
 
     @jax.jit
-    def chunk(yc, zc):
-        return label_chunk(zc, jax.vmap(loglik_fn)(yc), points, schedule, grid, num_points, solver)
+    def loglik(yc):
+        ll = jax.vmap(loglik_fn)(yc)
+        if tol is None:
+            return ll, None, None
+        return ll, *support_order(ll, tol)
 
-    out, dropped = [], []
+    # one compiled solve per size of point set (static shapes)
+    solve = jax.jit(label_chunk_pruned, static_argnums=(6, 7))
+
+    @jax.jit
+    def solve_top(zc, ll):
+        return label_chunk(zc, ll, points, schedule, grid, num_points, solver)
+
+    out, dropped, used = [], [], []
     for s in range(0, idx.size, B):
-        o, d = chunk(y[idx[s : s + B]], z[idx[s : s + B]])
+        yc, zc = jnp.asarray(y[idx[s : s + B]]), jnp.asarray(z[idx[s : s + B]])
+        if sharding is not None:
+            yc, zc = jax.device_put(yc, sharding), jax.device_put(zc, sharding)
+        ll, order_c, count = loglik(yc)
+        if tol is None:
+            k = capacity
+            o, d = solve_top(zc, ll)
+        else:
+            k = min(bucket(count, n), capacity)
+            o, d = solve(zc, ll, order_c, points, schedule, grid, k, solver)
         out.append(np.asarray(o))
         dropped.append(np.asarray(d))
+        used.append(np.full(B, k))
         if progress is not None:
             progress(min(B, T - s))
-    return order, np.concatenate(out)[:T], np.concatenate(dropped)[:T]
+    cat = [np.concatenate(a)[:T] for a in (out, dropped, used)]
+    return order, cat[0], cat[1], cat[2]

@@ -18,7 +18,7 @@ import numpy as np
 from . import _model
 from ._label import label_triples
 from ._network import Generator, fit_generator
-from ._ode import SOLVERS, sample_pruned
+from ._ode import SOLVERS, row_sharding, sample_pruned
 from ._progress import progress
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 from ._score import ess as _ess
@@ -88,9 +88,12 @@ class MFDiff:
         grid: ``"geometric"`` (steps concentrated near ``t = 0``) or ``"uniform"``.
         t_min, t_max: end points of the time grid.
         schedule: forward-diffusion schedule (default :class:`LinearSchedule`).
-        label_points: prior points each labelling chunk keeps (largest
-            likelihoods); the dropped likelihood mass is reported.
-        prune_tol: likelihood mass :meth:`sample_ode` may drop per observation.
+        label_points: most prior points a labelling chunk weighs (those of
+            largest likelihood); the dropped likelihood mass is reported, with a
+            warning above 1%.
+        prune_tol: likelihood mass :meth:`sample_ode` and labelling may drop per
+            observation: points below it are skipped, exactly (see
+            :func:`~numpyro_mfdiff._score.support_order`).
         width, depth, activation: generator MLP.
         heads, gate_scale: the output is a softmax-gated mixture of ``heads``
             values per coordinate, gates sharpened by ``gate_scale``, so the
@@ -131,7 +134,7 @@ class MFDiff:
         t_min: float = 1e-4,
         t_max: float = 1.0 - 1e-4,
         schedule: AbstractSchedule | None = None,
-        label_points: int = 8192,
+        label_points: int = 65_536,
         prune_tol: float = 1e-6,
         width: int = 128,
         depth: int = 3,
@@ -308,7 +311,7 @@ class MFDiff:
         y_std = (y - self._y_mean) / self._y_scale
         z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
         with progress(T, "labelling", self.progress_bar) as update:
-            order, theta, dropped = label_triples(
+            order, theta, dropped, used = label_triples(
                 y,
                 y_std,
                 z,
@@ -320,12 +323,21 @@ class MFDiff:
                 self.solver,
                 self.chunk_size,
                 update,
+                tol=self.prune_tol,
+                sharding=row_sharding(),
             )
         y_std, z = y_std[order], z[order]
         self.diagnostics.update(
             label_dropped_mass_max=float(dropped.max()),
             label_dropped_mass_mean=float(dropped.mean()),
+            label_points_mean=float(used.mean()),
         )
+        if dropped.max() > 0.01:
+            warnings.warn(
+                f"labelling dropped up to {dropped.max():.1%} of an observation's likelihood "
+                f"mass: raise label_points (now {self.label_points})",
+                stacklevel=2,
+            )
         self.triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
         return self.triples
 
@@ -457,12 +469,11 @@ class MFDiff:
         """
         self._require_sims()
         y = self._check(observations, warn=False, fidelity=fidelity)
-        rows = [y] if y.ndim == 1 else list(y)
-        out = []
-        for yi in rows:
-            ref = self._refinement(yi, fidelity)
-            out.append(ref.ess if ref is not None else float(_ess(self._loglik(jnp.asarray(yi)))))
-        return out[0] if y.ndim == 1 else np.asarray(out)
+        rows = np.atleast_2d(y)
+        refs = [self._refinement(yi, fidelity) for yi in rows]
+        out = np.asarray(self._ess_low(jnp.asarray(rows)), np.float64)  # one compiled call
+        out = np.asarray([out[i] if r is None else r.ess for i, r in enumerate(refs)])
+        return float(out[0]) if y.ndim == 1 else out
 
     def fidelity(self, observations) -> str:
         """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
@@ -702,6 +713,10 @@ class MFDiff:
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
         self._prior_cache = None
+        # likelihood-weight ESS of a batch (B, M), compiled, 16 observations at a time
+        self._ess_low = jax.jit(
+            lambda ys: jax.lax.map(lambda y: _ess(self._loglik(y)), ys, batch_size=16)
+        )
         self._make_draw()
 
     # -------------------------------------------------------------- helpers

@@ -14,9 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._schedule import AbstractSchedule
-from ._score import denoise, prune_points
+from ._score import denoise, denoise_fused, fuse_points, prune_points
 
-__all__ = ["ddim_step", "solve_ode", "solve_ode_jit", "sample_pruned", "SOLVERS"]
+__all__ = [
+    "ddim_step",
+    "solve_ode",
+    "solve_ode_jit",
+    "sample_pruned",
+    "auto_block_size",
+    "row_sharding",
+    "SOLVERS",
+]
 
 SOLVERS = ("ddim", "dpm2m")
 
@@ -29,8 +37,36 @@ def ddim_step(x, m, alpha_t, beta_t, alpha_s, beta_s):
     return alpha_s * m + (beta_s / beta_t) * (x - alpha_t * m)
 
 
+# weights per denoiser call above which shared points are split into blocks
+# (running log-sum-exp), and the number of weights per block then. Measured on
+# 2 CPU cores (B = 256, N = 20,000, D = 1): blocks of 2^20 weights (4 MB, in L2)
+# 1.4x faster than 2^18 or 2^22 and 2x faster than one 5 x 10^6 block
+AUTO_BLOCK_WEIGHTS = 2**20
+
+
+def auto_block_size(batch, num_points):
+    """Block size :func:`solve_ode` uses by default: ``None`` (one block) while
+    ``batch * num_points <= AUTO_BLOCK_WEIGHTS``, else the points split evenly
+    into the fewest blocks of at most ``AUTO_BLOCK_WEIGHTS / batch`` (at least 256)
+    points, rounded up to a multiple of 8 (little padding)."""
+    if batch * num_points <= AUTO_BLOCK_WEIGHTS:
+        return None
+    most = max(256, AUTO_BLOCK_WEIGHTS // batch)
+    nb = -(-num_points // most)
+    per_block = -(-num_points // nb)
+    return -(-per_block // 8) * 8
+
+
 def solve_ode(
-    z, points, log_lik, schedule: AbstractSchedule, grid, solver: str = "dpm2m", denoise_last=True
+    z,
+    points,
+    log_lik,
+    schedule: AbstractSchedule,
+    grid,
+    solver: str = "dpm2m",
+    block_size: int | None = None,
+    fused: bool = True,
+    denoise_last: bool = True,
 ):
     """Integrate the probability-flow ODE from noise to posterior samples.
 
@@ -41,6 +77,13 @@ def solve_ode(
         schedule: forward-diffusion schedule.
         grid: decreasing times (S + 1,), from ``t_max`` to ``t_min``.
         solver: ``"ddim"`` (first order) or ``"dpm2m"`` (second-order multistep).
+        block_size: for shared points, points per block of the running
+            log-sum-exp (memory ``B x block_size`` per step); default
+            :func:`auto_block_size`.
+        fused: for shared points, use :func:`denoise_fused` (one matmul for the
+            kernel and likelihood terms, one for numerator and normaliser);
+            ``False`` uses the plain :func:`denoise` (the reference).
+
         denoise_last: return the denoised mean at the final time (default);
             ``False`` returns the state ``x / alpha`` there instead: a sample of
             the points' measure smoothed by a Gaussian of sd ``beta / alpha``
@@ -59,11 +102,22 @@ def solve_ode(
     r = jnp.concatenate([jnp.zeros(1), h[:-1] / h[1:]])
     second = 1.0 if solver == "dpm2m" else 0.0
     x0 = betas[0] * z  # the diffused marginal at t_max is ~ N(0, beta^2) in standardised coords
+    if fused and points.ndim == 2:
+        if block_size is None:
+            block_size = auto_block_size(z.shape[0], points.shape[0])
+        mats = fuse_points(points, log_lik, block_size)  # once: they do not depend on t
+
+        def m_fn(x, a, b):
+            return denoise_fused(x, a, b, *mats)
+    else:
+
+        def m_fn(x, a, b):
+            return denoise(x, a, b, points, log_lik)
 
     def step(carry, coeffs):
         x, m_prev = carry
         a_t, b_t, a_s, b_s, r_i = coeffs
-        m = denoise(x, a_t, b_t, points, log_lik)
+        m = m_fn(x, a_t, b_t)
         c = jnp.where(r_i > 0, second * 0.5 / jnp.where(r_i > 0, r_i, 1.0), 0.0)
         d = (1.0 + c) * m - c * m_prev
         return (ddim_step(x, d, a_t, b_t, a_s, b_s), m), None
@@ -72,13 +126,27 @@ def solve_ode(
     (x, _), _ = jax.lax.scan(step, (x0, jnp.zeros_like(z)), coeffs)
     if not denoise_last:
         return x / alphas[-1]
-    return denoise(x, alphas[-1], betas[-1], points, log_lik)
+    return m_fn(x, alphas[-1], betas[-1])
 
 
 @eqx.filter_jit
 def solve_ode_jit(z, points, log_lik, schedule, grid, solver, denoise_last=True):
     """:func:`solve_ode`, compiled once per shape, schedule, solver and end point."""
-    return solve_ode(z, points, log_lik, schedule, grid, solver, denoise_last)
+    return solve_ode(z, points, log_lik, schedule, grid, solver, denoise_last=denoise_last)
+
+
+def row_sharding(devices=None):
+    """Sharding that splits axis 0 (rows of states) over ``devices`` (default
+    ``jax.devices()``) and replicates the rest; ``None`` with a single device.
+
+    The Monte Carlo score of each row only needs the (replicated) prior points,
+    so rows shard with no communication but the final gather.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) < 2:
+        return None
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("rows",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
 
 
 def sample_pruned(
@@ -89,20 +157,21 @@ def sample_pruned(
 
     ``z``: (S, D) noise; ``points``: (N, D) standardised; ``log_w``: (N,) NumPy
     log-weights (``-inf`` excluded). Solved in compiled batches of
-    ``batch_size``; ``denoise_last`` as in :func:`solve_ode`.
+    ``batch_size``, each split over the devices (:func:`row_sharding`);
+    ``denoise_last`` as in :func:`solve_ode`.
     Returns ``(u (S, D), points_used, dropped_mass)``.
     """
     idx, w_kept, dropped = prune_points(np.asarray(log_w, np.float64), prune_tol)
     pts = points[idx]
     w_kept = jnp.asarray(w_kept, jnp.float32)
     n = z.shape[0]
-    B = min(batch_size, n)
+    sharding = row_sharding()
+    ndev = 1 if sharding is None else len(sharding.device_set)
+    B = -(-min(batch_size, n) // ndev) * ndev
     pad = (-n) % B
-    zp = jnp.concatenate([z, z[:pad]]) if pad else z
-    u = jnp.concatenate(
-        [
-            solve_ode_jit(zp[s : s + B], pts, w_kept, schedule, grid, solver, denoise_last)
-            for s in range(0, zp.shape[0], B)
-        ]
-    )
-    return u[:n], int(idx.size), dropped
+    zp = jnp.concatenate([z, jnp.resize(z, (pad, z.shape[1]))]) if pad else z
+    out = []
+    for s in range(0, zp.shape[0], B):
+        zb = zp[s : s + B] if sharding is None else jax.device_put(zp[s : s + B], sharding)
+        out.append(solve_ode_jit(zb, pts, w_kept, schedule, grid, solver, denoise_last))
+    return jnp.concatenate(out)[:n], int(idx.size), dropped
