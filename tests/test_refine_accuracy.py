@@ -43,6 +43,9 @@ def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
     assert kl_quadratic(ode, 1.0) <= 0.003
     assert abs((ode > 0).mean() - 0.5) <= 0.02
     s = np.asarray(inf.get_samples(jax.random.PRNGKey(3), obs, 50_000)["theta"])
+    print(
+        f"quadratic: KL refined ODE {kl_quadratic(ode, 1.0):.4f}, G_high {kl_quadratic(s, 1.0):.4f}"
+    )
     assert kl_quadratic(s, 1.0) <= 0.006
     assert abs((s > 0).mean() - 0.5) <= 0.02
 
