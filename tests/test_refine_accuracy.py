@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
     """Low fidelity: theta^2 interpolated on 6 nodes (posterior modes at +-0.925 for y = 1).
     After two rounds of 5,000 exact simulations (50,000 samples, 80 bins on [-2, 2]):
-    KL(exact || refined ODE) <= 0.003, KL(exact || G_high) <= 0.006 (measured 0.0033-0.0043:
-    the issue's 0.003 for G_high is not reached), each mode 50% +- 2 points."""
+    KL(exact || refined ODE) <= 0.003 and KL(exact || G_high) <= 0.003 (the issue's
+    target; measured 0.0021 and 0.0024 at these keys), each mode 50% +- 2 points."""
     inf = MFDiff(
         quadratic_coarse,
         num_simulations=10_000,
@@ -46,7 +46,7 @@ def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
     print(
         f"quadratic: KL refined ODE {kl_quadratic(ode, 1.0):.4f}, G_high {kl_quadratic(s, 1.0):.4f}"
     )
-    assert kl_quadratic(s, 1.0) <= 0.006
+    assert kl_quadratic(s, 1.0) <= 0.003
     assert abs((s > 0).mean() - 0.5) <= 0.02
 
 
