@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ode import solve_ode
+from ._ode import row_sharding, solve_ode
 from ._score import dropped_mass, support_order
 
 __all__ = ["bucket", "label_chunk", "label_chunk_pruned", "label_triples"]
@@ -78,7 +80,7 @@ def label_triples(
     chunk_size,
     progress=None,
     tol=None,
-    sharding=None,
+    sharding="auto",
 ):
     """Label many triples in compiled chunks of ``chunk_size``.
 
@@ -93,7 +95,9 @@ def label_triples(
     ``tol=None`` keeps the top ``num_points`` (:func:`label_chunk`). A chunk has
     at most ``LABEL_WEIGHTS / N`` rows, so memory stays bounded whatever N.
     ``sharding``: a :class:`jax.sharding.Sharding` that splits the rows of a
-    chunk over devices (see :func:`row_sharding`), or ``None``.
+    chunk over devices, ``"auto"`` (:func:`~numpyro_mfdiff._ode.row_sharding`:
+    all devices) or ``None``. Warns when a row dropped more than 1% of its mass
+    (its support exceeded ``num_points``).
 
     Returns ``(order (T,), theta (T, D), dropped (T,), points_used (T,))``:
     ``theta``, ``dropped`` and the number of points weighed for each triple
@@ -101,6 +105,8 @@ def label_triples(
     """
     T = y_std.shape[0]
     n = points.shape[0]
+    if isinstance(sharding, str):
+        sharding = row_sharding()
     if y_std.shape[1] > 1:
         _, _, vt = np.linalg.svd(y_std - y_std.mean(0), full_matrices=False)
         order = np.argsort(y_std @ vt[0], kind="stable")
@@ -146,4 +152,10 @@ def label_triples(
         if progress is not None:
             progress(min(B, T - s))
     cat = [np.concatenate(a)[:T] for a in (out, dropped, used)]
+    if cat[1].max() > 0.01:
+        warnings.warn(
+            f"labelling dropped up to {cat[1].max():.1%} of an observation's likelihood "
+            f"mass: raise label_points (now {num_points})",
+            stacklevel=3,
+        )
     return order, cat[0], cat[1], cat[2]

@@ -18,10 +18,10 @@ import numpy as np
 from . import _model
 from ._label import label_triples
 from ._network import Generator, fit_generator
-from ._ode import SOLVERS, row_sharding, sample_pruned
+from ._ode import SOLVERS, sample_pruned
 from ._progress import progress
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
-from ._score import ess as _ess
+from ._score import batched_ess
 
 __all__ = ["MFDiff"]
 
@@ -324,7 +324,6 @@ class MFDiff:
                 self.chunk_size,
                 update,
                 tol=self.prune_tol,
-                sharding=row_sharding(),
             )
         y_std, z = y_std[order], z[order]
         self.diagnostics.update(
@@ -332,12 +331,6 @@ class MFDiff:
             label_dropped_mass_mean=float(dropped.mean()),
             label_points_mean=float(used.mean()),
         )
-        if dropped.max() > 0.01:
-            warnings.warn(
-                f"labelling dropped up to {dropped.max():.1%} of an observation's likelihood "
-                f"mass: raise label_points (now {self.label_points})",
-                stacklevel=2,
-            )
         self.triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
         return self.triples
 
@@ -713,10 +706,7 @@ class MFDiff:
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
         self._prior_cache = None
-        # likelihood-weight ESS of a batch (B, M), compiled, 16 observations at a time
-        self._ess_low = jax.jit(
-            lambda ys: jax.lax.map(lambda y: _ess(self._loglik(y)), ys, batch_size=16)
-        )
+        self._ess_low = batched_ess(self._loglik)
         self._make_draw()
 
     # -------------------------------------------------------------- helpers

@@ -134,3 +134,19 @@ def test_pruned_labelling_matches_unpruned():
     assert np.all(d <= 1e-6)
     assert used.mean() < 0.7 * n
     np.testing.assert_allclose(th, th_full, atol=2e-3)
+
+
+def test_labelling_warns_when_the_cap_drops_mass():
+    """A point cap below the support drops real mass: measured, and a warning names it."""
+    pts = jnp.linspace(-2.0, 2.0, 2000)[:, None]
+    y = np.zeros((8, 1), np.float32)
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (8, 1)))
+
+    def loglik_fn(yi):
+        return -0.5 * ((yi[0] - pts[:, 0]) / 0.5) ** 2
+
+    with pytest.warns(UserWarning, match="label_points"):
+        _, _, d, used = label_triples(
+            y, y, z, loglik_fn, pts, LinearSchedule(), geometric_grid(5), 100, "dpm2m", 8, tol=1e-6
+        )
+    assert np.all(used == 100) and np.all(d > 0.01)
