@@ -278,3 +278,17 @@ def test_save_load_keeps_refinements(refined, tmp_path):
         back.sample_ode(k, X_OBS, 100)["a"], refined.sample_ode(k, X_OBS, 100)["a"]
     )
     assert back.ess(X_OBS) == refined.ess(X_OBS)
+
+
+def test_save_load_keeps_the_smoothing(refined, tmp_path):
+    (ref,) = refined._refinements.values()
+    ref.smoothing = 0.2
+    try:
+        refined.save(tmp_path / "smoothed.npz")
+        want = refined.sample_ode(jax.random.PRNGKey(9), X_OBS, 100)["a"]
+    finally:
+        ref.smoothing = 0.0
+    back = MFDiff.load(tmp_path / "smoothed.npz", linear_gaussian_shifted)
+    (back_ref,) = back._refinements.values()
+    assert back_ref.smoothing == 0.2
+    np.testing.assert_array_equal(back.sample_ode(jax.random.PRNGKey(9), X_OBS, 100)["a"], want)
