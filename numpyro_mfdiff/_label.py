@@ -52,8 +52,7 @@ def label_chunk(z, loglik, points, schedule, grid, num_points: int, solver: str 
         return solve_ode(z, points, loglik, schedule, grid, solver), jnp.zeros(z.shape[0])
     rel = loglik - jnp.max(loglik, axis=1, keepdims=True)
     _, idx = jax.lax.top_k(jnp.max(rel, axis=0), num_points)
-    ll = loglik[:, idx]
-    return solve_ode(z, points[idx], ll, schedule, grid, solver), dropped_mass(loglik, ll)
+    return label_chunk_pruned(z, loglik, idx, points, schedule, grid, num_points, solver)
 
 
 def label_chunk_pruned(z, loglik, order, points, schedule, grid, num_points, solver="dpm2m"):

@@ -18,7 +18,6 @@ __all__ = [
     "score",
     "ess",
     "batched_ess",
-    "select_top_k",
     "prune_points",
     "support_order",
     "dropped_mass",
@@ -213,19 +212,6 @@ def batched_ess(loglik_fn, batch_size=16):
     """Compiled ``ys (B, M) -> ESS (B,)`` of the log-weights ``loglik_fn(y)`` (N,),
     ``batch_size`` observations at a time (memory ``batch_size x N``)."""
     return jax.jit(lambda ys: jax.lax.map(lambda y: ess(loglik_fn(y)), ys, batch_size=batch_size))
-
-
-def select_top_k(points, log_lik, k):
-    """Keep, per row of ``log_lik`` (B, N), the ``k`` points of largest log-likelihood.
-
-    Returns ``(points_k (B, k, D), log_lik_k (B, k), dropped (B,))`` where
-    ``dropped`` is the likelihood mass left out, as a fraction of the total.
-    """
-    top, idx = jax.lax.top_k(log_lik, k)
-    total = jax.nn.logsumexp(log_lik, axis=-1)
-    kept = jax.nn.logsumexp(top, axis=-1)
-    dropped = -jnp.expm1(kept - total)
-    return points[idx], top, dropped
 
 
 def prune_points(ll, tol):
