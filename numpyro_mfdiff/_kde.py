@@ -112,7 +112,8 @@ def _group_logpdf(centers, chol, x, block):
 
     def one(xi):
         wx = jax.scipy.linalg.solve_triangular(chol, xi, lower=True)
-        sq = jnp.sum(wx * wx) - 2.0 * (wc @ wx) + sq_c
+        # full float32 (not a GPU's TF32): the expanded square cancels
+        sq = jnp.sum(wx * wx) - 2.0 * jnp.matmul(wc, wx, precision=jax.lax.Precision.HIGHEST) + sq_c
         return jax.nn.logsumexp(-0.5 * jnp.maximum(sq, 0.0)) + log_norm
 
     return jax.lax.map(one, x, batch_size=block)

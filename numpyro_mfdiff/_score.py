@@ -28,6 +28,10 @@ __all__ = [
 # real log-weight (float32 holds up to 3.4e38)
 _EXCLUDED = -1e30
 
+# matmuls in full float32: the logits scale as alpha / beta^2 (~1e4 near t = 0),
+# where a GPU's default TF32 products (10-bit mantissa) would move them by O(1)
+_HI = jax.lax.Precision.HIGHEST
+
 
 def _logits(x, alpha, beta, points, log_lik):
     """Softmax logits of the denoiser weights, up to a per-row constant.
@@ -39,9 +43,9 @@ def _logits(x, alpha, beta, points, log_lik):
     inv_var = 1.0 / beta**2
     sq = jnp.sum(points * points, axis=-1)
     if points.ndim == 2:
-        cross = x @ points.T
+        cross = jnp.matmul(x, points.T, precision=_HI)
     else:
-        cross = jnp.einsum("bd,bkd->bk", x, points)
+        cross = jnp.einsum("bd,bkd->bk", x, points, precision=_HI)
     return log_lik + (alpha * inv_var) * cross - (0.5 * alpha**2 * inv_var) * sq
 
 
@@ -60,8 +64,8 @@ def denoise(x, alpha, beta, points, log_lik):
     """
     w = jax.nn.softmax(_logits(x, alpha, beta, points, log_lik), axis=-1)
     if points.ndim == 2:
-        return w @ points
-    return jnp.einsum("bk,bkd->bd", w, points)
+        return jnp.matmul(w, points, precision=_HI)
+    return jnp.einsum("bk,bkd->bd", w, points, precision=_HI)
 
 
 def _finite_shifted(log_lik):
@@ -119,7 +123,7 @@ def fuse_points(points, log_lik, block_size=None):
 
 
 def _logits_fused(xa, kernel, row_ll):
-    logits = xa @ kernel.T
+    logits = jnp.matmul(xa, kernel.T, precision=_HI)
     return logits if row_ll is None else logits + row_ll
 
 
@@ -137,7 +141,7 @@ def denoise_fused(x, alpha, beta, kernel, values, row_ll=None):
     if kernel.ndim == 2:
         logits = _logits_fused(xa, kernel, row_ll)
         e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-        acc = e @ values
+        acc = jnp.matmul(e, values, precision=_HI)
         return acc[:, :-1] / acc[:, -1:]
 
     bs = kernel.shape[1]
@@ -148,7 +152,7 @@ def denoise_fused(x, alpha, beta, kernel, values, row_ll=None):
         rows = None if row_ll is None else jax.lax.dynamic_slice_in_dim(row_ll, i * bs, bs, 1)
         logits = _logits_fused(xa, kern, rows)
         m_new = jnp.maximum(m, jnp.max(logits, axis=-1, keepdims=True))
-        acc = acc * jnp.exp(m - m_new) + jnp.exp(logits - m_new) @ vals
+        acc = acc * jnp.exp(m - m_new) + jnp.matmul(jnp.exp(logits - m_new), vals, precision=_HI)
         return (m_new, acc), None
 
     init = (
