@@ -65,7 +65,7 @@ def solve_ode(
     grid,
     solver: str = "dpm2m",
     block_size: int | None = None,
-    fused: bool = True,
+    fused: bool | None = None,
     denoise_last: bool = True,
 ):
     """Integrate the probability-flow ODE from noise to posterior samples.
@@ -82,7 +82,9 @@ def solve_ode(
             :func:`auto_block_size`.
         fused: for shared points, use :func:`denoise_fused` (one matmul for the
             kernel and likelihood terms, one for numerator and normaliser);
-            ``False`` uses the plain :func:`denoise` (the reference).
+            ``False`` uses the plain :func:`denoise` (the reference). Default
+            ``None``: fused on the CPU backend, plain elsewhere (measured on an
+            H200: plain 2-5x faster there, fused 1-3.6x faster on 2 CPU cores).
 
         denoise_last: return the denoised mean at the final time (default);
             ``False`` returns the state ``x / alpha`` there instead: a sample of
@@ -102,6 +104,8 @@ def solve_ode(
     r = jnp.concatenate([jnp.zeros(1), h[:-1] / h[1:]])
     second = 1.0 if solver == "dpm2m" else 0.0
     x0 = betas[0] * z  # the diffused marginal at t_max is ~ N(0, beta^2) in standardised coords
+    if fused is None:
+        fused = jax.default_backend() == "cpu"
     if fused and points.ndim == 2:
         if block_size is None:
             block_size = auto_block_size(z.shape[0], points.shape[0])
