@@ -31,11 +31,14 @@ import sys
 import time
 
 
-def one(n, d, batch, steps, reps):
+def one(n, d, batch, steps, reps, precision):
     import jax
     import numpy as np
 
-    from numpyro_mfdiff import LinearSchedule, geometric_grid, solve_ode
+    from numpyro_mfdiff import LinearSchedule, _score, geometric_grid, solve_ode
+
+    if precision == "default":  # the backend's own float32 matmuls (TF32 on recent GPUs)
+        _score._HI = jax.lax.Precision.DEFAULT
 
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     pts = jax.random.normal(k1, (n, d))
@@ -69,12 +72,18 @@ def one(n, d, batch, steps, reps):
         r["per_step_state"] = r["wall"] / calls / batch
         r["weights_per_s"] = calls * batch * n / r["wall"]
         r["weights_per_cpu_s"] = calls * batch * n / r["cpu"]
+    if jax.default_backend() != "cpu":  # the plain solve on the host CPU as the reference
+        cpu = jax.devices("cpu")[0]
+        args = [jax.device_put(v, cpu) for v in (z, pts, ll)]
+        ref = np.asarray(runs["plain"](*args))
+        for method in runs:
+            res[method]["cpu_diff"] = float(np.max(np.abs(res[method]["out"] - ref)))
     res["max_diff"] = float(np.max(np.abs(res["fused"].pop("out") - res["plain"].pop("out"))))
     print(json.dumps(res))
 
 
-def measure(n, d, batch, steps, reps):
-    cmd = [sys.executable, __file__, "--one", str(n), str(d)]
+def measure(n, d, batch, steps, reps, precision):
+    cmd = [sys.executable, __file__, "--one", str(n), str(d), "--precision", precision]
     cmd += ["--batch", str(batch), "--steps", str(steps), "--reps", str(reps)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
@@ -94,26 +103,39 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="N up to 10^4 only")
     p.add_argument("--ns", type=int, nargs="+", help="prior sizes (default 10^3, 10^4, 10^5)")
+    p.add_argument("--ds", type=int, nargs="+", default=(1, 5, 20), help="dimensions")
+    p.add_argument(
+        "--precision",
+        choices=("highest", "default"),
+        default="highest",
+        help="float32 matmuls of the denoisers: full (the package's) or the backend's default",
+    )
     a = p.parse_args()
     if a.one:
-        return one(int(a.one[0]), int(a.one[1]), a.batch, a.steps, a.reps)
+        return one(int(a.one[0]), int(a.one[1]), a.batch, a.steps, a.reps, a.precision)
     import jax
 
     ns = a.ns or ((1_000, 10_000) if a.quick else (1_000, 10_000, 100_000))
-    print(f"B={a.batch} states, {a.steps} dpm2m steps, devices={jax.devices()}")
-    head = f"{'N':>7}{'D':>4}{'method':>8}{'us/step/state':>15}{'weights/s':>11}{'per CPU s':>11}"
-    print(head + f"{'XLA temp MB':>13}{'peak RSS MB':>13}{'speed-up':>10}{'max|diff|':>11}")
+    gpu = jax.default_backend() != "cpu"
+    print(
+        f"B={a.batch} states, {a.steps} dpm2m steps, matmul precision {a.precision}, "
+        f"devices={jax.devices()}"
+    )
+    head = f"{'N':>8}{'D':>4}{'method':>8}{'us/step/state':>15}{'weights/s':>11}{'per CPU s':>11}"
+    head += f"{'XLA temp MB':>13}{'peak RSS MB':>13}{'speed-up':>10}{'max|diff|':>11}"
+    print(head + (f"{'vs CPU':>9}" if gpu else ""))
     for n in ns:
-        for d in (1, 5, 20):
-            res = measure(n, d, a.batch, a.steps, a.reps)
+        for d in a.ds:
+            res = measure(n, d, a.batch, a.steps, a.reps, a.precision)
             for m in ("plain", "fused"):
                 r = res[m]
                 up = res["plain"]["wall"] / r["wall"]
                 diff = f"{res['max_diff']:.1e}" if m == "fused" else "-"
                 print(
-                    f"{n:>7}{d:>4}{m:>8}{1e6 * r['per_step_state']:>15.2f}"
+                    f"{n:>8}{d:>4}{m:>8}{1e6 * r['per_step_state']:>15.3f}"
                     f"{r['weights_per_s']:>11.2e}{r['weights_per_cpu_s']:>11.2e}"
-                    f"{r['temp_mb']:>13.1f}{res['peak_mb']:>13.0f}{up:>10.2f}{diff:>11}",
+                    f"{r['temp_mb']:>13.1f}{res['peak_mb']:>13.0f}{up:>10.2f}{diff:>11}"
+                    + (f"{r['cpu_diff']:>9.1e}" if gpu else ""),
                     flush=True,
                 )
 
