@@ -529,41 +529,26 @@ class MFDiff:
         y = _model.check_observations(self.spec, observations)
         if y.ndim != 1:
             raise ValueError("refine takes a single observation, not a batch")
-        rounds = positive_int("rounds", rounds)
-        num_simulations = positive_int("num_simulations", num_simulations)
-        if num_simulations < 2:
-            raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
-        if max_simulations is not None:
-            max_simulations = positive_int("max_simulations", max_simulations)
-        num_labels = positive_int("num_labels", num_labels or self.num_labels)
-        train_steps = positive_int("train_steps", train_steps or self.fit_config["num_steps"])
-        if not inflation > 0:
-            raise ValueError(f"inflation must be positive, got {inflation}")
-        if not 0.0 <= prior_fraction < 1.0:
-            raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
-        if target_ess is not None and not target_ess > 0:
-            raise ValueError(f"target_ess must be positive, got {target_ess}")
-        smoothing = real("smoothing", smoothing, 0.0, 1.0, high_open=True)
-        same = model is None or model is self.model
-        model = self.model if model is None else model
-        model_callable(model)
-        args = self._args if model_args is None else tuple(model_args)
-        kwargs = self._kwargs if model_kwargs is None else dict(model_kwargs)
-        same = same and model_args is None and model_kwargs is None
-        spec_hi = _model.inspect_model(model, args, kwargs, sorted(self.spec.observed_shapes))
-        _model.check_same_latents(self.spec, spec_hi)
-        for name, shape in self.spec.observed_shapes.items():
-            if tuple(spec_hi.observed_shapes[name]) != tuple(shape):
-                raise ValueError(
-                    f"observed site '{name}' has shape {tuple(spec_hi.observed_shapes[name])} "
-                    f"in the high-fidelity model and {tuple(shape)} in the low-fidelity model"
-                )
+        settings = _refine.check_settings(
+            rounds=rounds,
+            num_simulations=num_simulations,
+            max_simulations=max_simulations,
+            num_labels=num_labels or self.num_labels,
+            train_steps=train_steps or self.fit_config["num_steps"],
+            inflation=inflation,
+            prior_fraction=prior_fraction,
+            target_ess=target_ess,
+            smoothing=smoothing,
+        )
+        model, args, kwargs, spec_hi, same = _refine.high_fidelity_model(
+            self, model, model_args, model_kwargs
+        )
         log_prior, prior_draw = self._prior_fns()
         key = _obs_key(y)
         ref = self._refinements.get(key)
         if ref is None:
             ref = _refine.new_refinement(self, y, same, log_prior)
-        ref.smoothing = smoothing
+        ref.smoothing = settings.pop("smoothing")
         _refine.refine(
             self,
             rng_key,
@@ -573,14 +558,7 @@ class MFDiff:
             spec_hi,
             args,
             kwargs,
-            num_simulations=num_simulations,
-            rounds=rounds,
-            target_ess=target_ess,
-            max_simulations=max_simulations,
-            inflation=float(inflation),
-            prior_fraction=float(prior_fraction),
-            num_labels=num_labels,
-            train_steps=train_steps,
+            **settings,
             log_prior=log_prior,
             prior_draw=prior_draw,
         )
