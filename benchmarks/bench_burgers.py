@@ -14,16 +14,23 @@ each fidelity and wall times.
 Run: ``python benchmarks/bench_burgers.py`` (``--fast`` for a smoke run).
 """
 
-import argparse
 import time
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import (
+    BUILD,
+    cost_per_solve,
+    nuts_health,
+    parser,
+    run_mfdiff,
+    run_nuts,
+    stack,
+    stage_table,
+    subsample,
+)
 
-from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff.baselines import nuts
 from numpyro_mfdiff.examples import (
     BURGERS_HIGH_GRID,
     BURGERS_LOW_GRID,
@@ -42,7 +49,7 @@ NAMES = ("nu", "amp")
 
 def log_params(samples):
     """Dict of samples (any shape) -> ``(n, 2)`` array of ``(log nu, log amp)``."""
-    return np.log(np.stack([np.asarray(samples[k]).reshape(-1) for k in NAMES], axis=1))
+    return np.log(stack(samples, NAMES))
 
 
 def seconds_per_solve(grid, y, batch=1000, repeats=3):
@@ -59,30 +66,15 @@ def seconds_per_solve(grid, y, batch=1000, repeats=3):
     def loglik(p):
         return -0.5 * jnp.sum((solve(p) - y) ** 2)
 
-    out = []
-    for fn in (jax.jit(jax.vmap(solve)), jax.jit(jax.vmap(jax.grad(loglik)))):
-        fn(params).block_until_ready()
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(params).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        out.append(best / batch)
-    return out
+    return [cost_per_solve(fn, params, repeats) for fn in (solve, jax.grad(loglik))]
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--fast", action="store_true", help="tiny budgets (a smoke run)")
-    p.add_argument("--num-simulations", type=int, default=20_000)
-    p.add_argument("--refine-simulations", type=int, default=1_000)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--nuts-chains", type=int, default=4)
-    p.add_argument("--nuts-samples", type=int, default=2_000)
-    p.add_argument("--nuts-warmup", type=int, default=1_000)
-    a = p.parse_args()
+    a = parser(
+        num_simulations=20_000, refine_simulations=1_000, rounds=3, nuts=("nuts", 4, 2_000, 1_000)
+    ).parse_args()
     n_sim, n_ref, rounds = a.num_simulations, a.refine_simulations, a.rounds
-    build = dict(num_labels=10_000, train_steps=4_000)
+    build = BUILD
     n_cmp, warmup, chains, n_nuts, cells = 2_000, a.nuts_warmup, a.nuts_chains, a.nuts_samples, 100
     bins = 20
     if a.fast:
@@ -92,7 +84,6 @@ def main():
 
     y = burgers_observation(jax.random.PRNGKey(2))
     obs = {"y": y}
-    times = {}
 
     cost = {
         "low": seconds_per_solve(BURGERS_LOW_GRID, y),
@@ -101,40 +92,25 @@ def main():
 
     t0 = time.perf_counter()
     grid = burgers_grid_posterior(y, num=(cells, cells))
-    times["grid"] = time.perf_counter() - t0
+    t_grid = time.perf_counter() - t0
     ref = log_params(burgers_grid_sample(jax.random.PRNGKey(10), grid, n_cmp))
     ref2 = log_params(burgers_grid_sample(jax.random.PRNGKey(11), grid, n_cmp))
 
-    inf = MFDiff(burgers_low, num_simulations=n_sim, progress_bar=False, **build)
-    t0 = time.perf_counter()
-    inf.run(jax.random.PRNGKey(0))
-    times["build"] = time.perf_counter() - t0
-    ess_low = inf.ess(obs)
-    low = log_params(inf.get_samples(jax.random.PRNGKey(3), obs, n_cmp))
-
-    t0 = time.perf_counter()
-    inf.refine(jax.random.PRNGKey(1), obs, model=burgers_high, num_simulations=n_ref, rounds=rounds)
-    times["refine"] = time.perf_counter() - t0
-    (d,) = inf.diagnostics["refinements"].values()
-    high = log_params(inf.get_samples(jax.random.PRNGKey(4), obs, n_cmp))
-    t0 = time.perf_counter()
-    ode = log_params(inf.sample_ode(jax.random.PRNGKey(5), obs, n_cmp))
-    times["sample_ode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    idata = nuts(
+    # keys: build 0, G_low samples 3, refinement 1, G_high samples 4, ODE 5
+    (low, high, ode), times, d = run_mfdiff(
+        burgers_low,
         burgers_high,
         obs,
-        jax.random.PRNGKey(6),
-        num_chains=chains,
-        num_warmup=warmup,
-        num_samples=n_nuts,
+        n_sim,
+        n_ref,
+        rounds,
+        build,
+        n_cmp,
+        log_params,
+        keys=(0, 3, 1, 4, 5),
     )
-    times["nuts"] = time.perf_counter() - t0
-    nuts_all = log_params({k: idata.posterior[k].values for k in NAMES})
-    nuts_x = nuts_all[np.random.default_rng(0).permutation(len(nuts_all))[:n_cmp]]
-    div = int(idata.sample_stats["diverging"].sum())
-    rhat = {k: float(v) for k, v in az.rhat(idata, var_names=list(NAMES)).items()}
+    idata, nuts_all = run_nuts(burgers_high, obs, chains, warmup, n_nuts, log_params, times)
+    nuts_x = subsample(nuts_all, n_cmp)
     n_hf, n_grad = d["num_high_fidelity_simulations"], idata.attrs["num_gradient_evaluations"]
 
     print(
@@ -143,9 +119,8 @@ def main():
         f"{n_cmp} samples per method, devices={jax.devices()}"
     )
     print(
-        f"likelihood-weight ESS: G_low {ess_low:.1f}; refined importance ESS "
-        f"{d['ess_after']:.1f}; NUTS {div} divergences, r_hat "
-        + ", ".join(f"{k} {v:.3f}" for k, v in rhat.items())
+        f"likelihood-weight ESS: G_low {d['ess_low']:.1f}; refined importance ESS "
+        f"{d['ess_after']:.1f}; NUTS {nuts_health(idata, NAMES)}"
     )
 
     print("\n| fidelity | grid | s per solve (batch 1000) | s per solve + gradient |")
@@ -184,16 +159,8 @@ def main():
         print(f"| {name} | {acc:.3f} | {kl:.3f} | {cells_txt} | {ms} |")
     print(f"| truth | - | - | - | - | {BURGERS_TRUE['nu']:.4f} | {BURGERS_TRUE['amp']:.4f} |")
 
-    print("\n| stage | seconds | solves |")
-    print("|---|---|---|")
-    print(f"| G_low build | {times['build']:.1f} | {n_sim} low-fidelity |")
-    print(f"| refinement + G_high | {times['refine']:.1f} | {n_hf} high-fidelity |")
-    print(f"| refined sample_ode ({n_cmp}) | {times['sample_ode']:.1f} | 0 |")
-    print(
-        f"| NUTS | {times['nuts']:.1f} | {n_grad} high-fidelity with gradient "
-        f"({idata.attrs['num_gradient_evaluations_warmup']} in warmup) |"
-    )
-    print(f"| grid reference | {times['grid']:.1f} | {2 * cells * cells} high-fidelity |")
+    stage_table(times, n_sim, n_hf, n_cmp, idata)
+    print(f"| grid reference | {t_grid:.1f} | {2 * cells * cells} high-fidelity |")
     low_equiv = n_sim * cost["low"][0] / cost["high"][0]
     print(
         f"\nhigh-fidelity solves: refinement {n_hf} (+ {n_sim} low-fidelity, worth "

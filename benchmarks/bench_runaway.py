@@ -13,12 +13,26 @@ The model is a reduced 0-D stand-in for the paper's kinetic solver; see
 Run: ``python benchmarks/bench_runaway.py`` (``--fast`` for a smoke run).
 """
 
-import argparse
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_ou import cost_per_solve, cost_table, run_mfdiff, run_nuts
+from _common import (
+    BUILD,
+    FAST_BUILD,
+    c2st_cell,
+    cost_per_solve,
+    cost_table,
+    ess_line,
+    mean_sd,
+    nuts_health,
+    parser,
+    run_mfdiff,
+    run_nuts,
+    stack,
+    subsample,
+)
 
 from numpyro_mfdiff.examples import (
     RUNAWAY_COARSE_DT,
@@ -29,7 +43,6 @@ from numpyro_mfdiff.examples import (
     runaway_low,
     runaway_solve,
 )
-from numpyro_mfdiff.metrics import c2st
 
 NAMES = ("E_f", "n_e", "T_f")
 TRUE = tuple(RUNAWAY_TRUE[k] for k in NAMES)
@@ -42,29 +55,24 @@ def observation(rng_key):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--fast", action="store_true", help="tiny budgets (a smoke run)")
-    p.add_argument("--num-simulations", type=int, default=20_000)
-    p.add_argument("--refine-simulations", type=int, default=2_000)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--ref-chains", type=int, default=4)
-    p.add_argument("--ref-samples", type=int, default=2_000)
-    p.add_argument("--ref-warmup", type=int, default=1_000)
-    a = p.parse_args()
+    a = parser(
+        num_simulations=20_000, refine_simulations=2_000, rounds=2, nuts=("ref", 4, 2_000, 1_000)
+    ).parse_args()
     n_sim, n_ref, rounds = a.num_simulations, a.refine_simulations, a.rounds
-    build = dict(num_labels=10_000, train_steps=4_000)
+    build = BUILD
     n_cmp = 2_000
     ref_run = (a.ref_chains, a.ref_warmup, a.ref_samples)  # chains, warmup, draws
     short_run = (2, 200, 500)
     if a.fast:
         n_sim, n_ref, rounds = 2_000, 500, 1
-        build = dict(num_labels=500, train_steps=200, num_steps=30, width=32, depth=2)
+        build = FAST_BUILD
         n_cmp, ref_run, short_run = 500, (2, 200, 500), (2, 50, 100)
 
+    to_array = partial(stack, names=NAMES)
     y = observation(jax.random.PRNGKey(1))
     obs = {"y": y}
     (low, high, ode), times, d = run_mfdiff(
-        runaway_low, runaway_high, obs, n_sim, n_ref, rounds, build, n_cmp, NAMES
+        runaway_low, runaway_high, obs, n_sim, n_ref, rounds, build, n_cmp, to_array
     )
     print(
         f"runaway stand-in: N_low={n_sim}, refine {rounds} x {n_ref}, reference NUTS "
@@ -73,22 +81,19 @@ def main():
         f"noise {RUNAWAY_NOISE}, devices={jax.devices()}"
     )
     t_short = {}
-    idata_short, short = run_nuts(runaway_high, obs, *short_run, NAMES, t_short)
-    idata, ref_all = run_nuts(runaway_high, obs, *ref_run, NAMES, times)
-    ref = ref_all[np.random.default_rng(0).permutation(len(ref_all))[:n_cmp]]
-    print(
-        f"likelihood-weight ESS: G_low {d['ess_low']:.1f}; refined importance ESS "
-        f"{d['ess_after']:.1f}"
-    )
+    idata_short, short = run_nuts(runaway_high, obs, *short_run, to_array, t_short)
+    print(f"NUTS: {nuts_health(idata_short, NAMES)}")
+    idata, ref_all = run_nuts(runaway_high, obs, *ref_run, to_array, times)
+    print(f"NUTS: {nuts_health(idata, NAMES)}")
+    ref = subsample(ref_all, n_cmp)
+    print(ess_line(d))
     rows = [("G_low", low), ("G_high", high), ("refined ODE", ode), ("short NUTS", short)]
     rows.append(("reference NUTS", ref))
     key = jax.random.PRNGKey(7)
     print("\n| sampler | C2ST vs reference NUTS | " + " | ".join(f"{k} mean (sd)" for k in NAMES))
     print("|---" * (2 + len(NAMES)) + "|")
     for name, x in rows:
-        acc = "-" if x is ref else f"{float(c2st(x, ref, key)):.3f}"
-        ms = " | ".join(f"{m:.3f} ({s:.3f})" for m, s in zip(x.mean(0), x.std(0), strict=True))
-        print(f"| {name} | {acc} | {ms} |")
+        print(f"| {name} | {c2st_cell(x, ref, key)} | {mean_sd(x)} |")
     print("| truth | - | " + " | ".join(f"{v:.3f}" for v in TRUE) + " |")
 
     rng = np.random.default_rng(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 import warnings
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
+from ._checks import model_callable, positive_int, real
 from ._label import label_triples
 from ._network import Generator, fit_generator
 from ._ode import SOLVERS, sample_pruned
@@ -43,25 +43,6 @@ _BUDGETS = (
 # constructor arguments not kept in ``_settings`` (saved files): objects, or machine-specific
 _NOT_SAVED = ("self", "model", "schedule", "activation", "observed_sites")
 _NOT_SAVED += ("checkpoint_dir", "executor")
-
-
-def _positive_int(name, value, minimum=1):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
-
-
-def _real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
-    """``float(value)``, or a ``ValueError`` naming ``name`` when it is not a real in range."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan
-    ok = ok and math.isfinite(v)
-    ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        lb, hb = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name} must be a finite number in {lb}{low}, {high}{hb}, got {value!r}")
-    return v
 
 
 class MFDiff:
@@ -153,19 +134,18 @@ class MFDiff:
         checkpoint_dir: str | os.PathLike | None = None,
         executor=None,
     ):
-        if not callable(model):
-            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
+        model_callable(model)
         for name in _BUDGETS:
-            _positive_int(name, locals()[name])
-        _positive_int("num_simulations", num_simulations, minimum=2)
-        _real("t_min", t_min, 0.0, 1.0, low_open=True, high_open=True)
-        _real("t_max", t_max, 0.0, 1.0, low_open=True)
+            positive_int(name, locals()[name])
+        positive_int("num_simulations", num_simulations, minimum=2)
+        real("t_min", t_min, 0.0, 1.0, low_open=True, high_open=True)
+        real("t_max", t_max, 0.0, 1.0, low_open=True)
         if not t_min < t_max:
             raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
-        _real("gate_scale", gate_scale, 0.0, low_open=True)
-        _real("learning_rate", learning_rate, 0.0, low_open=True)
-        _real("ess_warning", ess_warning, 0.0)
-        _real("max_failure_fraction", max_failure_fraction, 0.0, 1.0, high_open=True)
+        real("gate_scale", gate_scale, 0.0, low_open=True)
+        real("learning_rate", learning_rate, 0.0, low_open=True)
+        real("ess_warning", ess_warning, 0.0)
+        real("max_failure_fraction", max_failure_fraction, 0.0, 1.0, high_open=True)
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
         if executor is not None and not callable(getattr(executor, "submit", None)):
@@ -179,7 +159,7 @@ class MFDiff:
             raise ValueError(f"grid must be one of {tuple(_GRIDS)}, got {grid!r}")
         if loss not in ("l1", "mse", "huber"):
             raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {loss!r}")
-        _real("prune_tol", prune_tol, 0.0, 1.0, high_open=True)
+        real("prune_tol", prune_tol, 0.0, 1.0, high_open=True)
         # plain settings, kept to rebuild an equal object in MFDiff.load
         args = locals()
         self._settings = {
@@ -382,7 +362,7 @@ class MFDiff:
             ``(num_samples, *site_shape)``, or ``(B, num_samples, *site_shape)``
             for a batch.
         """
-        num_samples = _positive_int("num_samples", num_samples)
+        num_samples = positive_int("num_samples", num_samples)
         y = self._check(observations, fidelity=fidelity)
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         rows = [y] if y.ndim == 1 else list(y)
@@ -414,8 +394,8 @@ class MFDiff:
         :meth:`get_samples`.
         """
         self._require_sims()
-        num_samples = _positive_int("num_samples", num_samples)
-        batch_size = _positive_int("batch_size", batch_size)
+        num_samples = positive_int("num_samples", num_samples)
+        batch_size = positive_int("batch_size", batch_size)
         y = self._check(observations, fidelity=fidelity)
         if y.ndim == 2:
             keys = jax.random.split(rng_key, y.shape[0])
@@ -549,42 +529,26 @@ class MFDiff:
         y = _model.check_observations(self.spec, observations)
         if y.ndim != 1:
             raise ValueError("refine takes a single observation, not a batch")
-        rounds = _positive_int("rounds", rounds)
-        num_simulations = _positive_int("num_simulations", num_simulations)
-        if num_simulations < 2:
-            raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
-        if max_simulations is not None:
-            max_simulations = _positive_int("max_simulations", max_simulations)
-        num_labels = _positive_int("num_labels", num_labels or self.num_labels)
-        train_steps = _positive_int("train_steps", train_steps or self.fit_config["num_steps"])
-        if not inflation > 0:
-            raise ValueError(f"inflation must be positive, got {inflation}")
-        if not 0.0 <= prior_fraction < 1.0:
-            raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
-        if target_ess is not None and not target_ess > 0:
-            raise ValueError(f"target_ess must be positive, got {target_ess}")
-        smoothing = _real("smoothing", smoothing, 0.0, 1.0, high_open=True)
-        same = model is None or model is self.model
-        model = self.model if model is None else model
-        if not callable(model):
-            raise TypeError(f"model must be a callable NumPyro model, got {type(model).__name__}")
-        args = self._args if model_args is None else tuple(model_args)
-        kwargs = self._kwargs if model_kwargs is None else dict(model_kwargs)
-        same = same and model_args is None and model_kwargs is None
-        spec_hi = _model.inspect_model(model, args, kwargs, sorted(self.spec.observed_shapes))
-        _model.check_same_latents(self.spec, spec_hi)
-        for name, shape in self.spec.observed_shapes.items():
-            if tuple(spec_hi.observed_shapes[name]) != tuple(shape):
-                raise ValueError(
-                    f"observed site '{name}' has shape {tuple(spec_hi.observed_shapes[name])} "
-                    f"in the high-fidelity model and {tuple(shape)} in the low-fidelity model"
-                )
+        settings = _refine.check_settings(
+            rounds=rounds,
+            num_simulations=num_simulations,
+            max_simulations=max_simulations,
+            num_labels=num_labels or self.num_labels,
+            train_steps=train_steps or self.fit_config["num_steps"],
+            inflation=inflation,
+            prior_fraction=prior_fraction,
+            target_ess=target_ess,
+            smoothing=smoothing,
+        )
+        model, args, kwargs, spec_hi, same = _refine.high_fidelity_model(
+            self, model, model_args, model_kwargs
+        )
         log_prior, prior_draw = self._prior_fns()
         key = _obs_key(y)
         ref = self._refinements.get(key)
         if ref is None:
             ref = _refine.new_refinement(self, y, same, log_prior)
-        ref.smoothing = smoothing
+        ref.smoothing = settings.pop("smoothing")
         _refine.refine(
             self,
             rng_key,
@@ -594,14 +558,7 @@ class MFDiff:
             spec_hi,
             args,
             kwargs,
-            num_simulations=num_simulations,
-            rounds=rounds,
-            target_ess=target_ess,
-            max_simulations=max_simulations,
-            inflation=float(inflation),
-            prior_fraction=float(prior_fraction),
-            num_labels=num_labels,
-            train_steps=train_steps,
+            **settings,
             log_prior=log_prior,
             prior_draw=prior_draw,
         )

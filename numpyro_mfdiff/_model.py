@@ -29,6 +29,7 @@ __all__ = [
     "log_likelihood",
     "check_observations",
     "check_same_latents",
+    "check_high_fidelity",
     "log_prior_fn",
 ]
 
@@ -352,6 +353,21 @@ def check_same_latents(spec_low: ModelSpec, spec_high: ModelSpec):
             raise ValueError(
                 f"latent site '{name}' has support {s_low} in the low-fidelity model and "
                 f"{s_high} in the high-fidelity model"
+            )
+
+
+def check_high_fidelity(spec_low: ModelSpec, spec_high: ModelSpec):
+    """Raise ``ValueError`` unless a high-fidelity model can refine a low-fidelity one.
+
+    The latent sites must agree (:func:`check_same_latents`) and so must the
+    shapes of the observed sites; the message names the site and both shapes.
+    """
+    check_same_latents(spec_low, spec_high)
+    for name, shape in spec_low.observed_shapes.items():
+        if tuple(spec_high.observed_shapes[name]) != tuple(shape):
+            raise ValueError(
+                f"observed site '{name}' has shape {tuple(spec_high.observed_shapes[name])} "
+                f"in the high-fidelity model and {tuple(shape)} in the low-fidelity model"
             )
 
 

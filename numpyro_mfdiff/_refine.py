@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
+from ._checks import model_callable, positive_int, real
 from ._kde import KDE, fit_kde, kde_sample, mixture_logpdf
 from ._network import Generator, fit_generator
 from ._ode import sample_pruned
@@ -34,7 +35,7 @@ from ._progress import progress
 from ._schedule import geometric_grid, time_at_noise_ratio, uniform_grid
 from ._score import ess as _ess
 
-__all__ = ["Refinement", "refine", "ode_draw"]
+__all__ = ["Refinement", "check_settings", "high_fidelity_model", "refine", "ode_draw"]
 
 # below this ESS per high-fidelity simulation a round's weights count as collapsed
 COLLAPSED_ESS_FRACTION = 0.02
@@ -153,6 +154,64 @@ def _reweight(ref):
     log_w = ref.loglik.astype(np.float64) + ref.logprior - np.asarray(log_q, np.float64)
     ref.log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
+
+
+def check_settings(
+    *,
+    rounds,
+    num_simulations,
+    max_simulations,
+    num_labels,
+    train_steps,
+    inflation,
+    prior_fraction,
+    target_ess,
+    smoothing,
+) -> dict:
+    """The arguments of :meth:`MFDiff.refine`, validated (a ``ValueError`` naming the
+    first bad one) and converted: the keyword arguments of :func:`refine`, and ``smoothing``."""
+    rounds = positive_int("rounds", rounds)
+    num_simulations = positive_int("num_simulations", num_simulations)
+    if num_simulations < 2:
+        raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
+    if max_simulations is not None:
+        max_simulations = positive_int("max_simulations", max_simulations)
+    num_labels = positive_int("num_labels", num_labels)
+    train_steps = positive_int("train_steps", train_steps)
+    if not inflation > 0:
+        raise ValueError(f"inflation must be positive, got {inflation}")
+    if not 0.0 <= prior_fraction < 1.0:
+        raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
+    if target_ess is not None and not target_ess > 0:
+        raise ValueError(f"target_ess must be positive, got {target_ess}")
+    smoothing = real("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    return dict(
+        rounds=rounds,
+        num_simulations=num_simulations,
+        max_simulations=max_simulations,
+        num_labels=num_labels,
+        train_steps=train_steps,
+        inflation=float(inflation),
+        prior_fraction=float(prior_fraction),
+        target_ess=target_ess,
+        smoothing=smoothing,
+    )
+
+
+def high_fidelity_model(inf, model, model_args, model_kwargs):
+    """``(model, args, kwargs, spec, same)``: the model refinement simulates (default:
+    ``inf.model``) with its arguments (default: those of ``inf.run``) and its spec, checked
+    against ``inf.spec`` (a ``ValueError`` naming the site that differs); ``same`` when it
+    is ``inf``'s own model with ``inf``'s arguments."""
+    same = model is None or model is inf.model
+    model = inf.model if model is None else model
+    model_callable(model)
+    args = inf._args if model_args is None else tuple(model_args)
+    kwargs = inf._kwargs if model_kwargs is None else dict(model_kwargs)
+    same = same and model_args is None and model_kwargs is None
+    spec_hi = _model.inspect_model(model, args, kwargs, sorted(inf.spec.observed_shapes))
+    _model.check_high_fidelity(inf.spec, spec_hi)
+    return model, args, kwargs, spec_hi, same
 
 
 def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
