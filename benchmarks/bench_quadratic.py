@@ -20,6 +20,8 @@ def main():
     p.add_argument("--num-simulations", type=int, default=20_000)
     p.add_argument("--num-labels", type=int, default=20_000)
     p.add_argument("--train-steps", type=int, default=10_000)
+    p.add_argument("--num-steps", type=int, default=None, help="ODE steps (default: MFDiff's)")
+    p.add_argument("--ode-kl", action="store_true", help="also the KL of 20,000 ODE draws")
     a = p.parse_args()
     inf = MFDiff(
         quadratic,
@@ -27,6 +29,7 @@ def main():
         num_labels=a.num_labels,
         train_steps=a.train_steps,
         progress_bar=False,
+        **({} if a.num_steps is None else {"num_steps": a.num_steps}),
     )
     t0 = time.perf_counter()
     inf.run(jax.random.PRNGKey(0))
@@ -45,7 +48,7 @@ def main():
     t_ode = time.perf_counter() - t0
     print(
         f"quadratic, N={a.num_simulations}, labels={a.num_labels}, "
-        f"train steps={a.train_steps}, devices={jax.devices()}"
+        f"train steps={a.train_steps}, ODE steps={inf.num_steps}, devices={jax.devices()}"
     )
     print(f"{'stage':<28}{'seconds':>10}{'share':>10}")
     for k, v in inf.diagnostics["timings"].items():
@@ -61,11 +64,17 @@ def main():
         f"{'1e4 samples from ODE':<28}{t_ode:>10.2f}   (G_low is "
         f"{(t_ode / 1e4) / (t_draw / 1e6):.0f}x faster per sample)"
     )
-    print(f"{'y':>6}{'KL G_low':>10}")
+
+    def kl(s, y):
+        p = quadratic_bin_probs(y)
+        return float(kl_divergence_hist(p, s, bins=80, range=(-2, 2), p_is_probs=True))
+
+    print(f"{'y':>6}{'KL G_low':>10}" + (f"{'KL ODE':>10}" if a.ode_kl else ""))
     for y in (0.25, 1.0, 2.0, 3.5):
-        s = inf.get_samples(key, {"y": y}, 50_000)["theta"]
-        kl = kl_divergence_hist(quadratic_bin_probs(y), s, bins=80, range=(-2, 2), p_is_probs=True)
-        print(f"{y:>6}{float(kl):>10.4f}")
+        row = f"{y:>6}{kl(inf.get_samples(key, {'y': y}, 50_000)['theta'], y):>10.4f}"
+        if a.ode_kl:
+            row += f"{kl(inf.sample_ode(key, {'y': y}, 20_000)['theta'], y):>10.4f}"
+        print(row)
 
 
 if __name__ == "__main__":
