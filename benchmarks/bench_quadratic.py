@@ -21,6 +21,7 @@ def main():
     p.add_argument("--num-labels", type=int, default=20_000)
     p.add_argument("--train-steps", type=int, default=10_000)
     p.add_argument("--num-steps", type=int, default=None, help="ODE steps (default: MFDiff's)")
+    p.add_argument("--chunk-size", type=int, default=None, help="labelling rows per chunk")
     p.add_argument("--ode-kl", action="store_true", help="also the KL of 20,000 ODE draws")
     a = p.parse_args()
     inf = MFDiff(
@@ -30,6 +31,7 @@ def main():
         train_steps=a.train_steps,
         progress_bar=False,
         **({} if a.num_steps is None else {"num_steps": a.num_steps}),
+        **({} if a.chunk_size is None else {"chunk_size": a.chunk_size}),
     )
     t0 = time.perf_counter()
     inf.run(jax.random.PRNGKey(0))
@@ -48,7 +50,8 @@ def main():
     t_ode = time.perf_counter() - t0
     print(
         f"quadratic, N={a.num_simulations}, labels={a.num_labels}, "
-        f"train steps={a.train_steps}, ODE steps={inf.num_steps}, devices={jax.devices()}"
+        f"train steps={a.train_steps}, ODE steps={inf.num_steps}, chunk={inf.chunk_size}, "
+        f"devices={jax.devices()}"
     )
     print(f"{'stage':<28}{'seconds':>10}{'share':>10}")
     for k, v in inf.diagnostics["timings"].items():
