@@ -65,7 +65,8 @@ class MFDiff:
             already observes, else the sample sites no other site depends on.
         num_labels: labelled triples used to fit the generator.
         num_steps: ODE steps.
-        solver: ``"dpm2m"`` (second-order exponential multistep) or ``"ddim"``.
+        solver: ``"dpm2m"`` (second-order exponential multistep), ``"dpm3m"`` (third
+            order) or ``"ddim"`` (first order).
         grid: ``"geometric"`` (steps concentrated near ``t = 0``) or ``"uniform"``.
         t_min, t_max: end points of the time grid.
         schedule: forward-diffusion schedule (default :class:`LinearSchedule`).

@@ -82,7 +82,7 @@ def test_ess():
     assert float(ess(jnp.array([-1e4, -1e4]))) == pytest.approx(2.0, rel=1e-3)
 
 
-@pytest.mark.parametrize("solver", ["ddim", "dpm2m"])
+@pytest.mark.parametrize("solver", ["ddim", "dpm2m", "dpm3m"])
 def test_ode_recovers_gaussian_posterior_with_many_points(solver):
     """Gaussian prior points with Gaussian likelihood: mean and sd of the ODE output."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(1))
@@ -96,7 +96,7 @@ def test_ode_recovers_gaussian_posterior_with_many_points(solver):
 
 
 def test_solver_error_converges_with_steps():
-    """Error against a 400-step reference shrinks as steps grow (second order faster)."""
+    """Error against a 400-step reference shrinks as steps grow, faster with the order."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(2))
     pts = jax.random.normal(k1, (500, 2))
     ll = -0.5 * jnp.sum((pts - 0.5) ** 2, -1) / 0.3
@@ -110,9 +110,11 @@ def test_solver_error_converges_with_steps():
 
     e_ddim = [err(n, "ddim") for n in (10, 20, 40)]
     e_2m = [err(n, "dpm2m") for n in (10, 20, 40)]
+    e_3m = [err(n, "dpm3m") for n in (10, 20, 40)]
     assert e_ddim[0] > e_ddim[1] > e_ddim[2]
     assert e_2m[0] > e_2m[1] > e_2m[2]
-    assert e_2m[2] < e_ddim[2]
+    assert e_3m[0] > e_3m[1] > e_3m[2]
+    assert e_3m[2] < e_2m[2] < e_ddim[2]
     slope = np.polyfit(np.log([10, 20, 40]), np.log(e_ddim), 1)[0]
     assert slope < -0.7  # at least first order
 

@@ -60,7 +60,7 @@ def test_fuse_points_shapes():
     np.testing.assert_array_equal(vals[2, 300 - 256 :], 0.0)
 
 
-@pytest.mark.parametrize("solver", ["ddim", "dpm2m"])
+@pytest.mark.parametrize("solver", ["ddim", "dpm2m", "dpm3m"])
 def test_solve_ode_fast_paths_match_plain(solver):
     """The fused one-block and blocked ODE solves against the plain denoiser, shared and
     per-row log-likelihoods; the ODE amplifies float32 rounding a little: 5e-4."""
