@@ -57,13 +57,12 @@ def auto_block_size(batch, num_points):
     return -(-per_block // 8) * 8
 
 
-def _coeffs3(alphas, betas, h):
+def _coeffs3(alphas, betas, h, r0):
     """Per-step coefficients of DPM-Solver++(3M) (Lu et al. 2022, data prediction):
     ``x_s = (beta_s / beta_t) x + a0 D0 + a1 D1 + a2 D2`` with ``D0, D1, D2`` the
     denoised mean and its first and second divided differences in ``lambda``
     (step lengths ``h``; ``r0, r1`` the two previous lengths over this one, 0
     where the history is missing: the first step is DDIM, the second 2M)."""
-    r0 = jnp.concatenate([jnp.zeros(1), h[:-1] / h[1:]])
     r1 = jnp.concatenate([jnp.zeros(2), h[:-2] / h[2:]])[: h.shape[0]]
     em = jnp.expm1(-h)  # e^-h - 1
     a_s = alphas[1:]
@@ -158,7 +157,7 @@ def solve_ode(
     if solver == "dpm3m":
         zero = jnp.zeros_like(z)
         (x, _, _), _ = jax.lax.scan(
-            lambda c, k: _step3(m_fn, c, k), (x0, zero, zero), _coeffs3(alphas, betas, h)
+            lambda c, k: _step3(m_fn, c, k), (x0, zero, zero), _coeffs3(alphas, betas, h, r)
         )
     else:
         coeffs = (alphas[:-1], betas[:-1], alphas[1:], betas[1:], r)
