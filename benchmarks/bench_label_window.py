@@ -1,6 +1,7 @@
 """Upper bound on the gain of per-row kernel windows in labelling (quadratic example).
 
-Run: ``python benchmarks/bench_label_window.py``
+Run: ``python benchmarks/bench_label_window.py`` (``--supports``: the likelihood
+supports of the real labelling chunks instead)
 
 For a chunk of 256 identical observations ``y`` (the labelling's likelihood
 pruning keeps ``support`` prior points), the 100-step ODE is integrated with the
@@ -8,7 +9,15 @@ plain denoiser and, at each step, the number of points per row that hold
 ``1 - 1e-6`` of that row's weight is counted (sorting every row: an oracle, not
 a method). Their mean over the steps, against the support, bounds what any
 per-row window or top-k truncation at small ``t`` could save.
+
+``--supports`` bounds likelihood pruning instead: for every 8th chunk of 256
+triples of the labelling workload (20,000 prior predictive observations, sorted
+as labelling sorts them), the points the chunk weighs (:func:`support_order`'s
+count at ``tol``) against the fewest points per row holding ``1 - tol`` of that
+row's likelihood mass (every row sorted) and their union over the chunk.
 """
+
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +36,40 @@ def needed_points(x, alpha, beta, points, log_lik, tol=1e-6):
     return float(jnp.mean(jnp.sum(cs < 1 - tol, -1) + 1)), w @ points
 
 
+def supports(inf, tols=(1e-6, 1e-4, 1e-3)):
+    """Print chunk supports against per-row likelihood supports (``--supports``)."""
+    valid = np.flatnonzero(inf.simulations.valid)
+    idx = np.asarray(jax.random.choice(jax.random.PRNGKey(1), valid, (20_000,)))
+    y = inf.simulations.y[idx]
+    y = y[np.argsort(y[:, 0], kind="stable")]
+    loglik = jax.jit(jax.vmap(inf._loglik))
+    n = inf._points.shape[0]
+    print(f"N = {n}; points weighed: support_order count / mean per row / union over the chunk")
+    print(f"{'y range of the chunk':<22}" + "".join(f"{'tol ' + f'{t:g}':>22}" for t in tols))
+    for s in range(0, y.shape[0], 256 * 8):
+        ll = loglik(jnp.asarray(y[s : s + 256]))
+        w = np.asarray(jax.nn.softmax(ll, axis=-1), np.float64)
+        order = np.argsort(-w, axis=-1)
+        cs = np.cumsum(np.take_along_axis(w, order, -1), -1)
+        row = f"{y[s, 0]:>9.3f} .. {y[min(s + 255, y.shape[0] - 1), 0]:<9.3f}"
+        for tol in tols:
+            count = int(support_order(ll, tol)[1])
+            k = np.sum(cs < 1 - tol, -1) + 1
+            union = np.zeros(n, bool)
+            for r in range(w.shape[0]):
+                union[order[r, : k[r]]] = True
+            row += f"{f'{count}/{k.mean():.0f}/{union.sum()}':>22}"
+        print(row, flush=True)
+
+
 def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--supports", action="store_true", help="likelihood supports of the chunks")
+    a = p.parse_args()
     inf = MFDiff(quadratic, num_simulations=20000, progress_bar=False)
     inf.simulate(jax.random.PRNGKey(0))
+    if a.supports:
+        return supports(inf)
     pts = inf._points
     sched = inf.schedule
     grid = inf.grid

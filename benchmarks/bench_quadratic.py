@@ -22,6 +22,8 @@ def main():
     p.add_argument("--train-steps", type=int, default=10_000)
     p.add_argument("--num-steps", type=int, default=None, help="ODE steps (default: MFDiff's)")
     p.add_argument("--chunk-size", type=int, default=None, help="labelling rows per chunk")
+    p.add_argument("--prune-tol", type=float, default=None, help="MFDiff(prune_tol=...)")
+    p.add_argument("--seed", type=int, default=0, help="key of the build")
     p.add_argument("--ode-kl", action="store_true", help="also the KL of 20,000 ODE draws")
     a = p.parse_args()
     inf = MFDiff(
@@ -32,9 +34,10 @@ def main():
         progress_bar=False,
         **({} if a.num_steps is None else {"num_steps": a.num_steps}),
         **({} if a.chunk_size is None else {"chunk_size": a.chunk_size}),
+        **({} if a.prune_tol is None else {"prune_tol": a.prune_tol}),
     )
     t0 = time.perf_counter()
-    inf.run(jax.random.PRNGKey(0))
+    inf.run(jax.random.PRNGKey(a.seed))
     total = time.perf_counter() - t0
     key = jax.random.PRNGKey(1)
     jax.block_until_ready(inf.get_samples(key, {"y": 1.0}, 1_000_000))  # compile
@@ -51,6 +54,7 @@ def main():
     print(
         f"quadratic, N={a.num_simulations}, labels={a.num_labels}, "
         f"train steps={a.train_steps}, ODE steps={inf.num_steps}, chunk={inf.chunk_size}, "
+        f"prune_tol={inf.prune_tol:g}, seed={a.seed}, "
         f"devices={jax.devices()}"
     )
     print(f"{'stage':<28}{'seconds':>10}{'share':>10}")
