@@ -90,12 +90,8 @@ def main():
         m_prev = jnp.zeros_like(x)
         need = []
         for i in range(len(grid) - 1):
-            lg = _logits(x, alphas[i], betas[i], P, L)
-            w = jax.nn.softmax(lg, -1)
-            ws = -jnp.sort(-w, axis=-1)
-            cs = jnp.cumsum(ws, -1)
-            need.append(float(jnp.mean(jnp.sum(cs < 1 - 1e-6, -1) + 1)))
-            m = w @ P
+            n_row, m = needed_points(x, alphas[i], betas[i], P, L)
+            need.append(n_row)
             c = 0.5 / r[i] if r[i] > 0 else 0.0
             d = (1 + c) * m - c * m_prev
             x, m_prev = ddim_step(x, d, alphas[i], betas[i], alphas[i + 1], betas[i + 1]), m

@@ -11,8 +11,7 @@ import jax
 import numpy as np
 
 from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff.examples import quadratic, quadratic_bin_probs
-from numpyro_mfdiff.metrics import kl_divergence_hist
+from numpyro_mfdiff.examples import quadratic, quadratic_kl
 
 
 def main():
@@ -72,15 +71,11 @@ def main():
         f"{(t_ode / 1e4) / (t_draw / 1e6):.0f}x faster per sample)"
     )
 
-    def kl(s, y):
-        p = quadratic_bin_probs(y)
-        return float(kl_divergence_hist(p, s, bins=80, range=(-2, 2), p_is_probs=True))
-
     print(f"{'y':>6}{'KL G_low':>10}" + (f"{'KL ODE':>10}" if a.ode_kl else ""))
     for y in (0.25, 1.0, 2.0, 3.5):
-        row = f"{y:>6}{kl(inf.get_samples(key, {'y': y}, 50_000)['theta'], y):>10.4f}"
+        row = f"{y:>6}{quadratic_kl(inf.get_samples(key, {'y': y}, 50_000)['theta'], y):>10.4f}"
         if a.ode_kl:
-            row += f"{kl(inf.sample_ode(key, {'y': y}, 20_000)['theta'], y):>10.4f}"
+            row += f"{quadratic_kl(inf.sample_ode(key, {'y': y}, 20_000)['theta'], y):>10.4f}"
         print(row)
 
 

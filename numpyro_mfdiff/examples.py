@@ -55,6 +55,7 @@ __all__ = [
     "quadratic",
     "quadratic_coarse",
     "quadratic_bin_probs",
+    "quadratic_kl",
     "QUADRATIC_NOISE",
     "lorenz63_low",
     "lorenz63_high",
@@ -137,6 +138,17 @@ def quadratic_bin_probs(y: float, bins: int = 80, range=(-2.0, 2.0), noise=QUADR
     c = np.cumsum(np.exp(logp - logp.max()))
     c /= c[-1]
     return np.diff(c[np.clip(np.searchsorted(g, edges), 0, g.size - 1)])
+
+
+def quadratic_kl(samples, y: float, bins: int = 80) -> float:
+    """KL(exact || samples) of :func:`quadratic` at ``y``: ``bins`` bins over [-2, 2].
+
+    ``samples``: draws of ``theta``, shape (S,).
+    """
+    from .metrics import kl_divergence_hist
+
+    probs = quadratic_bin_probs(y, bins)
+    return float(kl_divergence_hist(probs, samples, bins=bins, range=(-2.0, 2.0), p_is_probs=True))
 
 
 # ----------------------------------------------------------------------------- Lorenz 63
