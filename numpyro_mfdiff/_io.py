@@ -5,7 +5,9 @@ Format version 2 (version 1 had no triples and no model-argument fingerprint):
 is present), ``theta``/``y``/``valid``/``dist<name>`` (simulations; the
 observed-site distribution parameters stored by name, e.g. ``dist['y'].loc``),
 ``triple_<name>`` (labelled triples, optional) and ``generator`` (bytes of
-``eqx.tree_serialise_leaves``, optional). The zip container checks a CRC per
+``eqx.tree_serialise_leaves``, optional) and ``default_obs_<site>`` (the
+data passed to ``run`` as model arguments, optional; older files have none).
+The zip container checks a CRC per
 array, so a damaged file fails to load instead of loading wrong numbers.
 """
 
@@ -50,6 +52,9 @@ def save(inf, path):
     if inf.triples is not None:
         arrays.update({f"triple_{k}": np.asarray(inf.triples[k]) for k in _TRIPLE_KEYS})
     meta["refinements"] = _save_refinements(inf, arrays)
+    default = getattr(inf, "default_observations", None) or {}
+    meta["default_observations"] = sorted(default)
+    arrays.update({f"default_obs_{k}": np.asarray(v) for k, v in default.items()})
     with open(path, "wb") as f:
         np.savez(
             f,
@@ -101,6 +106,8 @@ def _load(cls, path, model, args, kwargs, data, meta):
         observed_sites=sorted(meta["observed_shapes"]),
         **settings,
     )
+    # data among the arguments is taken out as in run (its fingerprint excludes it)
+    args, kwargs, given = _model.split_data_arguments(model, args, kwargs)
     inf._args, inf._kwargs = tuple(args), dict(kwargs)
     if _simulate.fingerprint(inf._args, inf._kwargs) != meta["model_args"]:
         raise ValueError(
@@ -173,6 +180,13 @@ def _load(cls, path, model, args, kwargs, data, meta):
             raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
         inf._make_draw()
     _load_refinements(inf, path, data, meta.get("refinements", []))
+    names = meta.get("default_observations", [])
+    try:
+        stored = {k: data[f"default_obs_{k}"] for k in names}
+    except KeyError as e:
+        raise ValueError(f"{path}: default observation {e} is missing") from e
+    # data passed to load replaces the stored data, as it would in run
+    inf.default_observations = inf._data_observations(given or stored)
     return inf
 
 
@@ -198,6 +212,7 @@ def _save_refinements(inf, arrays):
                 num_high_fidelity=ref.num_high_fidelity,
                 ess_before=ref.ess_before,
                 smoothing=ref.smoothing,
+                lam=ref.lam,
             )
         )
     return out
@@ -223,6 +238,7 @@ def _load_refinements(inf, path, data, metas):
                 num_high_fidelity=m["num_high_fidelity"],
                 ess_before=m["ess_before"],
                 smoothing=m.get("smoothing", 0.0),
+                lam=m.get("lam", 1.0),
             )
             like = Generator(
                 jax.random.PRNGKey(0),

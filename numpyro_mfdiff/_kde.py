@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["KDE", "fit_kde", "kde_logpdf", "kde_sample", "mixture_logpdf"]
+__all__ = ["KDE", "bucket", "fit_kde", "kde_logpdf", "kde_sample", "mixture_logpdf"]
 
 
 class KDE(NamedTuple):
@@ -31,9 +31,9 @@ class KDE(NamedTuple):
     bandwidth: np.ndarray
 
 
-def _scott_chol(x, inflation):
+def _scott_chol(x, inflation, size=None):
     c, d = x.shape
-    factor = float(inflation) * c ** (-1.0 / (d + 4))
+    factor = float(inflation) * (c if size is None else max(size, 1.0)) ** (-1.0 / (d + 4))
     cov = np.atleast_2d(np.cov(x, rowvar=False))
     cov = cov + 1e-9 * max(np.trace(cov) / d, 1e-12) * np.eye(d)
     return np.linalg.cholesky(factor**2 * cov), factor
@@ -60,7 +60,7 @@ def _clusters(x, chol, radius, min_neighbours):
     return np.where(core, labels, -1)
 
 
-def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8) -> KDE:
+def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8, size=None) -> KDE:
     """Gaussian KDE of ``samples`` (C, D), with a Scott bandwidth per cluster.
 
     Samples are clustered as in DBSCAN, with radius twice the global Scott
@@ -71,15 +71,24 @@ def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8) -> KDE:
     kernel covariance ``(inflation * n_c^(-1/(D+4)))^2 cov_c`` from its own
     ``n_c`` samples; every other sample gets the global one. Inflation above 1
     widens every kernel, so the proposal covers a region a little larger
-    than the samples.
+    than the samples. ``size``: the effective number of samples (default
+    ``C``), for samples resampled from a weighted set with that ESS; a cluster
+    holding a share ``p`` of the samples then counts ``p * size``.
     """
     x = np.asarray(samples, np.float64)
     c, d = x.shape
     if c < 2:
         raise ValueError(f"a KDE needs at least 2 samples, got {c}")
-    chol_global, factor_global = _scott_chol(x, 1.0)
+    size = None if size is None else float(min(size, c))
+    chol_global, factor_global = _scott_chol(x, 1.0, size)
     min_size = max(2 * d + 2, 10)
-    labels = _clusters(x, chol_global / factor_global, 2.0 * factor_global, min_size)
+    # resampled points repeat: count distinct neighbours, or a repeated point is a cluster
+    ux, inv = np.unique(x, axis=0, return_inverse=True)
+    if ux.shape[0] < c:
+        labels = _clusters(ux, chol_global / factor_global, 2.0 * factor_global, min_size)
+        labels = labels[inv.reshape(-1)]
+    else:
+        labels = _clusters(x, chol_global / factor_global, 2.0 * factor_global, min_size)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     order = np.argsort(-sizes, kind="stable")
     big = [i for i in ids[order][: max_groups - 1] if sizes[ids == i][0] >= min_size]
@@ -90,7 +99,7 @@ def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8) -> KDE:
     for g, i in enumerate(big):
         member = labels == i
         group[member] = g
-        ch, f = _scott_chol(x[member], inflation)
+        ch, f = _scott_chol(x[member], inflation, None if size is None else size * member.mean())
         chols.append(ch)
         factors.append(f)
     chols.append(chol_global * float(inflation))
@@ -103,8 +112,9 @@ def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8) -> KDE:
     )
 
 
-def _group_logpdf(centers, chol, x, block):
-    """``log sum_c N(x; centers[c], chol chol^T)`` for x (N, D); returns (N,)."""
+def _group_logpdf(centers, chol, live, x, block):
+    """``log sum_c N(x; centers[c], chol chol^T)`` over the ``live`` (C,) centers,
+    for x (N, D); returns (N,)."""
     d = centers.shape[1]
     wc = jax.scipy.linalg.solve_triangular(chol, centers.T, lower=True).T
     sq_c = jnp.sum(wc * wc, axis=1)
@@ -114,26 +124,43 @@ def _group_logpdf(centers, chol, x, block):
         wx = jax.scipy.linalg.solve_triangular(chol, xi, lower=True)
         # full float32 (not a GPU's TF32): the expanded square cancels
         sq = jnp.sum(wx * wx) - 2.0 * jnp.matmul(wc, wx, precision=jax.lax.Precision.HIGHEST) + sq_c
-        return jax.nn.logsumexp(-0.5 * jnp.maximum(sq, 0.0)) + log_norm
+        return jax.nn.logsumexp(jnp.where(live, -0.5 * jnp.maximum(sq, 0.0), -jnp.inf)) + log_norm
 
     return jax.lax.map(one, x, batch_size=block)
 
 
-_group_logpdf_jit = jax.jit(_group_logpdf, static_argnums=3)
+_group_logpdf_jit = jax.jit(_group_logpdf, static_argnums=4)
+
+
+def bucket(n: int, smallest: int = 256) -> int:
+    """The padded size for ``n`` rows: the smallest ``2^k`` or ``1.5 * 2^k`` (at least
+    ``smallest``) not below ``n``, so that growing sizes reuse a few compiled shapes."""
+    b = smallest
+    while b < n:
+        b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3
+    return b
+
+
+def _pad_rows(a, size):
+    return jnp.concatenate([a, jnp.zeros((size - a.shape[0],) + a.shape[1:], a.dtype)])
 
 
 def kde_logpdf(kde: KDE, x, block: int = 256):
-    """Log density of the KDE at ``x`` (N, D); returns (N,). Evaluated in blocks of rows."""
+    """Log density of the KDE at ``x`` (N, D); returns (N,). Evaluated in blocks of rows;
+    rows and each group's centers are padded to :func:`bucket` sizes (one compiled
+    shape serves many sizes)."""
     x = jnp.asarray(x, jnp.float32)
+    n = x.shape[0]
+    xp = _pad_rows(x, bucket(n))
     terms = []
     for g in range(kde.chols.shape[0]):
         member = kde.group == g
-        if member.any():
-            terms.append(
-                _group_logpdf_jit(
-                    jnp.asarray(kde.centers[member]), jnp.asarray(kde.chols[g]), x, block
-                )
-            )
+        c = int(member.sum())
+        if c:
+            size = bucket(c, 64)
+            centers = _pad_rows(jnp.asarray(kde.centers[member]), size)
+            live = jnp.arange(size) < c
+            terms.append(_group_logpdf_jit(centers, jnp.asarray(kde.chols[g]), live, xp, block)[:n])
     return jax.nn.logsumexp(jnp.stack(terms), axis=0) - jnp.log(kde.centers.shape[0])
 
 

@@ -61,8 +61,9 @@ class MFDiff:
     Args:
         model: a NumPyro model.
         num_simulations: prior simulations ``N``.
-        observed_sites: names of the observed sites. Default: sites the model
-            already observes, else the sample sites no other site depends on.
+        observed_sites: names of the observed sites. Default: the sites the
+            data given to :meth:`run` observes, else the sample sites no other
+            site depends on.
         num_labels: labelled triples used to fit the generator.
         num_steps: ODE steps.
         solver: ``"dpm2m"`` (second-order exponential multistep), ``"dpm3m"`` (third
@@ -200,6 +201,7 @@ class MFDiff:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.executor = executor
         self._args, self._kwargs = (), {}
+        self.default_observations = None
         self.spec = None
         self.simulations = None
         self.triples = None
@@ -211,7 +213,24 @@ class MFDiff:
     def run(self, rng_key, *args, **kwargs):
         """Simulate the prior, label triples and fit ``G_low``; returns ``self``.
 
-        ``args``/``kwargs`` are passed to the model, as in ``MCMC.run``.
+        ``args``/``kwargs`` are passed to the model, as in ``MCMC.run``:
+        covariates as they are, and the data too, e.g. ``run(key, X, y=y_obs)``
+        for ``def model(X, y=None)`` with ``numpyro.sample("y", ..., obs=y)``.
+        An argument is data when leaving it out (``None``) turns observed
+        sites into sampled ones; the prior simulations run without it, and its
+        values become the default observations (``default_observations``) of
+        :meth:`get_samples`, :meth:`sample_ode`, :meth:`ess` and
+        :meth:`to_inference_data` when they are called without observations.
+        With data given, the observed sites are the sites it observes (unless
+        ``observed_sites`` says otherwise; the data must then cover them all).
+
+        Raises ``ValueError`` naming the site, before any simulation, for what
+        the method cannot handle: discrete or improper latent sites, latent
+        supports that depend on other latents, ``numpyro.factor`` sites, scaled
+        sites (subsampled plates, ``handlers.scale``) and sites observed with
+        data that is not a separate argument. ``numpyro.plate``,
+        ``numpyro.deterministic`` (ignored: not returned by :meth:`get_samples`),
+        several observed sites and discrete observed sites are supported.
         """
         k_sim, k_label, k_fit = jax.random.split(rng_key, 3)
         timings = {}
@@ -236,8 +255,21 @@ class MFDiff:
         ``RuntimeError``. With ``checkpoint_dir`` finished chunks are written
         to disk and reused by a rerun with the same key.
         """
+        args, kwargs, data = _model.split_data_arguments(self.model, args, kwargs)
+        observed = self.observed_sites
+        if data and observed is not None:
+            names = [observed] if isinstance(observed, str) else list(observed)
+            extra = sorted(set(data) - set(names))
+            if extra:
+                raise ValueError(
+                    f"the model arguments observe site(s) {extra}, which are not among "
+                    f"observed_sites={sorted(names)}"
+                )
         self._args, self._kwargs = args, kwargs
-        self.spec = _model.inspect_model(self.model, args, kwargs, self.observed_sites)
+        self.spec = _model.inspect_model(
+            self.model, args, kwargs, sorted(data) if data and observed is None else observed
+        )
+        self.default_observations = self._data_observations(data)
         ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "prior"
         with progress(self.num_simulations, "simulating", self.progress_bar) as update:
             sims = _model.simulate(
@@ -347,13 +379,16 @@ class MFDiff:
         return gen
 
     # ------------------------------------------------------------- sampling
-    def get_samples(self, rng_key, observations, num_samples: int = 1000, fidelity=None):
+    def get_samples(self, rng_key, observations=None, num_samples: int = 1000, fidelity=None):
         """Posterior samples for one observation or a batch, one network pass each.
 
         Args:
             rng_key: a ``jax.random`` key.
             observations: dict from observed site name to value, at the
                 site's shape or with a leading batch axis ``B`` on every site.
+                ``None`` (default): the data passed to :meth:`run` as model
+                arguments (``default_observations``); a ``ValueError`` if
+                there is none.
             num_samples: samples per observation.
             fidelity: ``None`` (default) draws from ``G_high`` for an
                 observation refined with :meth:`refine` and from ``G_low``
@@ -385,7 +420,12 @@ class MFDiff:
         return self._draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
 
     def sample_ode(
-        self, rng_key, observations, num_samples: int = 1000, batch_size: int = 4096, fidelity=None
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        batch_size: int = 4096,
+        fidelity=None,
     ):
         """Posterior samples from the Monte Carlo-score ODE, without the network.
 
@@ -393,8 +433,8 @@ class MFDiff:
         is negligible (at most ``prune_tol`` of the mass in total) are dropped
         first. For a refined observation (``fidelity`` as in
         :meth:`get_samples`) the ODE runs over the high-fidelity simulations
-        with their importance weights. Same arguments and return value as
-        :meth:`get_samples`.
+        with their importance weights. Same arguments (``observations=None``:
+        the data passed to :meth:`run`) and return value as :meth:`get_samples`.
         """
         self._require_sims()
         num_samples = positive_int("num_samples", num_samples)
@@ -434,16 +474,17 @@ class MFDiff:
         )
         return self._theta_mean + self._theta_scale * np.asarray(u), n_points, dropped
 
-    def ess(self, observations, fidelity=None):
+    def ess(self, observations=None, fidelity=None):
         """Effective sample size of the weights the samplers use, per observation.
 
         For ``G_low``: the likelihood weights over the prior simulations; for a
         refined observation: the importance weights over the high-fidelity
         simulations (``fidelity`` as in :meth:`get_samples`). Returns a float,
         or an array (B,) for a batch. Small values (tens) mean the estimator
-        rests on few simulations.
+        rests on few simulations. ``observations=None``: the data passed to :meth:`run`.
         """
         self._require_sims()
+        observations = self._observations(observations)
         y = self._check(observations, warn=False, fidelity=fidelity)
         rows = np.atleast_2d(y)
         refs = [self._refinement(yi, fidelity) for yi in rows]
@@ -451,9 +492,9 @@ class MFDiff:
         out = np.asarray([out[i] if r is None else r.ess for i, r in enumerate(refs)])
         return float(out[0]) if y.ndim == 1 else out
 
-    def fidelity(self, observations) -> str:
+    def fidelity(self, observations=None) -> str:
         """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
-        y = _model.check_observations(self.spec, observations)
+        y = _model.check_observations(self.spec, self._observations(observations))
         return "high" if self._refinement(y, None) is not None else "low"
 
     # ----------------------------------------------------------- refinement
@@ -462,34 +503,42 @@ class MFDiff:
         rng_key,
         observations,
         model=None,
-        num_simulations: int = 2_000,
+        num_simulations: int | None = None,
         *,
-        rounds: int = 1,
+        rounds: int | None = None,
         target_ess: float | None = None,
         max_simulations: int | None = None,
         inflation: float = 1.5,
         prior_fraction: float = 0.1,
         num_labels: int | None = None,
         train_steps: int | None = None,
-        smoothing: float = 0.0,
+        smoothing: float | None = None,
         model_args=None,
         model_kwargs=None,
     ):
         """Refine the posterior of one observation with (high-fidelity) simulations.
 
-        Multi-fidelity refinement (METHOD.md, section 5): each round draws
-        candidates from the current sampler for ``observations`` (``G_low`` on
-        the first round, the refined ODE afterwards), fits a Gaussian KDE to
-        them (Scott's bandwidth times ``inflation``), proposes
-        ``num_simulations`` parameters from the mixture of that KDE and, for
-        a ``prior_fraction`` of them, the prior, and simulates ``model`` there.
-        All points gathered for the observation are weighted by
-        ``p_hf(y | theta) p(theta) / q(theta)``, with ``q`` the mixture of
-        every proposal so far (the prior included, so no region is left out).
-        Finally an unconditional generator ``G_high(z)`` is fitted to the
-        weighted Monte Carlo-score ODE. Afterwards :meth:`get_samples` for
-        this observation draws from ``G_high``. Calling ``refine`` again adds
-        rounds to the same observation.
+        Adaptive sequential importance sampling (METHOD.md, sections 5 and 8),
+        in stages. Each stage targets ``p(theta) p(y | theta)^lam``, raising the
+        temperature ``lam`` from 0 as far as the simulations gathered so far
+        still represent it (a pooled ESS of at least half a stage, or a
+        conditional ESS of the increment of 1/2, as adaptive tempered SMC),
+        then proposes from a Gaussian KDE of those simulations resampled at
+        that temperature (per cluster, Scott's bandwidth from the ESS times
+        ``inflation``) and, for a ``prior_fraction``, from the prior, and
+        simulates ``model`` there. The first stage of a refinement with
+        another model proposes around ``G_low``'s draws; at the same fidelity
+        the prior simulations are the starting pool. Every simulation is kept,
+        weighted ``p(y | theta) p(theta) / q(theta)`` with ``q`` the mixture of
+        all proposals so far (the prior included). Finally the weighted
+        Monte Carlo-score ODE labels ``(z, theta)`` pairs for an unconditional
+        generator ``G_high(z)``; afterwards :meth:`get_samples` for this
+        observation draws from ``G_high``. Calling ``refine`` again adds
+        stages to the same observation.
+
+        ``refine(key, obs, model=hf, max_simulations=B)`` spends at most ``B``
+        simulations of ``hf`` and chooses the rest: stages of ``B / 10``
+        (100 to 2,000), the temperatures, and the smoothing.
 
         Args:
             rng_key: a ``jax.random`` key.
@@ -498,33 +547,38 @@ class MFDiff:
                 observed sites (names, shapes, supports). Default: the model
                 of this inference (sequential refinement at the same fidelity,
                 where the prior simulations also count as draws).
-            num_simulations: simulations of ``model`` per round.
-            rounds: maximum number of rounds.
-            target_ess: stop after the round whose importance ESS reaches it.
-            max_simulations: budget of simulations of ``model`` for this call.
+            num_simulations: simulations per stage (default: chosen from the
+                budget, see above).
+            rounds: the most stages (default: until the budget is spent).
+            target_ess: stop after the stage whose importance ESS at the
+                posterior (temperature 1) reaches it.
+            max_simulations: budget of simulations of ``model`` for this call
+                (default: ``rounds * num_simulations`` when ``num_simulations``
+                is set, else 2,000).
             inflation: factor on the KDE bandwidth (> 0); above 1 widens the
-                proposal around the candidates.
-            prior_fraction: share of each round's proposals drawn from the
+                proposal around the simulations.
+            prior_fraction: share of each stage's proposals drawn from the
                 prior, in [0, 1).
             num_labels: ODE-labelled noise/parameter pairs for ``G_high``
                 (default: ``num_labels`` of this inference).
             train_steps: training steps of ``G_high`` (default: those of ``G_low``).
             smoothing: kernel sd ``h`` in [0, 1), in units of the refined
-                posterior's sd per coordinate, of the refined ODE's end point
-                (``G_high``'s labels and :meth:`sample_ode`). At 0 (default)
-                the ODE returns the weighted simulations themselves, so with
-                an ESS of a few thousand in several dimensions its draws
-                repeat points and ``G_high`` regresses a piecewise-constant
-                map (measured in 10-D: C2ST 0.56/0.63 for the ODE/``G_high``).
-                ``h > 0`` stops the ODE early on points shrunk towards their
-                mean, a moment-preserving kernel smoothing (0.25 gave
-                0.53/0.55). Only for unimodal posteriors: it blurs modes
-                narrower than ``h`` times the overall sd.
+                posterior's whitened sd, of the refined ODE's end point
+                (``G_high``'s labels and :meth:`sample_ode`): the ODE stops
+                early on points shrunk towards their mean, a kernel smoothing
+                that keeps the weighted mean and covariance (Liu & West).
+                Without it the ODE returns the weighted simulations themselves
+                and ``G_high`` regresses a piecewise-constant map, too narrow.
+                Default ``None``: Silverman's bandwidth from the ESS and the
+                dimension, per cluster of the weighted points, times the sd of
+                the narrowest cluster's narrowest direction, so that separate
+                modes keep their width (see ``diagnostics``); 0 turns it off.
             model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
 
         Returns:
             ``self``. Diagnostics (ESS before/after, simulations per fidelity,
-            KDE bandwidths, timings) are in ``diagnostics["refinements"]``.
+            the stages with their temperatures, KDE bandwidths, the smoothing,
+            timings) are in ``diagnostics["refinements"]``.
         """
         from . import _refine
 
@@ -551,7 +605,6 @@ class MFDiff:
         ref = self._refinements.get(key)
         if ref is None:
             ref = _refine.new_refinement(self, y, same, log_prior)
-        ref.smoothing = settings.pop("smoothing")
         _refine.refine(
             self,
             rng_key,
@@ -597,8 +650,10 @@ class MFDiff:
             )
         return ref
 
-    def to_inference_data(self, rng_key, observations, num_samples=1000, **kwargs):
+    def to_inference_data(self, rng_key, observations=None, num_samples=1000, **kwargs):
         """Posterior for one observation as ``az.InferenceData``.
+
+        ``observations=None``: the data passed to :meth:`run` (``default_observations``).
 
         ``posterior`` has dims ``chain``/``draw``; also ``observed_data``,
         ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
@@ -612,6 +667,7 @@ class MFDiff:
         if kwargs.get("method", "generator") == "generator":
             self._require_generator()
         self._require_sims()
+        observations = self._observations(observations)
         return to_inference_data(self, rng_key, observations, num_samples, **kwargs)
 
     # ------------------------------------------------------------ save/load
@@ -627,14 +683,17 @@ class MFDiff:
         from ._io import save
 
         self._require_sims()
-        save(self, path)
+        save(self, path)  # with default_observations, the data given to run
 
     @classmethod
     def load(cls, path, model, *args, **kwargs):
         """Rebuild an :class:`MFDiff` for ``model`` from a file written by :meth:`save`.
 
-        ``args``/``kwargs`` are the model arguments used in ``run``. The result
-        draws the same samples as the saved object for the same key. A file of
+        ``args``/``kwargs`` are the model arguments used in ``run``; data among
+        them is taken out as in :meth:`run` (data keywords may be left out:
+        the default observations are saved, and data given here replaces
+        them). The result draws the same samples as the saved object for the
+        same key. A file of
         another format version, a corrupted file, or one saved for other site
         shapes or other model arguments is a ``ValueError``. ``checkpoint_dir``
         and ``executor`` are not saved; set them on the returned object.
@@ -681,8 +740,36 @@ class MFDiff:
         self._draw = eqx.filter_jit(draw)
         self._draw_batch = eqx.filter_jit(jax.vmap(draw, (None, 0, None)))
 
+    def _data_observations(self, data):
+        """Validated default observations from data passed to :meth:`run` (or None)."""
+        if not data:
+            return None
+        missing = sorted(set(self.spec.observed_shapes) - set(data))
+        if missing:
+            raise ValueError(
+                f"the model arguments give data for site(s) {sorted(data)} but not for the "
+                f"observed site(s) {missing}: pass data for every observed site or for none"
+            )
+        try:
+            _model.check_observations(self.spec, data)
+        except ValueError as e:
+            raise ValueError(f"data passed to run: {e}") from e
+        return {k: np.asarray(v) for k, v in data.items()}
+
+    def _observations(self, observations):
+        """``observations``, or the default ones (data given to :meth:`run`) when None."""
+        if observations is not None:
+            return observations
+        if getattr(self, "default_observations", None) is None:
+            raise ValueError(
+                "no observations given and none stored: pass observations={site: value}, "
+                "or pass the data to run as a model argument (run(key, ..., y=data))"
+            )
+        return self.default_observations
+
     def _check(self, observations, warn=True, fidelity=None):
         self._require_sims()
+        observations = self._observations(observations)
         y = _model.check_observations(self.spec, observations)
         if warn:
             e = np.atleast_1d(self.ess(observations, fidelity=fidelity))

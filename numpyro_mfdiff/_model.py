@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.distributions.distribution import ImproperUniform
+from numpyro.distributions.constraints import Constraint
+from numpyro.distributions.distribution import ImproperUniform, Unit
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
@@ -25,6 +26,7 @@ from . import _external, _simulate
 __all__ = [
     "ModelSpec",
     "inspect_model",
+    "split_data_arguments",
     "simulate",
     "log_likelihood",
     "check_observations",
@@ -70,19 +72,36 @@ class ModelSpec(NamedTuple):
         return total
 
 
+def _dist_chain(fn):
+    """``fn`` and the distributions it wraps (``Independent``, ``ExpandedDistribution``,
+    ``MaskedDistribution``, ``TransformedDistribution``...), outermost first."""
+    out = []
+    while fn is not None and len(out) < 32:
+        out.append(fn)
+        fn = getattr(fn, "base_dist", None)
+    return out
+
+
+def _improper(fn):
+    """The improper distribution inside ``fn`` (``ImproperUniform``), or None."""
+    return next((d for d in _dist_chain(fn) if isinstance(d, ImproperUniform)), None)
+
+
+def _is_factor(fn):
+    return any(isinstance(d, Unit) for d in _dist_chain(fn))
+
+
 class _RejectImproper(Messenger):
     """Raise, naming the site, when an unobserved site has an improper prior."""
 
     def process_message(self, msg):
-        fn = msg.get("fn")
-        if (
-            msg["type"] == "sample"
-            and not msg.get("is_observed")
-            and isinstance(fn, ImproperUniform)
-        ):
+        if msg["type"] != "sample" or msg.get("is_observed"):
+            return
+        bad = _improper(msg.get("fn"))
+        if bad is not None:
             raise ValueError(
-                f"latent site '{msg['name']}' has an improper prior ({type(fn).__name__}); "
-                "the method simulates from the prior, so it must be proper"
+                f"latent site '{msg['name']}' has an improper prior ({type(bad).__name__}); "
+                "the method simulates from the prior, so it must be a proper distribution"
             )
 
 
@@ -108,22 +127,104 @@ def _leaf_sites(model, args, kwargs, names):
     return [n for n in names if n not in has_child]
 
 
-def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | None = None):
-    """Trace ``model`` once and split its sample sites into latent and observed.
+def _dry_trace(model, args, kwargs, key=None):
+    with _external.session(dry_run=True):  # external simulators are not called here
+        return _trace(model, jax.random.PRNGKey(0) if key is None else key, args, kwargs)
 
-    Observed sites are ``observed_sites`` when given; otherwise the sites
-    the model already observes, or else the sample sites no other sample site
-    depends on. Raises ``ValueError`` naming the site for discrete or improper
-    latent sites, unknown observed names and models with no observed site.
+
+def _observed_names(tr):
+    return {n for n, s in _sample_sites(tr).items() if s["is_observed"]}
+
+
+def split_data_arguments(model, args=(), kwargs=None):
+    """Take the observed data out of the model arguments, as ``MCMC.run`` users pass it.
+
+    ``model(*args, **kwargs)`` may observe sites with data given as arguments
+    (``def model(X, y=None): ... numpyro.sample("y", ..., obs=y)`` run as
+    ``run(key, X, y=y_obs)`` or ``run(key, X, y_obs)``). An argument is data
+    when setting it to ``None`` (a keyword argument: leaving it out, if the
+    model allows) turns observed sites into sampled ones, the model otherwise
+    unchanged. Returns ``(args, kwargs, data)``: the arguments the prior
+    simulations use (data arguments ``None`` or left out) and the observed
+    values, site name -> array. Other arguments (covariates) are kept.
+    """
+    kwargs = dict(kwargs or {})
+    args = tuple(args)
+    if all(v is None for v in (*args, *kwargs.values())):
+        return args, kwargs, {}
+    tr = _dry_trace(model, args, kwargs)
+    observed = _observed_names(tr)
+    data = {}
+    candidates = [(False, k) for k in kwargs] + [(True, i) for i in reversed(range(len(args)))]
+    for positional, k in candidates:
+        if not observed:
+            break
+        if (args[k] if positional else kwargs[k]) is None:
+            continue
+        trials = []
+        if positional:
+            trials.append((args[:k] + (None,) + args[k + 1 :], kwargs))
+        else:
+            trials.append((args, {n: v for n, v in kwargs.items() if n != k}))
+            trials.append((args, {**kwargs, k: None}))
+        for a, kw in trials:
+            try:
+                sites = _sample_sites(_dry_trace(model, a, kw))
+            except Exception:  # noqa: BLE001 - the argument is needed (a covariate)
+                continue
+            # freed: observed before, now a sampled site of the same model
+            freed = {n for n in observed if n in sites and not sites[n]["is_observed"]}
+            if freed:
+                data.update({n: np.asarray(tr[n]["value"]) for n in freed})
+                observed -= freed
+                args, kwargs = a, kw
+            break
+    return args, kwargs, data
+
+
+def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | None = None):
+    """Trace ``model`` and split its sample sites into latent and observed.
+
+    Observed sites are ``observed_sites`` when given; otherwise the sample
+    sites no other sample site depends on. Raises ``ValueError``, naming the
+    site, before any simulation for: ``numpyro.factor`` (``Unit``) sites,
+    scaled sites (subsampled plates, ``handlers.scale``), sites that already
+    carry data (``obs=`` set in this trace: the prior simulations must sample
+    them; pass data with :func:`split_data_arguments`), discrete or improper
+    latent sites, latent supports that depend on other latent sites, unknown
+    observed names and models with no observed or no latent site.
     Simulators wrapped by :func:`external_simulator` are not called (they
     return zeros of the right shape during this trace).
     """
     kwargs = kwargs or {}
-    with _external.session(dry_run=True):  # external simulators are not called here
-        tr = _trace(model, jax.random.PRNGKey(0), args, kwargs)
+    tr = _dry_trace(model, args, kwargs)
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        if _is_factor(site["fn"]):
+            raise ValueError(
+                f"site '{name}' is a numpyro.factor (a Unit distribution): an extra "
+                "log-density term is not supported, because the method simulates the model "
+                "from its prior and cannot draw from a factor; write it as a latent or "
+                "observed sample site"
+            )
+        scale = site.get("scale")
+        if scale is not None and not np.all(np.asarray(scale) == 1):
+            raise ValueError(
+                f"site '{name}' is scaled (a subsampled plate or handlers.scale); the "
+                "method needs the full, unscaled model: drop subsample_size and scale"
+            )
     sites = _sample_sites(tr)
     if not sites:
         raise ValueError("the model has no sample site")
+    pinned = sorted(n for n, s in sites.items() if s["is_observed"])
+    if pinned:
+        raise ValueError(
+            f"observed site(s) {pinned} already carry data in the model (obs= is not None "
+            "with these arguments): the prior simulations must sample them. Pass the data "
+            "as its own model argument that defaults to None (run(key, ..., "
+            f"{pinned[0]}=data), as for MCMC.run) or give it to get_samples"
+        )
     if observed_sites is not None:
         observed_sites = (
             [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
@@ -136,16 +237,14 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
             )
         obs = observed_sites
     else:
-        obs = [n for n, s in sites.items() if s["is_observed"]]
-        if not obs:
-            try:
-                obs = _leaf_sites(model, args, kwargs, list(sites))
-            except Exception as e:  # provenance tracing fails on some simulators
-                raise ValueError(
-                    "could not infer which sites are observed; pass observed_sites=[...]"
-                ) from e
-            if len(obs) == len(sites):
-                obs = []
+        try:
+            obs = _leaf_sites(model, args, kwargs, list(sites))
+        except Exception as e:  # provenance tracing fails on some simulators
+            raise ValueError(
+                "could not infer which sites are observed; pass observed_sites=[...]"
+            ) from e
+        if len(obs) == len(sites):
+            obs = []
     if not obs:
         raise ValueError(
             "the model has no observed site: pass observed_sites=[...] naming the sample "
@@ -157,8 +256,10 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
         raise ValueError(f"the model has no latent site (all of {sorted(sites)} are observed)")
     for n in latent:
         fn = sites[n]["fn"]
-        if isinstance(fn, ImproperUniform):
-            raise ValueError(f"latent site '{n}' has an improper prior ({type(fn).__name__})")
+        if _improper(fn) is not None:  # a site named in observed_sites is not in this trace
+            raise ValueError(
+                f"latent site '{n}' has an improper prior ({type(_improper(fn)).__name__})"
+            )
         if fn.support.is_discrete or fn.is_discrete:
             raise ValueError(
                 f"latent site '{n}' is discrete ({type(fn).__name__}); only continuous latent "
@@ -166,6 +267,7 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
             )
     latent_vals = {n: jnp.asarray(sites[n]["value"]) for n in latent}
     supports = {n: sites[n]["fn"].support for n in latent}
+    _check_fixed_supports(model, args, kwargs, supports)
     u = {n: biject_to(supports[n]).inv(v) for n, v in latent_vals.items()}
     flat, unravel_latent = ravel_pytree(u)
     obs_vals = {n: jnp.asarray(sites[n]["value"]) for n in obs}
@@ -180,6 +282,32 @@ def inspect_model(model, args=(), kwargs=None, observed_sites: Sequence[str] | N
         unravel_latent=unravel_latent,
         unravel_obs=unravel_obs,
     )
+
+
+def _has_array(x) -> bool:
+    if isinstance(x, Constraint):
+        return any(_has_array(v) for v in vars(x).values())
+    if isinstance(x, (list, tuple)):
+        return any(_has_array(v) for v in x)
+    return isinstance(x, (np.ndarray, jax.Array))
+
+
+def _check_fixed_supports(model, args, kwargs, supports):
+    """Raise, naming the site, when a latent site's support moves with the other latents
+    (``Uniform(0, scale)`` with ``scale`` latent): the unconstraining map is fixed
+    once, so it must be the same for every prior draw. Checked on a second trace with
+    another key, only when some support has array-valued parameters."""
+    if not any(_has_array(s) for s in supports.values()):
+        return
+    other = _sample_sites(_dry_trace(model, args, kwargs, jax.random.PRNGKey(1)))
+    for n, s in supports.items():
+        if n in other and not _same_support(s, other[n]["fn"].support):
+            raise ValueError(
+                f"latent site '{n}' has a support that depends on other latent sites "
+                f"({s} in one prior draw, {other[n]['fn'].support} in another); only "
+                "fixed supports are supported: reparameterise, e.g. "
+                "x = low + (high - low) * numpyro.sample('u', dist.Uniform(0, 1))"
+            )
 
 
 class Simulations(NamedTuple):
@@ -371,16 +499,33 @@ def check_high_fidelity(spec_low: ModelSpec, spec_high: ModelSpec):
             )
 
 
-def _same_support(a, b):
-    if type(a) is not type(b):
-        return False
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - array-valued bounds
+def _same_support(a, b) -> bool:
+    """Whether two constraints describe the same support, compared by value.
+
+    Same constraint type and, recursively over their attributes, equal
+    sub-constraints (``IndependentConstraint.base_constraint``), equal integers
+    (``reinterpreted_batch_ndims``) and equal bounds: arrays by value, a scalar
+    bound equal to an array bound when it broadcasts to it (``-3.0`` and
+    ``-3 * ones(5)`` bound a (5,)-site alike). ``Constraint.__eq__`` is not
+    used: with array bounds it compares object identity.
+    """
+    if isinstance(a, Constraint) or isinstance(b, Constraint):
+        if type(a) is not type(b):
+            return False
         va, vb = vars(a), vars(b)
-        return va.keys() == vb.keys() and all(
-            np.array_equal(np.asarray(va[k]), np.asarray(vb[k])) for k in va
-        )
+        return va.keys() == vb.keys() and all(_same_support(va[k], vb[k]) for k in va)
+    if isinstance(a, (list, tuple, dict)) or isinstance(b, (list, tuple, dict)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return False
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(_same_support(a[k], b[k]) for k in a)
+        return all(_same_support(x, y) for x, y in zip(a, b, strict=True))
+    if a is None or b is None or isinstance(a, str) or callable(a):
+        return a is b or (type(a) is type(b) and a == b)
+    try:
+        return bool(np.array_equiv(np.asarray(a), np.asarray(b)))
+    except Exception:  # noqa: BLE001 - not an array (a tracer, an odd object): no claim
+        return a is b
 
 
 def log_prior_fn(model, spec: ModelSpec, args=(), kwargs=None):

@@ -1,17 +1,16 @@
-"""Multi-fidelity refinement for one observation ``y*`` (METHOD.md, section 5).
+"""Multi-fidelity refinement for one observation ``y*`` (METHOD.md, sections 5 and 8).
 
-Each round draws candidates from the current sampler for ``y*`` (``G_low``
-on the first round, then the refined Monte Carlo-score ODE), fits a KDE to
-them, draws proposals from a defensive mixture (the inflated KDE, plus a
-fraction straight from the prior), and runs the high-fidelity model there.
-Every point gathered so far is weighted with
+The orchestrator over the sequential engine of ``_sequential.py``: stages of
+simulations of the (high-fidelity) model, each proposed from a KDE of the
+points gathered so far at an adaptively raised temperature (the first stage
+of a high-fidelity refinement from ``G_low``'s draws), every point weighted
+with the balance heuristic over all proposals, the prior included:
 
-    log w_j = log p_hf(y* | theta_j) + log p(theta_j) - log q(theta_j),
+    log w_j = log p_hf(y* | theta_j) + log p(theta_j) - log q(theta_j).
 
-where ``q`` is the balance-heuristic mixture of all proposals (the prior
-included), so no region that the prior covers gets zero proposal density.
-After the rounds, the ODE with these weights labels ``(z, theta)`` pairs and
-an unconditional generator ``G_high(z)`` is fitted.
+After the stages, the ODE with these weights (whitened, its end point
+smoothed by a kernel chosen from the ESS) labels ``(z, theta)`` pairs and an
+unconditional generator ``G_high(z)`` is fitted.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model
+from . import _model, _sequential
 from ._checks import model_callable, positive_int, real
-from ._kde import KDE, fit_kde, kde_sample, mixture_logpdf
 from ._network import Generator, fit_generator
 from ._ode import sample_pruned
 from ._progress import progress
@@ -37,8 +35,8 @@ from ._score import ess as _ess
 
 __all__ = ["Refinement", "check_settings", "high_fidelity_model", "refine", "ode_draw"]
 
-# below this ESS per high-fidelity simulation a round's weights count as collapsed
-COLLAPSED_ESS_FRACTION = 0.02
+# the budget of a refine call with neither max_simulations nor num_simulations set
+DEFAULT_BUDGET = 2_000
 
 
 @dataclass
@@ -48,9 +46,11 @@ class Refinement:
     ``theta`` (n, D) unconstrained points with their high-fidelity
     log-likelihoods ``loglik`` (n,) and prior log densities ``logprior``
     (n,); ``prior_count`` of them were drawn from the prior, ``counts[r]``
-    from ``kdes[r]``; ``log_w`` (n,) their importance log-weights;
+    from ``kdes[r]``; ``log_w`` (n,) their importance log-weights (at
+    temperature ``lam``, 1 once tempering has reached the posterior);
     ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``;
-    ``smoothing`` the kernel sd of the refined ODE's end point (0: none).
+    ``smoothing`` the kernel sd of the refined ODE's end point, in whitened
+    units (0: none).
     """
 
     y: np.ndarray
@@ -68,11 +68,11 @@ class Refinement:
     num_high_fidelity: int = 0
     ess_before: float = 0.0
     smoothing: float = 0.0
+    lam: float = 0.0
 
     @property
     def ess(self) -> float:
-        w = np.exp(self.log_w - np.max(self.log_w))
-        return float(w.sum() ** 2 / (w**2).sum())
+        return _sequential.ess(self.log_w)
 
     def summary(self) -> dict:
         """Diagnostics as plain numbers (for ``diagnostics`` and InferenceData attrs)."""
@@ -82,6 +82,7 @@ class Refinement:
             num_high_fidelity_simulations=self.num_high_fidelity,
             num_points=int(self.theta.shape[0]),
             num_rounds=len(self.rounds),
+            temperature=self.lam,
             smoothing=self.smoothing,
             kde_bandwidth=[k.bandwidth.tolist() for k in self.kdes],
             rounds=list(self.rounds),
@@ -100,17 +101,18 @@ def _weighted_standardisation(theta, log_w):
 def ode_draw(inf, ref, z, batch_size=4096):
     """Draws from the refined Monte Carlo-score ODE for noise ``z`` (S, D).
 
-    The weighted points are standardised (weighted mean 0, weighted sd 1 per
-    coordinate). With ``ref.smoothing = h > 0`` they are shrunk towards their
+    The ODE runs on the weighted points whitened by their weighted mean and
+    covariance. With ``ref.smoothing = h > 0`` they are shrunk towards their
     mean by ``sqrt(1 - h^2)`` and the ODE stops where ``beta / alpha = h``,
     returning the state instead of the denoised mean: a draw from the
-    weighted points' measure convolved with ``N(0, h^2)``, whose per-coordinate
-    mean and variance are those of the weights (kernel shrinkage, Liu & West
+    weighted points' measure convolved with ``N(0, h^2 I)`` (whitened), whose
+    mean and covariance are those of the weights (kernel shrinkage, Liu & West
     2001). Without it the ODE returns the points themselves at ``t -> 0``.
 
     Returns ``(theta (S, D) unconstrained, points_used, dropped_mass)``.
     """
-    pts = (ref.theta - ref.mean) / ref.scale
+    mean, chol = _sequential.whitening(ref.theta, ref.log_w)
+    pts = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
     grid, denoise_last = inf.grid, True
     if ref.smoothing > 0:
         pts = np.sqrt(1.0 - ref.smoothing**2) * pts
@@ -120,7 +122,7 @@ def ode_draw(inf, ref, z, batch_size=4096):
         denoise_last = False
     u, n_pts, dropped = sample_pruned(
         z,
-        jnp.asarray(pts),
+        jnp.asarray(pts, jnp.float32),
         ref.log_w,
         inf.schedule,
         grid,
@@ -129,14 +131,13 @@ def ode_draw(inf, ref, z, batch_size=4096):
         batch_size,
         denoise_last,
     )
-    return ref.mean + ref.scale * np.asarray(u), n_pts, dropped
+    theta = mean + np.asarray(u, np.float64) @ chol.T
+    return theta.astype(np.float32), n_pts, dropped
 
 
-def _candidates(inf, key, ref, y, n):
-    """Unconstrained (n, D) candidates for ``y`` from the current sampler."""
+def _initial_candidates(inf, key, y, n):
+    """Unconstrained (n, D) draws for ``y`` from the low-fidelity sampler."""
     z = jax.random.normal(key, (n, inf.spec.dim))
-    if ref.log_w is not None:  # a later round: the refined ODE
-        return ode_draw(inf, ref, z)[0]
     if inf.generator is not None:
         return np.asarray(_generate(inf.generator, jnp.asarray(y), z))
     return inf._ode_unconstrained(y, z, fidelity="low")[0]
@@ -145,15 +146,6 @@ def _candidates(inf, key, ref, y, n):
 @eqx.filter_jit
 def _generate(gen, y, z):
     return jax.lax.map(lambda zi: gen(y, zi), z, batch_size=4096)
-
-
-def _reweight(ref):
-    log_q = mixture_logpdf(
-        jnp.asarray(ref.logprior), ref.kdes, ref.counts, ref.prior_count, jnp.asarray(ref.theta)
-    )
-    log_w = ref.loglik.astype(np.float64) + ref.logprior - np.asarray(log_q, np.float64)
-    ref.log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
-    ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
 
 
 def check_settings(
@@ -169,11 +161,14 @@ def check_settings(
     smoothing,
 ) -> dict:
     """The arguments of :meth:`MFDiff.refine`, validated (a ``ValueError`` naming the
-    first bad one) and converted: the keyword arguments of :func:`refine`, and ``smoothing``."""
-    rounds = positive_int("rounds", rounds)
-    num_simulations = positive_int("num_simulations", num_simulations)
-    if num_simulations < 2:
-        raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
+    first bad one) and converted: the keyword arguments of :func:`refine` (the
+    budget, the stage size and the most stages) and ``smoothing`` (``None``: automatic)."""
+    if rounds is not None:
+        rounds = positive_int("rounds", rounds)
+    if num_simulations is not None:
+        num_simulations = positive_int("num_simulations", num_simulations)
+        if num_simulations < 2:
+            raise ValueError(f"num_simulations must be at least 2, got {num_simulations}")
     if max_simulations is not None:
         max_simulations = positive_int("max_simulations", max_simulations)
     num_labels = positive_int("num_labels", num_labels)
@@ -184,11 +179,25 @@ def check_settings(
         raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
     if target_ess is not None and not target_ess > 0:
         raise ValueError(f"target_ess must be positive, got {target_ess}")
-    smoothing = real("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    if smoothing is not None:
+        smoothing = real("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    # the budget, then the stage size and the number of stages
+    if max_simulations is not None:
+        budget = max_simulations
+    elif num_simulations is not None:
+        budget = num_simulations * (rounds or 1)
+    else:
+        budget = DEFAULT_BUDGET
+    if num_simulations is not None:
+        stage = num_simulations
+    elif rounds is not None:
+        stage = max(-(-budget // rounds), 2)
+    else:
+        stage = _sequential.stage_size(budget)
     return dict(
-        rounds=rounds,
-        num_simulations=num_simulations,
-        max_simulations=max_simulations,
+        budget=int(budget),
+        stage=int(min(stage, budget)),
+        max_stages=rounds,
         num_labels=num_labels,
         train_steps=train_steps,
         inflation=float(inflation),
@@ -216,7 +225,7 @@ def high_fidelity_model(inf, model, model_args, model_kwargs):
 
 def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
     """An empty record for ``y``; with ``same_fidelity`` the prior simulations join
-    it as draws from the prior."""
+    it as draws from the prior (temperature 0)."""
     D = inf.spec.dim
     loglik_low = inf._loglik(jnp.asarray(y))
     ref = Refinement(
@@ -235,6 +244,76 @@ def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
     return ref
 
 
+def _simulator(inf, model, spec_hi, args, kwargs, y, ref):
+    """``(key, theta (n, D)) -> (loglik (n,), failed)``: the model run at ``theta``
+    (with progress, checkpoints and the executor of ``inf``) and the log-likelihood
+    of ``y`` under each simulation."""
+    loglik = jax.jit(partial(_model.log_likelihood, spec_hi))
+
+    def simulate(key, theta):
+        n = theta.shape[0]
+        stage = len(ref.rounds) + 1
+        ckpt = None
+        if inf.checkpoint_dir is not None:
+            tag = ref.y.tobytes().hex()[:16]
+            ckpt = inf.checkpoint_dir / f"refine-{tag}" / f"round-{stage}"
+        with progress(n, f"refining (stage {stage})", inf.progress_bar) as update:
+            sims = _model.simulate(
+                key,
+                model,
+                spec_hi,
+                n,
+                args,
+                kwargs,
+                inf.simulation_chunk_size,
+                update,
+                theta=theta,
+                checkpoint=ckpt,
+                executor=inf.executor,
+                max_failure_fraction=inf.max_failure_fraction,
+            )
+        ll = np.asarray(loglik(sims.dists, sims.valid, y), np.float64)
+        return ll, int(n - sims.valid.sum())
+
+    return simulate
+
+
+def _run_stages(inf, key, y, ref, simulate, log_prior, prior_draw, s):
+    """The stages of one ``refine`` call; updates ``ref`` and returns the final pool."""
+    pool = _sequential.init(
+        ref.theta, ref.loglik, ref.logprior, ref.kdes, ref.counts, ref.prior_count, ref.lam
+    )
+    spent, stages = 0, 0
+    while s["max_stages"] is None or stages < s["max_stages"]:
+        left = s["budget"] - spent
+        n = min(s["stage"], left)
+        if s["max_stages"] is None and left - n < s["stage"] // 2:
+            n = left  # no tiny last stage
+        if n < 2:
+            break
+        key, k_cand, k_step = jax.random.split(key, 3)
+        cands = None
+        if pool.theta.shape[0] == 0:  # a new high-fidelity refinement: start from G_low
+            cands = _initial_candidates(inf, k_cand, y, n)
+        pool, info = _sequential.step(
+            k_step,
+            pool,
+            n,
+            simulate,
+            prior_draw,
+            log_prior,
+            inflation=s["inflation"],
+            prior_fraction=s["prior_fraction"],
+            candidates=cands,
+        )
+        spent, stages = spent + n, stages + 1
+        ref.rounds.append(info._asdict())
+        ref.num_high_fidelity += n
+        if s["target_ess"] is not None and pool.lam >= 1.0 and info.ess >= s["target_ess"]:
+            break
+    return pool, stages
+
+
 def refine(
     inf,
     rng_key,
@@ -245,106 +324,45 @@ def refine(
     args,
     kwargs,
     *,
-    num_simulations: int,
-    rounds: int,
-    target_ess,
-    max_simulations,
-    inflation: float,
-    prior_fraction: float,
-    num_labels: int,
-    train_steps: int,
     log_prior,
     prior_draw,
+    **settings,
 ):
-    """Run refinement rounds for ``y`` (M,), then label and fit ``G_high``; updates ``ref``."""
-    keys = jax.random.split(rng_key, rounds + 1)
-    budget = np.inf if max_simulations is None else int(max_simulations)
+    """Run the refinement stages for ``y`` (M,) within the budget of ``settings``
+    (from :func:`check_settings`), then label and fit ``G_high``; updates ``ref``."""
+    k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
-    for r in range(rounds):
-        n = int(min(num_simulations, budget - ref.num_high_fidelity))
-        if n < 2:
-            break
-        t0 = time.perf_counter()
-        k_cand, k_prop, k_prior, k_sim = jax.random.split(keys[r], 4)
-        n_prior = int(round(prior_fraction * n))
-        n_kern = max(n - n_prior, 2)
-        n_prior = n - n_kern
-        cands = _candidates(inf, k_cand, ref, y, n_kern)
-        if ref.kdes and ref.ess < COLLAPSED_ESS_FRACTION * ref.num_high_fidelity:
-            # the weights rest on a handful of points (the high-fidelity posterior
-            # lies away from the proposal): re-centre on them but keep the last
-            # round's widest kernel, so the next round searches instead of collapsing
-            prev = ref.kdes[-1]
-            kde = KDE(
-                cands.astype(np.float32),
-                prev.chols[-1:],
-                np.zeros(len(cands), np.int32),
-                prev.bandwidth[-1:],
-            )
-        else:
-            kde = fit_kde(cands, inflation)
-        theta_new = [np.asarray(kde_sample(k_prop, kde))]
-        if n_prior:
-            theta_new.append(np.asarray(prior_draw(jax.random.split(k_prior, n_prior))))
-        theta_new = np.concatenate(theta_new).astype(np.float32)
-        with progress(n, f"refining (round {len(ref.rounds) + 1})", inf.progress_bar) as update:
-            ckpt = None
-            if inf.checkpoint_dir is not None:
-                tag = ref.y.tobytes().hex()[:16]
-                ckpt = inf.checkpoint_dir / f"refine-{tag}" / f"round-{len(ref.rounds) + 1}"
-            sims = _model.simulate(
-                k_sim,
-                model,
-                spec_hi,
-                n,
-                args,
-                kwargs,
-                inf.simulation_chunk_size,
-                update,
-                theta=theta_new,
-                checkpoint=ckpt,
-                executor=inf.executor,
-                max_failure_fraction=inf.max_failure_fraction,
-            )
-        ll = np.asarray(
-            jax.jit(partial(_model.log_likelihood, spec_hi))(sims.dists, sims.valid, y),
-            np.float32,
-        )
-        lp = np.asarray(log_prior(jnp.asarray(theta_new)), np.float32)
-        ref.theta = np.concatenate([ref.theta, theta_new])
-        ref.loglik = np.concatenate([ref.loglik, ll])
-        ref.logprior = np.concatenate([ref.logprior, lp])
-        ref.kdes.append(kde)
-        ref.counts.append(n_kern)
-        ref.prior_count += n_prior
-        ref.num_high_fidelity += n
-        _reweight(ref)
-        ref.rounds.append(
-            dict(
-                simulations=n,
-                failed=int(n - sims.valid.sum()),
-                prior_draws=n_prior,
-                kde_bandwidth=kde.bandwidth.tolist(),
-                kde_clusters=int(kde.chols.shape[0] - 1),
-                ess=ref.ess,
-                seconds=time.perf_counter() - t0,
-            )
-        )
-        if target_ess is not None and ref.ess >= target_ess:
-            break
-    if ref.log_w is None:
+    simulate = _simulator(inf, model, spec_hi, args, kwargs, y, ref)
+    pool, stages = _run_stages(inf, k_stages, y, ref, simulate, log_prior, prior_draw, settings)
+    if stages == 0:
         raise ValueError("no refinement round ran: the simulation budget is below 2")
+    ref.theta, ref.loglik, ref.logprior = pool.theta, pool.loglik, pool.logprior
+    ref.kdes, ref.counts = list(pool.kdes), [int(c) for c in pool.counts[1:]]
+    ref.prior_count, ref.lam = int(pool.counts[0]), pool.lam
+    ref.log_w = _sequential.log_weights(pool, 1.0)
+    ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
     if ref.ess < inf.ess_warning:
         warnings.warn(
             f"the importance ESS after refinement is {ref.ess:.1f} (< {inf.ess_warning:g}): "
             "the high-fidelity posterior rests on few simulations; call refine again "
-            "(more rounds or num_simulations) or raise inflation",
+            "or raise max_simulations",
             stacklevel=3,
         )
+    smoothing = settings["smoothing"]
+    if smoothing is None:
+        mean, chol = _sequential.whitening(ref.theta, ref.log_w)
+        white = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
+        smoothing = _sequential.smoothing_bandwidth(white, ref.log_w)
+    ref.smoothing = float(smoothing)
     t_rounds = time.perf_counter() - t_start
-    # label (z, theta) pairs with the weighted ODE and fit G_high(z)
+    _fit_high(inf, k_label, ref, settings["num_labels"], settings["train_steps"], t_rounds)
+    return ref
+
+
+def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds):
+    """Label ``(z, theta)`` pairs with the weighted ODE and fit ``G_high(z)``."""
     t0 = time.perf_counter()
-    k_z, k_init, k_fit = jax.random.split(keys[-1], 3)
+    k_z, k_init, k_fit = jax.random.split(key, 3)
     z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
     theta, n_pts, dropped = ode_draw(inf, ref, z)
     u = (theta - ref.mean) / ref.scale
@@ -355,7 +373,7 @@ def refine(
     )
     fit = dict(inf.fit_config, num_steps=int(train_steps))
     with progress(fit["num_steps"], "training G_high", inf.progress_bar) as update:
-        gen, history = fit_generator(
+        gen, _ = fit_generator(
             k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
         )
     ref.generator = gen
@@ -364,4 +382,3 @@ def refine(
         label_dropped_mass=dropped,
         timings=dict(rounds=t_rounds, labelling=t_label, training=time.perf_counter() - t0),
     )
-    return ref
