@@ -220,7 +220,7 @@ def _save_refinements(inf, arrays):
 
 def _load_refinements(inf, path, data, metas):
     from ._kde import KDE
-    from ._refine import Refinement
+    from ._refine import Refinement, high_generator
 
     for i, m in enumerate(metas):
         try:
@@ -240,17 +240,14 @@ def _load_refinements(inf, path, data, metas):
                 smoothing=m.get("smoothing", 0.0),
                 lam=m.get("lam", 1.0),
             )
-            like = Generator(
-                jax.random.PRNGKey(0),
-                0,
-                inf.spec.dim,
-                theta_mean=ref.mean,
-                theta_scale=ref.scale,
-                **inf.net_config,
-            )
-            ref.generator = eqx.tree_deserialise_leaves(
-                io.BytesIO(data[f"ref{i}_generator"].tobytes()), like
-            )
+            d = inf.spec.dim
+            like = high_generator(jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), inf.net_config)
+            raw = data[f"ref{i}_generator"].tobytes()
+            try:
+                ref.generator = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+            except Exception:  # noqa: BLE001 - a G_high saved before it was whitened
+                like = Generator(jax.random.PRNGKey(0), 0, d, **inf.net_config)
+                ref.generator = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
         except Exception as e:  # noqa: BLE001 - any inconsistency is the same clear error
             raise ValueError(f"{path}: refinement {i} is incomplete or corrupted: {e}") from e
         if ref.theta.shape[1:] != (inf.spec.dim,) or ref.y.shape != (inf.spec.obs_dim,):

@@ -18,7 +18,11 @@ class Generator(eqx.Module):
 
     Call with ``y`` of shape (M,) (or (0,) for an unconditional generator) and
     ``z`` of shape (D,); returns unconstrained ``theta`` of shape (D,). Inputs
-    and outputs are standardised with the stored means and scales.
+    and outputs are standardised with the stored means and scales, or, with
+    ``theta_chol`` (D, D), the output is whitened: ``theta = theta_mean +
+    theta_chol @ u``. ``residual=True`` adds ``z`` to the network's output
+    ``u``, so the network fits only the departure from the Gaussian
+    ``N(theta_mean, theta_chol theta_chol^T)`` (``G_high``).
     """
 
     mlp: eqx.nn.MLP
@@ -28,6 +32,8 @@ class Generator(eqx.Module):
     y_scale: jax.Array
     theta_mean: jax.Array
     theta_scale: jax.Array
+    theta_chol: jax.Array | None
+    residual: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -43,6 +49,8 @@ class Generator(eqx.Module):
         activation: Callable = jax.nn.gelu,
         heads: int = 4,
         gate_scale: float = 10.0,
+        theta_chol=None,
+        residual: bool = False,
     ):
         self.heads = int(heads)
         self.gate_scale = float(gate_scale)
@@ -52,20 +60,25 @@ class Generator(eqx.Module):
         self.y_scale = jnp.ones(obs_dim) if y_scale is None else jnp.asarray(y_scale)
         self.theta_mean = jnp.zeros(dim) if theta_mean is None else jnp.asarray(theta_mean)
         self.theta_scale = jnp.ones(dim) if theta_scale is None else jnp.asarray(theta_scale)
+        self.theta_chol = None if theta_chol is None else jnp.asarray(theta_chol, jnp.float32)
+        self.residual = bool(residual)
 
     def standardised(self, y_std, z):
         """Network output in standardised coordinates, from standardised ``y``."""
         out = self.mlp(jnp.concatenate([y_std, z]))
-        if self.heads == 1:
-            return out
-        dim = z.shape[-1]
-        logits = self.gate_scale * out[: self.heads * dim].reshape(self.heads, dim)
-        vals = out[self.heads * dim :].reshape(self.heads, dim)
-        return jnp.sum(jax.nn.softmax(logits, axis=0) * vals, axis=0)
+        if self.heads > 1:
+            dim = z.shape[-1]
+            logits = self.gate_scale * out[: self.heads * dim].reshape(self.heads, dim)
+            vals = out[self.heads * dim :].reshape(self.heads, dim)
+            out = jnp.sum(jax.nn.softmax(logits, axis=0) * vals, axis=0)
+        return out + z if self.residual else out
 
     def __call__(self, y, z):
         y_std = (y - self.y_mean) / self.y_scale
-        return self.theta_mean + self.theta_scale * self.standardised(y_std, z)
+        u = self.standardised(y_std, z)
+        if self.theta_chol is None:
+            return self.theta_mean + self.theta_scale * u
+        return self.theta_mean + jnp.matmul(self.theta_chol, u, precision=jax.lax.Precision.HIGHEST)
 
 
 def fit_generator(

@@ -33,7 +33,15 @@ from ._progress import progress
 from ._schedule import geometric_grid, time_at_noise_ratio, uniform_grid
 from ._score import ess as _ess
 
-__all__ = ["Refinement", "check_settings", "high_fidelity_model", "refine", "ode_draw"]
+__all__ = [
+    "Refinement",
+    "check_settings",
+    "generator_check",
+    "generator_off",
+    "high_fidelity_model",
+    "refine",
+    "ode_draw",
+]
 
 # the budget of a refine call with neither max_simulations nor num_simulations set
 DEFAULT_BUDGET = 2_000
@@ -133,6 +141,44 @@ def ode_draw(inf, ref, z, batch_size=4096):
     )
     theta = mean + np.asarray(u, np.float64) @ chol.T
     return theta.astype(np.float32), n_pts, dropped
+
+
+# G_high against its labels: a warning beyond this mean error (in label sds) or sd ratio
+FIT_MEAN_TOL = 0.2
+FIT_SD_RANGE = (0.8, 1.25)
+
+
+def generator_check(draws, labels) -> dict:
+    """A fitted generator's draws (S, D) against the labels (S, D) it was fitted to, at
+    the same noise: the largest mean difference in label sds (``mean_error``) and the
+    sd ratio per coordinate (``sd_ratio``, a list)."""
+    draws, labels = np.asarray(draws, np.float64), np.asarray(labels, np.float64)
+    sd = np.maximum(labels.std(0), 1e-12)
+    return dict(
+        mean_error=float(np.max(np.abs(draws.mean(0) - labels.mean(0)) / sd)),
+        sd_ratio=(draws.std(0) / sd).tolist(),
+    )
+
+
+def generator_off(check) -> bool:
+    """Whether a :func:`generator_check` is beyond ``FIT_MEAN_TOL`` or ``FIT_SD_RANGE``."""
+    lo, hi = FIT_SD_RANGE
+    ratio = check["sd_ratio"]
+    return check["mean_error"] > FIT_MEAN_TOL or not lo <= min(ratio) <= max(ratio) <= hi
+
+
+def high_generator(key, dim, mean, chol, net_config) -> Generator:
+    """An unconditional ``G_high(z)``: whitened by the weighted ``mean`` (D,) and
+    Cholesky factor ``chol`` (D, D), the network fitting the residual from ``z``."""
+    return Generator(
+        key,
+        0,
+        dim,
+        theta_mean=np.asarray(mean, np.float32),
+        theta_chol=np.asarray(chol, np.float32),
+        residual=True,
+        **net_config,
+    )
 
 
 def _initial_candidates(inf, key, y, n):
@@ -365,19 +411,27 @@ def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds):
     k_z, k_init, k_fit = jax.random.split(key, 3)
     z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
     theta, n_pts, dropped = ode_draw(inf, ref, z)
-    u = (theta - ref.mean) / ref.scale
+    mean, chol = _sequential.whitening(ref.theta, ref.log_w)
+    u = np.linalg.solve(chol, (np.asarray(theta, np.float64) - mean).T).T.astype(np.float32)
     t_label = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gen = Generator(
-        k_init, 0, inf.spec.dim, theta_mean=ref.mean, theta_scale=ref.scale, **inf.net_config
-    )
+    gen = high_generator(k_init, inf.spec.dim, mean, chol, inf.net_config)
     fit = dict(inf.fit_config, num_steps=int(train_steps))
     with progress(fit["num_steps"], "training G_high", inf.progress_bar) as update:
         gen, _ = fit_generator(
             k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
         )
     ref.generator = gen
+    fit_check = generator_check(np.asarray(_generate(gen, jnp.zeros((0,)), z)), theta)
+    if generator_off(fit_check):
+        warnings.warn(
+            f"G_high is off the ODE it was fitted to: mean error {fit_check['mean_error']:.2f} "
+            f"sd, sd ratios {min(fit_check['sd_ratio']):.2f}-{max(fit_check['sd_ratio']):.2f}; "
+            "raise train_steps or num_labels, or draw with sample_ode",
+            stacklevel=4,
+        )
     ref.rounds[-1].update(
+        generator_check=fit_check,
         label_points=n_pts,
         label_dropped_mass=dropped,
         timings=dict(rounds=t_rounds, labelling=t_label, training=time.perf_counter() - t0),

@@ -148,6 +148,7 @@ def test_refinement_diagnostics_go_to_inference_data(refined):
     assert low.attrs["fidelity"] == "low"
 
 
+@pytest.mark.filterwarnings("ignore:G_high is off")  # 50 training steps: a crude G_high
 def test_refine_same_key_same_result():
     def go():
         inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
@@ -165,6 +166,20 @@ def test_refine_same_key_same_result():
     assert ref.prior_count == 2000 + 30 and ref.theta.shape[0] == 2300
 
 
+def test_generator_check_flags_wrong_samplers():
+    """G_high against its labels: a right sampler (fresh draws of the same law) passes,
+    draws shifted by 0.3 sd, with halved or doubled sds fail (and refine warns)."""
+    from numpyro_mfdiff._refine import generator_check, generator_off
+
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=(4000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    right = rng.normal(size=(4000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    assert not generator_off(generator_check(right, labels))
+    for wrong in (right + 0.3 * labels.std(0), 0.5 * right, 2.0 * right):
+        assert generator_off(generator_check(wrong, labels))
+
+
+@pytest.mark.filterwarnings("ignore:G_high is off")  # 20 training steps: a crude G_high
 def test_refine_stops_at_target_ess_or_budget():
     inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
     inf.simulate(jax.random.PRNGKey(0))

@@ -149,6 +149,11 @@ def test_regression_refine_reaches_the_posterior_from_collapsed_weights():
     (d,) = inf.diagnostics["refinements"].values()
     assert d["num_high_fidelity_simulations"] <= 10_000
     assert d["rounds"][-1]["lam"] == 1.0
+    check = d["rounds"][-1]["generator_check"]  # G_high against its own labels: no warning
+    assert (
+        check["mean_error"] < 0.2
+        and 0.8 <= min(check["sd_ratio"]) <= max(check["sd_ratio"]) <= 1.25
+    )
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 5_000)["beta"])
     assert check(ode)
     high = np.asarray(inf.get_samples(jax.random.PRNGKey(5), obs, 5_000)["beta"])
