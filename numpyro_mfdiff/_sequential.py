@@ -8,11 +8,11 @@ a :class:`StageInfo`. The loop, the budget and the simulator live in the
 orchestrator (``_refine.py``); nothing here knows about :class:`MFDiff`.
 
 Targets ``p(theta) p(y | theta)^lam``: each stage raises ``lam`` as far as the
-pooled points still represent the tempered target (an effective sample size
-of at least half a stage, or the conditional ESS of the increment at 1/2, as
-adaptive tempered SMC; see :func:`ess_floor`), proposes from a clustered, inflated KDE of the pooled
-points resampled at the new temperature plus a defensive share from the
-prior, and keeps every simulation with deterministic-mixture
+pooled points keep an effective sample size for the next proposal
+(:func:`ess_floor`), or further while the conditional ESS of the increment
+stays at 1/2 (adaptive tempered SMC's rule), proposes from a clustered,
+inflated KDE of the pooled points resampled at the new temperature plus a
+defensive share from the prior, and keeps every simulation with deterministic-mixture
 (balance-heuristic) weights ``p(theta) p(y | theta)^lam / sum_k (n_k / n) q_k(theta)``.
 """
 
@@ -138,10 +138,12 @@ def ess(log_w) -> float:
 
 
 def next_temperature(pool: Pool, ess_floor: float, cess_target: float = CESS_TARGET) -> float:
-    """The next temperature: the largest ``lam' >= lam`` at which the pooled ESS is at
-    least ``ess_floor`` (if none, the one of largest pooled ESS), or, if larger, the
-    one where the conditional ESS of the increment ``p(y | theta)^(lam' - lam)`` over
-    the pooled points weighted for ``lam`` is ``cess_target`` (by bisection), capped at 1."""
+    """The next temperature ``lam' >= lam``, at most 1: the largest at which the pooled
+    ESS is at least ``ess_floor`` (if none, the one of largest pooled ESS: a first
+    stage proposed near the posterior has a small ESS under the prior), or, if
+    larger, the one where the conditional ESS of the increment
+    ``p(y | theta)^(lam' - lam)`` over the pooled points weighted for ``lam`` is
+    ``cess_target`` (by bisection, as adaptive tempered SMC)."""
     lam = pool.lam
     if lam >= 1.0:
         return 1.0
