@@ -213,6 +213,7 @@ def _save_refinements(inf, arrays):
                 ess_before=ref.ess_before,
                 smoothing=ref.smoothing,
                 lam=ref.lam,
+                residual=bool(getattr(ref.generator, "residual", False)),
             )
         )
     return out
@@ -241,7 +242,10 @@ def _load_refinements(inf, path, data, metas):
                 lam=m.get("lam", 1.0),
             )
             d = inf.spec.dim
-            like = high_generator(jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), inf.net_config)
+            residual = m.get("residual", True)
+            like = high_generator(
+                jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), inf.net_config, residual
+            )
             raw = data[f"ref{i}_generator"].tobytes()
             try:
                 ref.generator = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)

@@ -167,16 +167,17 @@ def generator_off(check) -> bool:
     return check["mean_error"] > FIT_MEAN_TOL or not lo <= min(ratio) <= max(ratio) <= hi
 
 
-def high_generator(key, dim, mean, chol, net_config) -> Generator:
+def high_generator(key, dim, mean, chol, net_config, residual=True) -> Generator:
     """An unconditional ``G_high(z)``: whitened by the weighted ``mean`` (D,) and
-    Cholesky factor ``chol`` (D, D), the network fitting the residual from ``z``."""
+    Cholesky factor ``chol`` (D, D), the network fitting the residual from ``z``
+    (``residual``: for a posterior of one cluster; with several, the whitened map)."""
     return Generator(
         key,
         0,
         dim,
         theta_mean=np.asarray(mean, np.float32),
         theta_chol=np.asarray(chol, np.float32),
-        residual=True,
+        residual=residual,
         **net_config,
     )
 
@@ -394,18 +395,19 @@ def refine(
             "or raise max_simulations",
             stacklevel=3,
         )
-    smoothing = settings["smoothing"]
-    if smoothing is None:
-        mean, chol = _sequential.whitening(ref.theta, ref.log_w)
-        white = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
-        smoothing = _sequential.smoothing_bandwidth(white, ref.log_w)
-    ref.smoothing = float(smoothing)
+    mean, chol = _sequential.whitening(ref.theta, ref.log_w)
+    white = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
+    h, clusters = _sequential.smoothing_bandwidth(white, ref.log_w)
+    ref.smoothing = float(h if settings["smoothing"] is None else settings["smoothing"])
     t_rounds = time.perf_counter() - t_start
-    _fit_high(inf, k_label, ref, settings["num_labels"], settings["train_steps"], t_rounds)
+    # a residual from z suits one cluster; separate modes need the network's switch
+    _fit_high(
+        inf, k_label, ref, settings["num_labels"], settings["train_steps"], t_rounds, clusters == 1
+    )
     return ref
 
 
-def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds):
+def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds, residual=True):
     """Label ``(z, theta)`` pairs with the weighted ODE and fit ``G_high(z)``."""
     t0 = time.perf_counter()
     k_z, k_init, k_fit = jax.random.split(key, 3)
@@ -415,7 +417,7 @@ def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds):
     u = np.linalg.solve(chol, (np.asarray(theta, np.float64) - mean).T).T.astype(np.float32)
     t_label = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gen = high_generator(k_init, inf.spec.dim, mean, chol, inf.net_config)
+    gen = high_generator(k_init, inf.spec.dim, mean, chol, inf.net_config, residual)
     fit = dict(inf.fit_config, num_steps=int(train_steps))
     with progress(fit["num_steps"], "training G_high", inf.progress_bar) as update:
         gen, _ = fit_generator(

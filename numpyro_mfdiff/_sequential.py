@@ -302,7 +302,7 @@ def whitening(theta, log_w):
     return mean, np.linalg.cholesky(cov)
 
 
-def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> float:
+def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> tuple[float, int]:
     """Kernel sd ``h`` (whitened units) for the end point of a weighted point set.
 
     Silverman's rule ``(4 / (n_e (d + 2)))^(1 / (d + 4))`` from the ESS ``n_e`` and
@@ -314,11 +314,12 @@ def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> float:
     of one cluster mix: a spike on a wide base), below 0.5. Separate modes then
     keep their width: on a bimodal posterior whose modes are 20 times narrower
     than their distance, ``h`` is 20 times below the unimodal value.
+    Returns ``(h, clusters)``: the bandwidth and the number of clusters found.
     """
     n_e = ess(log_w)
     d = white.shape[1]
     if n_e < 2:
-        return 0.0
+        return 0.0, 1
     key = jax.random.PRNGKey(0) if key is None else key
     m = int(min(max_points, max(4 * n_e, 64)))
     pts = np.asarray(white, np.float64)[_resample(key, log_w, m)]
@@ -333,7 +334,8 @@ def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> float:
         narrow = np.sqrt(max(np.linalg.eigvalsh(cov)[0], 0.0))
         silverman = (4.0 / (max(share * n_e, 1.0) * (d + 2))) ** (1.0 / (d + 4))
         h = min(h, silverman * narrow)
-    return float(min(h * _heterogeneity(pts), 0.5))
+    clusters = max(kde.chols.shape[0] - 1, 1)
+    return float(min(h * _heterogeneity(pts), 0.5)), int(clusters)
 
 
 def _spread_ratio(x, k):

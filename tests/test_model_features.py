@@ -15,20 +15,11 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import ImproperUniform
+from test_mfdiff import SMALL
 
 from numpyro_mfdiff import MFDiff, _model
 
-TINY = dict(
-    num_labels=500,
-    num_steps=20,
-    train_steps=200,
-    label_points=1024,
-    chunk_size=128,
-    width=32,
-    depth=2,
-    progress_bar=False,
-    ess_warning=0.0,
-)
+TINY = dict(SMALL, num_labels=500, ess_warning=0.0)
 KEY = jax.random.PRNGKey(0)
 
 

@@ -107,7 +107,8 @@ def test_refine_moves_g_low_towards_nuts():
     y = np.asarray(jnp.log10(f) + RUNAWAY_NOISE * jax.random.normal(jax.random.PRNGKey(1), (T,)))
     obs = {"y": y}
     build = dict(num_labels=500, train_steps=200, num_steps=30, width=32, depth=2)
-    build["ess_warning"] = 20.0  # a tiny round: the refined ESS is 28.9 (only a warning level)
+    # a tiny round: the refined ESS is 17.6 (28.9 before tempering; only a warning level)
+    build["ess_warning"] = 15.0
     inf = MFDiff(runaway_low, num_simulations=2000, progress_bar=False, **build)
     inf.run(jax.random.PRNGKey(0))
 
