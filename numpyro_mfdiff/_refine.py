@@ -120,7 +120,7 @@ def ode_draw(inf, ref, z, batch_size=4096):
     Returns ``(theta (S, D) unconstrained, points_used, dropped_mass)``.
     """
     mean, chol = _sequential.whitening(ref.theta, ref.log_w)
-    pts = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
+    pts = _sequential.whiten(ref.theta, mean, chol)
     grid, denoise_last = inf.grid, True
     if ref.smoothing > 0:
         pts = np.sqrt(1.0 - ref.smoothing**2) * pts
@@ -396,8 +396,9 @@ def refine(
             stacklevel=3,
         )
     mean, chol = _sequential.whitening(ref.theta, ref.log_w)
-    white = np.linalg.solve(chol, (np.asarray(ref.theta, np.float64) - mean).T).T
-    h, clusters = _sequential.smoothing_bandwidth(white, ref.log_w)
+    h, clusters = _sequential.smoothing_bandwidth(
+        _sequential.whiten(ref.theta, mean, chol), ref.log_w
+    )
     ref.smoothing = float(h if settings["smoothing"] is None else settings["smoothing"])
     t_rounds = time.perf_counter() - t_start
     # a residual from z suits one cluster; separate modes need the network's switch
@@ -414,7 +415,7 @@ def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds, residual=True):
     z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
     theta, n_pts, dropped = ode_draw(inf, ref, z)
     mean, chol = _sequential.whitening(ref.theta, ref.log_w)
-    u = np.linalg.solve(chol, (np.asarray(theta, np.float64) - mean).T).T.astype(np.float32)
+    u = _sequential.whiten(theta, mean, chol).astype(np.float32)
     t_label = time.perf_counter() - t0
     t0 = time.perf_counter()
     gen = high_generator(k_init, inf.spec.dim, mean, chol, inf.net_config, residual)

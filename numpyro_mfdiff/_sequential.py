@@ -37,6 +37,7 @@ __all__ = [
     "next_temperature",
     "stage_size",
     "smoothing_bandwidth",
+    "whiten",
     "whitening",
 ]
 
@@ -300,6 +301,11 @@ def whitening(theta, log_w):
     floor = np.maximum(np.diag(cov), 1e-12)
     cov = cov + 1e-6 * np.diag(floor) + 1e-12 * np.eye(d)
     return mean, np.linalg.cholesky(cov)
+
+
+def whiten(theta, mean, chol):
+    """``theta`` (n, D) in the coordinates of :func:`whitening`: ``inv(chol) (theta - mean)``."""
+    return np.linalg.solve(chol, (np.asarray(theta, np.float64) - mean).T).T
 
 
 def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> tuple[float, int]:
