@@ -7,21 +7,106 @@ import warnings
 import jax
 import numpy as np
 
+from ._checks import chain_count, group_chains
+
 with warnings.catch_warnings():
     # arviz 0.23 emits a once-a-day FutureWarning about its refactor on import
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["to_inference_data"]
+__all__ = ["to_inference_data", "from_draws", "sample_prior"]
 
 
-def _chains(samples, num_chains):
-    """(S, *shape) -> (chains, S // chains, *shape) numpy arrays."""
-    out = {}
-    for k, v in samples.items():
-        v = np.asarray(v)
-        out[k] = v.reshape((num_chains, v.shape[0] // num_chains) + v.shape[1:])
-    return out
+def _numpy(samples):
+    return {k: np.asarray(v) for k, v in samples.items()}
+
+
+def _flat(samples):
+    """(chains, draws, *shape) -> (chains * draws, *shape)."""
+    return {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items()}
+
+
+def from_draws(
+    model,
+    posterior,
+    observations,
+    rng_key=None,
+    *,
+    observed_sites,
+    model_args=(),
+    model_kwargs=None,
+    posterior_predictive=False,
+    log_likelihood=True,
+    prior=None,
+    prior_predictive=None,
+    sample_stats=None,
+    attrs=None,
+):
+    """``az.InferenceData`` from posterior draws of a NumPyro model (MFDiff and baselines).
+
+    Args:
+        model: the NumPyro model; ``model_args``/``model_kwargs`` its arguments,
+            with the data left out (``None``) when ``posterior_predictive`` is
+            asked, so that the observed sites are simulated.
+        posterior: site name -> draws (chains, draws, *site_shape): latent and
+            deterministic sites.
+        observations: observed site name -> value (``observed_data``; the
+            model is conditioned on it for the log likelihood).
+        rng_key: ``jax.random`` key of the posterior predictive draws.
+        observed_sites: the observed sites (those of ``log_likelihood`` and
+            ``posterior_predictive``).
+        posterior_predictive: simulate the observed sites at every draw
+            (``numpyro.infer.Predictive``), (chains, draws, *site_shape).
+        log_likelihood: pointwise log density of each observed site at every
+            draw (``numpyro.infer.log_likelihood``: event dimensions summed,
+            plate dimensions kept), (chains, draws, *batch_shape), for
+            ``az.loo`` and ``az.compare``.
+        prior, prior_predictive: draws (S, *site_shape) of the latent and of
+            the observed sites, stored as one chain.
+        sample_stats, attrs: as ``az.from_dict`` takes them (``attrs`` also
+            on ``sample_stats``).
+    """
+    from numpyro import handlers
+    from numpyro.infer import Predictive
+    from numpyro.infer import log_likelihood as numpyro_log_likelihood
+
+    model_kwargs = model_kwargs or {}
+    num_chains = next(iter(posterior.values())).shape[0]
+    flat = _flat(posterior)
+    groups = dict(posterior=_numpy(posterior), observed_data=_numpy(observations))
+    if posterior_predictive:
+        pred = Predictive(model, posterior_samples=flat, return_sites=list(observed_sites))
+        pp = pred(rng_key, *model_args, **model_kwargs)
+        groups["posterior_predictive"] = group_chains(_numpy(pp), num_chains)
+    if log_likelihood:
+        conditioned = handlers.condition(model, data=observations)
+        ll = numpyro_log_likelihood(conditioned, flat, *model_args, **model_kwargs)
+        ll = {k: v for k, v in ll.items() if k in observed_sites}
+        groups["log_likelihood"] = group_chains(_numpy(ll), num_chains)
+    if prior is not None:
+        groups["prior"] = group_chains(_numpy(prior), 1)
+    if prior_predictive is not None:
+        groups["prior_predictive"] = group_chains(_numpy(prior_predictive), 1)
+    if sample_stats is not None:
+        groups["sample_stats"] = _numpy(sample_stats)
+        groups["sample_stats_attrs"] = dict(attrs or {})
+    return az.from_dict(**groups, attrs=dict(attrs or {}))
+
+
+def sample_prior(
+    model, rng_key, num_samples, sites, observed_sites, model_args=(), model_kwargs=None
+):
+    """``(prior, prior_predictive)``: ``num_samples`` draws (S, *site_shape) of ``sites``
+    (latent and deterministic) and of ``observed_sites`` from the model (``model_args``
+    without the data, so that the observed sites are simulated)."""
+    from numpyro.infer import Predictive
+
+    pred = Predictive(model, num_samples=num_samples, return_sites=[*sites, *observed_sites])
+    draws = pred(rng_key, *model_args, **(model_kwargs or {}))
+    return (
+        {k: draws[k] for k in sites},
+        {k: draws[k] for k in observed_sites},
+    )
 
 
 def to_inference_data(
@@ -39,12 +124,13 @@ def to_inference_data(
 ):
     """Posterior samples for one observation as ``az.InferenceData``.
 
-    Groups: ``posterior`` (latent sites, dims ``chain``/``draw``, sample shapes
-    kept), ``observed_data``, and, when asked, ``prior`` and
-    ``prior_predictive`` (from the stored prior simulations) and
+    Groups: ``posterior`` (latent and deterministic sites, dims
+    ``chain``/``draw``, sample shapes kept), ``observed_data``, and, when
+    asked, ``prior`` and ``prior_predictive`` (from the stored prior
+    simulations, one chain of at most ``num_samples``) and
     ``posterior_predictive`` (the model simulated at the posterior draws) and
     ``log_likelihood`` (pointwise log density of the observed sites at the
-    posterior draws, for ``az.loo`` and ``az.compare``).
+    posterior draws, for ``az.loo`` and ``az.compare``); see :func:`from_draws`.
     The method's diagnostics (likelihood-weight ESS, number of simulations and
     failures, sampler used) go in ``attrs``.
     ``method``: ``"generator"`` (:meth:`MFDiff.get_samples`) or ``"ode"``
@@ -53,10 +139,7 @@ def to_inference_data(
     ESS before and after, the simulations spent at each fidelity and the KDE
     bandwidths.
     """
-    if num_chains < 1 or num_samples % num_chains:
-        raise ValueError(
-            f"num_samples ({num_samples}) must be a positive multiple of num_chains ({num_chains})"
-        )
+    chain_count(num_samples, num_chains)
     if method not in ("generator", "ode"):
         raise ValueError(f"method must be 'generator' or 'ode', got {method!r}")
     y = np.asarray(inf._check(observations, warn=False))
@@ -64,35 +147,21 @@ def to_inference_data(
         raise ValueError("to_inference_data takes a single observation, not a batch")
     k_post, k_pp = jax.random.split(rng_key)
     sampler = inf.get_samples if method == "generator" else inf.sample_ode
-    post = sampler(k_post, observations, num_samples, fidelity=fidelity)
-    groups = dict(
-        posterior=_chains(post, num_chains),
-        observed_data={k: np.asarray(v) for k, v in observations.items()},
+    post = sampler(
+        k_post,
+        observations,
+        num_samples,
+        fidelity=fidelity,
+        group_by_chain=True,
+        num_chains=num_chains,
     )
-    if posterior_predictive:
-        from numpyro.infer import Predictive
-
-        pred = Predictive(
-            inf.model, posterior_samples=post, return_sites=list(inf.spec.observed_shapes)
-        )
-        pp = pred(k_pp, *inf._args, **inf._kwargs)
-        groups["posterior_predictive"] = _chains(pp, num_chains)
-    if log_likelihood:
-        from numpyro import handlers
-        from numpyro.infer import log_likelihood as numpyro_log_likelihood
-
-        conditioned = handlers.condition(inf.model, data=observations)
-        ll = numpyro_log_likelihood(conditioned, post, *inf._args, **inf._kwargs)
-        groups["log_likelihood"] = _chains(
-            {k: v for k, v in ll.items() if k in inf.spec.observed_shapes}, num_chains
-        )
+    prior_draws = prior_predictive = None
     if prior:
         sims = inf.simulations
         idx = np.flatnonzero(sims.valid)[:num_samples]
         theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
-        ys = jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
-        groups["prior"] = _chains(theta, 1)
-        groups["prior_predictive"] = _chains(ys, 1)
+        prior_draws = inf._with_deterministic(theta, sims.y[idx])
+        prior_predictive = jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
     ref = inf._refinement(y, fidelity)
     attrs = dict(
         inference_library="numpyro_mfdiff",
@@ -109,4 +178,17 @@ def to_inference_data(
             refinement_rounds=len(ref.rounds),
             kde_bandwidth=[float(b) for k in ref.kdes for b in k.bandwidth],
         )
-    return az.from_dict(**groups, attrs=attrs)
+    return from_draws(
+        inf.model,
+        post,
+        {k: np.asarray(v) for k, v in observations.items()},
+        k_pp,
+        observed_sites=list(inf.spec.observed_shapes),
+        model_args=inf._args,
+        model_kwargs=inf._kwargs,
+        posterior_predictive=posterior_predictive,
+        log_likelihood=log_likelihood,
+        prior=prior_draws,
+        prior_predictive=prior_predictive,
+        attrs=attrs,
+    )

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._checks import model_callable, positive_int, real
+from ._checks import chain_count, group_chains, model_callable, positive_int, real
 from ._label import label_triples
 from ._network import Generator, fit_generator
 from ._ode import SOLVERS, sample_pruned
@@ -229,8 +229,9 @@ class MFDiff:
         supports that depend on other latents, ``numpyro.factor`` sites, scaled
         sites (subsampled plates, ``handlers.scale``) and sites observed with
         data that is not a separate argument. ``numpyro.plate``,
-        ``numpyro.deterministic`` (ignored: not returned by :meth:`get_samples`),
-        several observed sites and discrete observed sites are supported.
+        ``numpyro.deterministic`` (computed from the draws and returned by
+        :meth:`get_samples`), several observed sites and discrete observed
+        sites are supported.
         """
         k_sim, k_label, k_fit = jax.random.split(rng_key, 3)
         timings = {}
@@ -379,7 +380,16 @@ class MFDiff:
         return gen
 
     # ------------------------------------------------------------- sampling
-    def get_samples(self, rng_key, observations=None, num_samples: int = 1000, fidelity=None):
+    def get_samples(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
+    ):
         """Posterior samples for one observation or a batch, one network pass each.
 
         Args:
@@ -394,13 +404,26 @@ class MFDiff:
                 observation refined with :meth:`refine` and from ``G_low``
                 otherwise; ``"low"`` always uses ``G_low``; ``"high"`` requires
                 a refined observation.
+            group_by_chain: split the draws into ``num_chains`` chains, as
+                ``MCMC.get_samples(group_by_chain=True)``: shapes
+                ``(num_chains, num_samples // num_chains, *site_shape)``
+                (after the batch axis ``B`` for a batch). The draws are
+                independent; chain ``c`` is the ``c``-th block of consecutive
+                draws, so the same key gives the same draws either way.
+            num_chains: a divisor of ``num_samples`` (as in
+                :meth:`to_inference_data`).
 
         Returns:
-            Dict from latent site name to constrained samples, shape
+            Dict from site name to constrained samples, shape
             ``(num_samples, *site_shape)``, or ``(B, num_samples, *site_shape)``
-            for a batch.
+            for a batch: the latent sites, and the model's
+            ``numpyro.deterministic`` sites computed from them (with the
+            observed sites set to the observation, as ``MCMC`` does; under
+            ``jit``, so a deterministic site that does not need the simulator
+            does not run it).
         """
         num_samples = positive_int("num_samples", num_samples)
+        num_chains = chain_count(num_samples, num_chains)
         y = self._check(observations, fidelity=fidelity)
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         rows = [y] if y.ndim == 1 else list(y)
@@ -408,11 +431,45 @@ class MFDiff:
         if any(r is None for r in refs):
             self._require_generator()
         if y.ndim == 1:
-            return self._draw_refined(refs[0], y, z)
-        if all(r is None for r in refs):
-            return self._draw_batch(self.generator, jnp.asarray(y), z)
-        outs = [self._draw_refined(r, yi, z) for r, yi in zip(refs, rows, strict=True)]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+            out = self._draw_refined(refs[0], y, z)
+        elif all(r is None for r in refs):
+            out = self._draw_batch(self.generator, jnp.asarray(y), z)
+        else:
+            outs = [self._draw_refined(r, yi, z) for r, yi in zip(refs, rows, strict=True)]
+            out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        return self._finish(out, y, group_by_chain, num_chains)
+
+    def _finish(self, samples, y, group_by_chain, num_chains):
+        """Latent draws (S, ...) or (B, S, ...) for flat ``y`` (M,) or (B, M), with the
+        deterministic sites added and, if asked, the draws split into chains."""
+        if self._deterministic() is not None:
+            n = jax.tree.leaves(samples)[0].shape[y.ndim - 1]
+            ys = jnp.broadcast_to(jnp.asarray(y)[..., None, :], y.shape[:-1] + (n, y.shape[-1]))
+            samples = self._with_deterministic(samples, ys)
+        return group_chains(samples, num_chains, y.ndim - 1) if group_by_chain else samples
+
+    def _with_deterministic(self, samples, ys):
+        """Latent draws (S, ...) or (B, S, ...) with the deterministic sites added, each
+        draw with its own flat observation in ``ys`` (S, M) or (B, S, M)."""
+        det = self._deterministic()
+        if det is None:
+            return samples
+        det = det if ys.ndim == 2 else jax.vmap(det)
+        return {**samples, **det(samples, jnp.asarray(ys))}
+
+    def _deterministic(self):
+        """Compiled ``(draws, ys) -> deterministic sites`` over draws (S, ...) and flat
+        observations (S, M), one per draw; None when the model has none."""
+        if getattr(self, "_deterministic_cache", None) is None:
+            fn = _model.deterministic_fn(self.model, self.spec, self._args, self._kwargs)
+            compiled = None
+            if fn is not None:
+                # blocks of 4096 draws bound the memory of the model's intermediates
+                compiled = jax.jit(
+                    lambda s, ys: jax.lax.map(lambda a: fn(*a), (s, ys), batch_size=4096)
+                )
+            self._deterministic_cache = (compiled,)
+        return self._deterministic_cache[0]
 
     def _draw_refined(self, ref, y, z):
         if ref is None:
@@ -426,6 +483,9 @@ class MFDiff:
         num_samples: int = 1000,
         batch_size: int = 4096,
         fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
     ):
         """Posterior samples from the Monte Carlo-score ODE, without the network.
 
@@ -434,19 +494,27 @@ class MFDiff:
         first. For a refined observation (``fidelity`` as in
         :meth:`get_samples`) the ODE runs over the high-fidelity simulations
         with their importance weights. Same arguments (``observations=None``:
-        the data passed to :meth:`run`) and return value as :meth:`get_samples`.
+        the data passed to :meth:`run`; ``group_by_chain``, ``num_chains``) and
+        return value (deterministic sites included) as :meth:`get_samples`.
         """
         self._require_sims()
         num_samples = positive_int("num_samples", num_samples)
         batch_size = positive_int("batch_size", batch_size)
+        num_chains = chain_count(num_samples, num_chains)
         y = self._check(observations, fidelity=fidelity)
         if y.ndim == 2:
             keys = jax.random.split(rng_key, y.shape[0])
             outs = [
-                self.sample_ode(k, self.spec.unravel_obs(yi), num_samples, batch_size, fidelity)
+                self._ode_constrained(k, yi, num_samples, batch_size, fidelity)
                 for k, yi in zip(keys, y, strict=True)
             ]
-            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+            out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        else:
+            out = self._ode_constrained(rng_key, y, num_samples, batch_size, fidelity)
+        return self._finish(out, y, group_by_chain, num_chains)
+
+    def _ode_constrained(self, rng_key, y, num_samples, batch_size, fidelity):
+        """Constrained latent ODE draws (S, ...) for one flat observation ``y`` (M,)."""
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         theta, n_points, dropped = self._ode_unconstrained(y, z, fidelity, batch_size)
         self.diagnostics["last_ode"] = dict(points=n_points, dropped_mass=dropped)
@@ -496,6 +564,57 @@ class MFDiff:
         """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
         y = _model.check_observations(self.spec, self._observations(observations))
         return "high" if self._refinement(y, None) is not None else "low"
+
+    def print_summary(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        prob: float = 0.9,
+        *,
+        num_chains: int = 1,
+        fidelity=None,
+        exclude_deterministic: bool = True,
+    ):
+        """Print the posterior of one observation as ``MCMC.print_summary`` does.
+
+        Draws ``num_samples`` with :meth:`get_samples` (the key is required:
+        nothing is stored between calls, so the table is reproducible),
+        prints ``numpyro.diagnostics.print_summary`` of them (mean, std,
+        median, the ``prob`` HPDI, n_eff, r_hat; the draws are independent,
+        split into ``num_chains`` chains as in :meth:`get_samples`), then a
+        line naming the sampler that served (``G_low``, or ``G_high`` for an
+        observation refined with :meth:`refine`) with the ESS of its weights
+        (:meth:`ess`). ``observations=None``: the data passed to :meth:`run`;
+        ``fidelity`` as in :meth:`get_samples`; deterministic sites are left
+        out unless ``exclude_deterministic=False``.
+        """
+        from numpyro.diagnostics import print_summary
+
+        real("prob", prob, 0.0, 1.0, low_open=True, high_open=True)
+        y = self._check(self._observations(observations), warn=False)
+        if y.ndim != 1:
+            raise ValueError("print_summary takes a single observation, not a batch")
+        samples = self.get_samples(
+            rng_key, observations, num_samples, fidelity, group_by_chain=True, num_chains=num_chains
+        )
+        if exclude_deterministic:
+            samples = {k: v for k, v in samples.items() if k in self.spec.latent_shapes}
+        print_summary({k: np.asarray(v) for k, v in samples.items()}, prob=prob)
+        ref = self._refinement(y, fidelity)
+        ess = self.ess(observations, fidelity=fidelity)
+        if ref is None:
+            n = int(np.sum(self.simulations.valid))
+            print(
+                f"sampler: G_low (amortized generator); likelihood-weight ESS {ess:.1f} "
+                f"of {n} prior simulations"
+            )
+        else:
+            print(
+                f"sampler: G_high (refined with {ref.num_high_fidelity} high-fidelity "
+                f"simulations); importance-weight ESS {ess:.1f} (G_low's likelihood-weight "
+                f"ESS {self.ess(observations, fidelity='low'):.1f})"
+            )
 
     # ----------------------------------------------------------- refinement
     def refine(
@@ -725,6 +844,7 @@ class MFDiff:
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
         self._prior_cache = None
+        self._deterministic_cache = None
         self._ess_low = batched_ess(self._loglik)
         self._make_draw()
 

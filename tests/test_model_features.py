@@ -123,7 +123,8 @@ def test_deterministic_site_is_neither_latent_nor_observed():
     assert list(inf.spec.latent_shapes) == ["theta"]
     assert list(inf.spec.observed_shapes) == ["y"]
     s = inf.get_samples(jax.random.PRNGKey(1), {"y": 2.0}, 200)
-    assert set(s) == {"theta"} and s["theta"].shape == (200,)
+    assert set(s) == {"theta", "mean"} and s["theta"].shape == (200,)  # as MCMC.get_samples
+    np.testing.assert_allclose(s["mean"], 2.0 * s["theta"], rtol=1e-6)
     # exact: precision 1 + 4, mean 2 * 2 / 5
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": 2.0}, 2000)["theta"])
     assert abs(ode.mean() - 0.8) < 0.15
