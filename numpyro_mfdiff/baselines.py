@@ -3,13 +3,14 @@
 Both samplers work on the model's unconstrained space (``numpyro.infer.util.initialize_model``),
 flatten the latent sites into one vector, and map the draws back to constrained sites (plus
 ``numpyro.deterministic`` sites) with the model's ``postprocess_fn``. They return
-``arviz.InferenceData`` so that ``az.summary`` and the metrics in :mod:`numpyro_mfdiff.metrics`
-can be applied directly.
+``arviz.InferenceData`` with the groups of :meth:`MFDiff.to_inference_data` (``log_likelihood``
+pointwise per observed site, ``observed_data``, and on request ``prior``/``prior_predictive``
+and ``posterior_predictive``), so that ``az.loo``, ``az.compare({"mfdiff": ..., "nuts": ...})``,
+``az.summary`` and the metrics in :mod:`numpyro_mfdiff.metrics` apply directly.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -27,10 +28,8 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_sample
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
-with warnings.catch_warnings():
-    # arviz 0.23 emits a once-a-day FutureWarning about its refactor on import.
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
+from . import _model
+from ._arviz import az, from_draws, sample_prior
 
 __all__ = ["nuts", "smc"]
 
@@ -59,8 +58,11 @@ class _Problem:
     """A model conditioned on observations, with its unconstrained log densities on a flat vector.
 
     Attributes:
-        model: the conditioned model.
+        model: the conditioned model (``raw_model``: as given).
         latent_names: sorted names of the latent (unobserved) sample sites.
+        deterministic_names: names of the ``numpyro.deterministic`` sites.
+        observed_values: observed site name -> value, from ``observations`` or the model
+            arguments (``numpyro.factor`` sites left out).
         unravel: flat vector (d,) -> dict of unconstrained latent values.
         log_joint: flat (d,) -> scalar, log prior + log likelihood + log|Jacobian|.
         postprocess: flat (d,) -> dict of constrained latent and deterministic sites.
@@ -75,6 +77,7 @@ class _Problem:
         self.args = tuple(model_args)
         self.kwargs = {} if model_kwargs is None else dict(model_kwargs)
         self.observations = {k: jnp.asarray(v) for k, v in observations.items()}
+        self.raw_model = model
         self.model = handlers.condition(model, data=self.observations)
 
         tr = handlers.trace(handlers.seed(self.model, rng_seed=0)).get_trace(
@@ -96,6 +99,12 @@ class _Problem:
         self.observed_names = frozenset(
             k for k, s in tr.items() if s["type"] == "sample" and s["is_observed"]
         )
+        self.observed_values = {
+            k: np.asarray(tr[k]["value"])
+            for k in sorted(self.observed_names)
+            if not _model._is_factor(tr[k]["fn"])
+        }
+        self.deterministic_names = [k for k, s in tr.items() if s["type"] == "deterministic"]
         if not self.latent_names:
             raise ValueError("the model has no latent sample sites left after conditioning")
 
@@ -145,8 +154,53 @@ class _Problem:
         z = {k: biject_to(tr[k]["fn"].support).inv(tr[k]["value"]) for k in self.latent_names}
         return ravel_pytree(z)[0]
 
-    def observed_data(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in self.observations.items()}
+    def data_free_arguments(self) -> tuple[tuple, dict]:
+        """Model arguments with the data left out (``None``), so that the model as given
+        simulates every observed site (``_model.split_data_arguments``); a ``ValueError``
+        names the sites whose data is fixed inside the model."""
+        args, kwargs, data = _model.split_data_arguments(self.raw_model, self.args, self.kwargs)
+        fixed = sorted(set(self.observed_values) - set(self.observations) - set(data))
+        if fixed:
+            raise ValueError(
+                f"prior and posterior_predictive simulate the observed sites, but site(s) "
+                f"{fixed} carry data fixed inside the model: pass it in `observations`, or as "
+                "a model argument that defaults to None"
+            )
+        return args, kwargs
+
+    def inference_data(
+        self, rng_key, posterior, sample_stats, meta, *, prior, posterior_predictive, log_likelihood
+    ) -> az.InferenceData:
+        """``az.InferenceData`` of ``posterior`` (chains, draws, *site_shape) with the groups of
+        ``MFDiff.to_inference_data`` (``_arviz.from_draws``); the prior draws (one chain, as
+        many as the posterior's) and the posterior predictive use keys folded from ``rng_key``.
+        """
+        k_prior, k_pp = jax.random.split(jax.random.fold_in(rng_key, 1))
+        args, kwargs = self.args, self.kwargs
+        if prior or posterior_predictive:
+            args, kwargs = self.data_free_arguments()
+        draws = prior_predictive = None
+        if prior:
+            n = int(np.prod(next(iter(posterior.values())).shape[:2]))
+            sites = [*self.latent_names, *self.deterministic_names]
+            draws, prior_predictive = sample_prior(
+                self.raw_model, k_prior, n, sites, list(self.observed_values), args, kwargs
+            )
+        return from_draws(
+            self.raw_model,
+            posterior,
+            self.observed_values,
+            k_pp,
+            observed_sites=list(self.observed_values),
+            model_args=args,
+            model_kwargs=kwargs,
+            posterior_predictive=posterior_predictive,
+            log_likelihood=log_likelihood,
+            prior=draws,
+            prior_predictive=prior_predictive,
+            sample_stats=sample_stats,
+            attrs=meta,
+        )
 
 
 class _DropSites(numpyro.primitives.Messenger):
@@ -159,10 +213,6 @@ class _DropSites(numpyro.primitives.Messenger):
     def process_message(self, msg):
         if msg["type"] == "sample" and msg["name"] in self.names:
             msg["fn"] = msg["fn"].mask(False)
-
-
-def _to_numpy(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, tree)
 
 
 # ----------------------------------------------------------------------------- NUTS
@@ -179,6 +229,9 @@ def nuts(
     model_args: tuple = (),
     model_kwargs: dict | None = None,
     target_accept: float = 0.8,
+    prior: bool = False,
+    posterior_predictive: bool = False,
+    log_likelihood: bool = True,
 ) -> az.InferenceData:
     """Run BlackJAX NUTS (Stan-style window adaptation per chain) on ``model | observations``.
 
@@ -196,12 +249,18 @@ def nuts(
             step size 0.1 and unit mass matrix).
         model_args, model_kwargs: passed to the model.
         target_accept: target mean acceptance probability of the step-size adaptation.
+        prior, posterior_predictive, log_likelihood: groups as in
+            :meth:`MFDiff.to_inference_data` (see the module docstring); ``prior`` (off by
+            default here: it simulates the model) draws ``num_chains * num_samples`` prior
+            and prior predictive samples as one chain.
 
     Returns:
         ``az.InferenceData`` with ``posterior`` (constrained latent and deterministic sites,
         shape ``(num_chains, num_samples, *site_shape)``), ``sample_stats`` (``diverging``,
         ``acceptance_rate``, ``step_size``, ``n_steps``, ``tree_depth``, ``energy``, ``lp`` =
-        unconstrained log joint incl. Jacobian) and ``observed_data``. ``idata.attrs`` holds
+        unconstrained log joint incl. Jacobian), ``observed_data`` (every observed site, from
+        ``observations`` or the model arguments), ``log_likelihood`` (per observed site,
+        ``(num_chains, num_samples, *batch_shape)``) and the groups asked for. ``idata.attrs`` holds
         ``num_gradient_evaluations`` (leapfrog steps of warmup and sampling, all chains, plus
         one initial gradient per chain: the number of model solves with gradients) and
         ``num_gradient_evaluations_warmup``.
@@ -275,13 +334,14 @@ def nuts(
         + sample_steps
         + int(num_chains),
     }
-
-    return az.from_dict(
-        posterior=_to_numpy(posterior),
-        sample_stats=_to_numpy(stats),
-        observed_data=prob.observed_data(),
-        attrs=dict(meta),
-        sample_stats_attrs=dict(meta),
+    return prob.inference_data(
+        key,
+        posterior,
+        stats,
+        meta,
+        prior=prior,
+        posterior_predictive=posterior_predictive,
+        log_likelihood=log_likelihood,
     )
 
 
@@ -306,6 +366,9 @@ def smc(
     model_kwargs: dict | None = None,
     num_mcmc_steps: int = 10,
     target_ess: float = 0.5,
+    prior: bool = False,
+    posterior_predictive: bool = False,
+    log_likelihood: bool = True,
 ) -> az.InferenceData:
     """Run BlackJAX adaptive tempered SMC on ``model | observations``.
 
@@ -329,10 +392,13 @@ def smc(
         model_args, model_kwargs: passed to the model.
         num_mcmc_steps: HMC steps per tempering step.
         target_ess: ESS fraction in (0, 1) kept at each tempering step.
+        prior, posterior_predictive, log_likelihood: as in :func:`nuts` (``prior``:
+            ``num_particles`` draws).
 
     Returns:
         ``az.InferenceData`` with one chain of ``num_particles`` draws in ``posterior``,
-        ``sample_stats`` (``lp`` = unconstrained log joint incl. Jacobian), ``observed_data``;
+        ``sample_stats`` (``lp`` = unconstrained log joint incl. Jacobian), ``observed_data``,
+        ``log_likelihood`` and the groups asked for, laid out as in :func:`nuts`;
         ``idata.attrs`` and ``idata.sample_stats.attrs`` hold ``num_tempering_steps`` and
         ``log_marginal_likelihood`` (the SMC estimate of ``log p(observations)``).
 
@@ -419,7 +485,7 @@ def smc(
             f"{_MAX_TEMPERING_STEPS} steps (non-finite log likelihood?)"
         )
     posterior = jax.jit(jax.vmap(prob.postprocess))(x)
-    posterior = {k: np.asarray(v)[None] for k, v in posterior.items()}
+    posterior = {k: v[None] for k, v in posterior.items()}
     meta = {
         "inference_library": "blackjax",
         "sampler": "adaptive_tempered_smc",
@@ -428,11 +494,12 @@ def smc(
         "target_ess": float(target_ess),
         "num_mcmc_steps": num_mcmc_steps,
     }
-
-    return az.from_dict(
-        posterior=posterior,
-        sample_stats={"lp": np.asarray(lp)[None]},
-        observed_data=prob.observed_data(),
-        attrs=dict(meta),
-        sample_stats_attrs=dict(meta),
+    return prob.inference_data(
+        key,
+        posterior,
+        {"lp": lp[None]},
+        meta,
+        prior=prior,
+        posterior_predictive=posterior_predictive,
+        log_likelihood=log_likelihood,
     )
