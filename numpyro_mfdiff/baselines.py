@@ -68,7 +68,7 @@ class _Problem:
         postprocess: flat (d,) -> dict of constrained latent and deterministic sites.
     """
 
-    def __init__(self, model, observations, model_args, model_kwargs, rng_key):
+    def __init__(self, model, observations, model_args, model_kwargs, rng_key, predictive=False):
         if not isinstance(observations, dict):
             raise ValueError(
                 "`observations` must be a dict mapping observed site names to values, "
@@ -105,6 +105,8 @@ class _Problem:
             if not _model._is_factor(tr[k]["fn"])
         }
         self.deterministic_names = [k for k, s in tr.items() if s["type"] == "deterministic"]
+        # arguments of prior/posterior predictive draws, checked before any sampling
+        self.free_args = self.data_free_arguments() if predictive else None
         if not self.latent_names:
             raise ValueError("the model has no latent sample sites left after conditioning")
 
@@ -176,9 +178,7 @@ class _Problem:
         many as the posterior's) and the posterior predictive use keys folded from ``rng_key``.
         """
         k_prior, k_pp = jax.random.split(jax.random.fold_in(rng_key, 1))
-        args, kwargs = self.args, self.kwargs
-        if prior or posterior_predictive:
-            args, kwargs = self.data_free_arguments()
+        args, kwargs = (self.args, self.kwargs) if self.free_args is None else self.free_args
         draws = prior_predictive = None
         if prior:
             n = int(np.prod(next(iter(posterior.values())).shape[:2]))
@@ -274,7 +274,9 @@ def nuts(
 
     key = _raw_key(rng_key)
     key_setup, key_init, key_run = jax.random.split(key, 3)
-    prob = _Problem(model, observations, model_args, model_kwargs, key_setup)
+    prob = _Problem(
+        model, observations, model_args, model_kwargs, key_setup, prior or posterior_predictive
+    )
 
     init_keys = jax.random.split(key_init, num_chains)
     init_info = initialize_model(
@@ -414,7 +416,9 @@ def smc(
 
     key = _raw_key(rng_key)
     key_setup, key_init, key_run, key_final = jax.random.split(key, 4)
-    prob = _Problem(model, observations, model_args, model_kwargs, key_setup)
+    prob = _Problem(
+        model, observations, model_args, model_kwargs, key_setup, prior or posterior_predictive
+    )
     num_mcmc_steps = int(num_mcmc_steps)
 
     hmc_step = partial(blackjax.hmc.build_kernel(), num_integration_steps=_SMC_LEAPFROG_STEPS)
