@@ -774,7 +774,8 @@ class MFDiff:
 
         ``observations=None``: the data passed to :meth:`run` (``default_observations``).
 
-        ``posterior`` has dims ``chain``/``draw``; also ``observed_data``,
+        ``posterior`` (latent and deterministic sites, as :meth:`get_samples`
+        with ``group_by_chain=True``) has dims ``chain``/``draw``; also ``observed_data``,
         ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
         (``posterior_predictive=True``), ``log_likelihood`` (default on, for
         ``az.loo``/``az.compare``) and the method's diagnostics in ``attrs``.
