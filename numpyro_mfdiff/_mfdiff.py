@@ -592,7 +592,7 @@ class MFDiff:
         from numpyro.diagnostics import print_summary
 
         real("prob", prob, 0.0, 1.0, low_open=True, high_open=True)
-        y = self._check(self._observations(observations), warn=False)
+        y = self._check(observations, warn=False)
         if y.ndim != 1:
             raise ValueError("print_summary takes a single observation, not a batch")
         samples = self.get_samples(

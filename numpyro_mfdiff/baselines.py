@@ -63,6 +63,8 @@ class _Problem:
         deterministic_names: names of the ``numpyro.deterministic`` sites.
         observed_values: observed site name -> value, from ``observations`` or the model
             arguments (``numpyro.factor`` sites left out).
+        free_args: with ``predictive=True``, the ``(args, kwargs)`` of prior and posterior
+            predictive draws (:meth:`data_free_arguments`), else None.
         unravel: flat vector (d,) -> dict of unconstrained latent values.
         log_joint: flat (d,) -> scalar, log prior + log likelihood + log|Jacobian|.
         postprocess: flat (d,) -> dict of constrained latent and deterministic sites.

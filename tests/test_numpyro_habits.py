@@ -156,6 +156,31 @@ def test_models_without_deterministic_sites_are_unchanged():
     assert set(s) == {"mu"}
 
 
+def test_deterministic_sites_do_not_rerun_the_simulator():
+    """Under jit the simulator output the deterministic sites do not need is dropped."""
+    from numpyro_mfdiff import external_simulator
+
+    calls = []
+
+    def solver(k):
+        calls.append(k)
+        return np.array([k, k**2], np.float32)
+
+    sim = external_simulator(solver, jax.ShapeDtypeStruct((2,), np.float32))
+
+    def model(y=None):
+        k = numpyro.sample("k", dist.Normal(0.0, 1.0))
+        numpyro.deterministic("k3", 3.0 * k)
+        numpyro.sample("y", dist.Normal(sim(k), SD).to_event(1), obs=y)
+
+    tiny = dict(SMALL, num_labels=200, train_steps=20, ess_warning=0.0)
+    inf = MFDiff(model, num_simulations=200, **tiny).run(jax.random.PRNGKey(0))
+    n = len(calls)
+    s = inf.get_samples(jax.random.PRNGKey(1), {"y": np.array([0.5, 0.3])}, 500)
+    np.testing.assert_allclose(s["k3"], 3.0 * np.asarray(s["k"]), rtol=1e-6)
+    assert len(calls) == n  # 500 draws, no simulator call
+
+
 # ------------------------------------------------------- baselines: the same groups
 def test_baseline_groups_match_mfdiff_layout(inf, nuts_idata):
     idata = inf.to_inference_data(
