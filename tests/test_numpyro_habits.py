@@ -144,16 +144,16 @@ def test_deterministic_sites_in_samples_and_inference_data(inf):
     assert "y" not in post and "y" not in pr
 
 
-def test_models_without_deterministic_sites_are_unchanged():
+def test_models_without_deterministic_sites_add_nothing():
     def plain(y=None):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(mu, SD).expand([2]).to_event(1), obs=y)
 
-    inf = MFDiff(plain, num_simulations=300, **dict(SMALL, num_labels=200, train_steps=20))
-    inf.run(jax.random.PRNGKey(0))
-    assert inf._deterministic() is None
-    s = inf.get_samples(jax.random.PRNGKey(1), {"y": np.zeros(2)}, 10)
-    assert set(s) == {"mu"}
+    assert _model.deterministic_fn(plain, _model.inspect_model(plain)) is None  # draws as before
+    fn = _model.deterministic_fn(conjugate, _model.inspect_model(conjugate, observed_sites="y"))
+    out = fn({"mu": np.float32(0.5)}, Y)
+    assert set(out) == {"mu2", "resid"}
+    np.testing.assert_allclose(out["resid"], Y - 0.5, rtol=1e-6)
 
 
 def test_deterministic_sites_do_not_rerun_the_simulator():
@@ -227,8 +227,6 @@ def test_smc_groups_and_data_given_as_model_argument():
     # simulated, not the data copied: the data left out of the arguments
     pp = idata.posterior_predictive["y"].values
     assert pp.shape == (1, 200, 10) and not np.allclose(pp[0, 0], Y)
-    off = smc(conjugate, {"y": Y}, jax.random.PRNGKey(9), num_particles=50, log_likelihood=False)
-    assert "log_likelihood" not in off.groups() and "prior" not in off.groups()
 
 
 def _fixed_data(y=None):
