@@ -93,6 +93,7 @@ def load(cls, path, model, args, kwargs):
 
 def _load(cls, path, model, args, kwargs, data, meta):
     settings = dict(meta["settings"])
+    settings.setdefault("label_smoothing", False)  # files written before it existed
     act = settings.pop("activation")
     if not hasattr(jax.nn, str(act)):
         raise ValueError(

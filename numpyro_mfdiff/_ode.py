@@ -20,6 +20,7 @@ __all__ = [
     "ddim_step",
     "solve_ode",
     "solve_ode_jit",
+    "stop_ratios",
     "sample_pruned",
     "auto_block_size",
     "row_sharding",
@@ -94,6 +95,7 @@ def solve_ode(
     block_size: int | None = None,
     fused: bool | None = None,
     denoise_last: bool = True,
+    stop=None,
 ):
     """Integrate the probability-flow ODE from noise to posterior samples.
 
@@ -118,6 +120,10 @@ def solve_ode(
             ``False`` returns the state ``x / alpha`` there instead: a sample of
             the points' measure smoothed by a Gaussian of sd ``beta / alpha``
             (early stopping; see ``refine(..., smoothing=...)``).
+        stop: per-row early stopping, (B,) noise ratios ``beta / alpha``: a row
+            with ``stop > 0`` returns the state ``x / alpha`` at the last grid
+            time whose ratio is at least ``stop`` (that ratio:
+            :func:`stop_ratios`); rows with ``stop <= 0`` follow ``denoise_last``.
 
     Returns:
         Samples of shape (B, D).
@@ -155,16 +161,37 @@ def solve_ode(
         return (ddim_step(x, d, a_t, b_t, a_s, b_s), m), None
 
     if solver == "dpm3m":
-        zero = jnp.zeros_like(z)
-        (x, _, _), _ = jax.lax.scan(
-            lambda c, k: _step3(m_fn, c, k), (x0, zero, zero), _coeffs3(alphas, betas, h, r)
-        )
+        inner, init = (lambda c, k: _step3(m_fn, c, k)), (x0, jnp.zeros_like(z), jnp.zeros_like(z))
+        coeffs = _coeffs3(alphas, betas, h, r)
     else:
+        inner, init = step, (x0, jnp.zeros_like(z))
         coeffs = (alphas[:-1], betas[:-1], alphas[1:], betas[1:], r)
-        (x, _), _ = jax.lax.scan(step, (x0, jnp.zeros_like(z)), coeffs)
-    if not denoise_last:
-        return x / alphas[-1]
-    return m_fn(x, alphas[-1], betas[-1])
+    if stop is None:
+        carry, _ = jax.lax.scan(inner, init, coeffs)
+    else:  # keep, per row, the last state whose noise ratio is still >= stop
+        stop = jnp.asarray(stop, z.dtype)[:, None]
+
+        def keep(c, k):
+            (carry, held), (k_in, a_s, ratio_s) = c, k
+            carry, _ = inner(carry, k_in)
+            return (carry, jnp.where(ratio_s >= stop, carry[0] / a_s, held)), None
+
+        (carry, held), _ = jax.lax.scan(
+            keep, (init, jnp.zeros_like(z)), (coeffs, alphas[1:], betas[1:] / alphas[1:])
+        )
+    x = carry[0]
+    out = x / alphas[-1] if not denoise_last else m_fn(x, alphas[-1], betas[-1])
+    return out if stop is None else jnp.where(stop > 0, held, out)
+
+
+def stop_ratios(schedule: AbstractSchedule, grid, stop):
+    """The noise ratio at which :func:`solve_ode` stops each row for ``stop`` (B,):
+    the smallest grid ratio ``beta / alpha`` (after the first step) at least
+    ``stop``, 0 where ``stop <= 0`` (denoised). Returns (B,)."""
+    ratios = (schedule.beta(grid) / schedule.alpha(grid))[1:]
+    stop = jnp.asarray(stop)[:, None]
+    used = jnp.min(jnp.where(ratios >= stop, ratios, jnp.inf), axis=1)
+    return jnp.where(stop[:, 0] > 0, used, 0.0)
 
 
 @eqx.filter_jit
