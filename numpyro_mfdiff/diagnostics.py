@@ -166,7 +166,7 @@ class TARP(NamedTuple):
     ``alpha`` (K,) credibility levels and ``ecp`` (K,) the expected coverage
     probability of the balls around random reference points (the diagonal
     under calibration); ``credibility`` (B,): per dataset, the fraction of
-    draws closer to the reference than the truth (mid-rank); ``atc``: area
+    draws closer to the reference than the truth (mid-rank ``(r + 1/2) / (S + 1)``); ``atc``: area
     between the curve and the diagonal for ``alpha > 1/2``,
     ``int_{1/2}^1 (ecp - alpha)``; ``ks_statistic``/``ks_pvalue``: the
     Kolmogorov-Smirnov test of ``credibility`` against Uniform(0, 1).
@@ -297,15 +297,15 @@ def ranks(samples, truth):
     return jnp.sum(samples < truth[:, None, :], axis=1, dtype=jnp.int32)
 
 
-def _midrank(r, n):
-    """Rank ``r`` among ``n`` draws as a level in (0, 1): ``(r + 1/2) / (n + 1)``."""
-    return (r + 0.5) / (n + 1.0)
-
-
-def _coverage_curve(u, levels):
-    """Fraction of levels ``u`` (B, ...) at most each of ``levels`` (K,): (K, ...)."""
-    u = np.asarray(u, np.float64)
-    return (u[None] <= np.asarray(levels).reshape((-1,) + (1,) * u.ndim)).mean(axis=1)
+def _cell_coverage(r, n, lo, hi):
+    """Share of datasets whose level lies in ``[lo_k, hi_k]`` (K,), with the level of count
+    ``r`` (B, ...) out of ``n`` spread uniformly over its cell ``[r, r + 1] / (n + 1)``
+    (the randomised PIT, averaged out: exact under calibration, whatever ``n``): (K, ...)."""
+    a = np.asarray(r, np.float64)[None] / (n + 1.0)
+    shape = (-1,) + (1,) * (a.ndim - 1)
+    lo, hi = np.asarray(lo).reshape(shape), np.asarray(hi).reshape(shape)
+    inside = np.minimum(a + 1.0 / (n + 1.0), hi) - np.maximum(a, lo)
+    return (np.clip(inside, 0.0, None) * (n + 1.0)).mean(axis=1)
 
 
 def _binomial_tails(n, p):
@@ -459,10 +459,12 @@ def coverage_from_samples(
 ) -> Coverage:
     """Expected coverage of central and highest-density intervals at ``levels``.
 
-    A dataset's truth lies in the central interval of level ``q`` when its
-    mid-rank ``u = (r + 1/2) / (S + 1)`` satisfies ``|2u - 1| <= q``, and in the
-    highest-density region of level ``q`` when at most a share ``q`` of the
-    draws has a higher density. Without a density, it is estimated from the
+    A dataset's truth lies in the central interval of level ``q`` when its PIT
+    ``u`` satisfies ``|2u - 1| <= q``, and in the highest-density region of
+    level ``q`` when at most a share ``q`` of the draws has a higher density;
+    each level is spread uniformly over the cell ``[r, r + 1] / (S + 1)`` of
+    its count ``r`` (the randomised PIT, averaged), so a calibrated sampler's
+    curve is the diagonal whatever ``S``. Without a density, it is estimated from the
     draws (``S^2`` distances per dataset): ``"knn"`` (default), the distance to
     the ``neighbours``-th nearest draw, follows separated modes; ``"kde"``, a
     Gaussian KDE with Scott's bandwidth, blurs them together. Both are noisy,
@@ -505,12 +507,11 @@ def coverage_from_samples(
                 f"without NaN, got shape {logp.shape}"
             )
         higher = (logp[:, 1:] > logp[:, :1]).sum(axis=1)
-    u = _midrank(np.asarray(ranks(samples, truth), np.float64), S)
-    central = _coverage_curve(np.abs(2.0 * u - 1.0), levels)
+    central = _cell_coverage(ranks(samples, truth), S, (1.0 - levels) / 2, (1.0 + levels) / 2)
     if higher is None:
         hdr = np.full(levels.size, np.nan)
     else:
-        hdr = _coverage_curve(_midrank(np.asarray(higher, np.float64), S), levels)
+        hdr = _cell_coverage(higher, S, np.zeros_like(levels), levels)
     return Coverage(
         levels=levels,
         central=central,
@@ -564,9 +565,10 @@ def tarp_from_samples(
     """TARP (Lemos et al. 2023): coverage of balls around random reference points.
 
     For dataset ``i`` with reference ``r_i``, its credibility is the share of
-    draws closer to ``r_i`` than the truth (Euclidean, mid-rank); the expected
+    draws closer to ``r_i`` than the truth (Euclidean); the expected
     coverage probability ``ecp(alpha)`` is the share of datasets with
-    credibility at most ``alpha``, the diagonal for a calibrated sampler, with
+    credibility at most ``alpha`` (each spread over its rank cell, as in
+    :func:`coverage_from_samples`), the diagonal for a calibrated sampler, with
     random references a necessary and sufficient check.
 
     Args:
@@ -582,7 +584,7 @@ def tarp_from_samples(
         :class:`TARP`.
     """
     samples, truth = _check_pair(samples, truth)
-    num_alpha = positive_int("num_alpha", num_alpha, 2)
+    num_alpha = positive_int("num_alpha", num_alpha, 3)
     B, S, D = samples.shape
     if isinstance(references, str):
         if references == "prior":
@@ -604,9 +606,11 @@ def tarp_from_samples(
         mean, sd = truth.mean(0), truth.std(0)
         sd = jnp.where(sd > 0, sd, 1.0)
         samples, truth, refs = ((x - mean) / sd for x in (samples, truth, refs))
-    u = _midrank(np.asarray(_closer(samples, truth, refs), np.float64), S)
+    closer = np.asarray(_closer(samples, truth, refs), np.float64)
+    u = (closer + 0.5) / (S + 1.0)  # mid-rank
     alpha = np.linspace(0.0, 1.0, num_alpha)
-    ecp = _coverage_curve(u, alpha)
+    ecp = _cell_coverage(closer, S, np.zeros_like(alpha), alpha)
+    half = alpha >= 0.5
     srt = np.sort(u)
     i = np.arange(1, B + 1)
     ks = float(max(np.max(i / B - srt), np.max(srt - (i - 1) / B)))
@@ -614,7 +618,7 @@ def tarp_from_samples(
         alpha=alpha,
         ecp=ecp,
         credibility=u,
-        atc=float(np.mean(1.0 - np.maximum(u, 0.5)) - 0.375),
+        atc=float(np.trapezoid(ecp[half] - alpha[half], alpha[half])),
         ks_statistic=ks,
         ks_pvalue=_kolmogorov_pvalue(ks, B),
     )
