@@ -16,6 +16,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from test_mfdiff import SMALL  # the tiny budget of the MFDiff tests
 
 from numpyro_mfdiff import MFDiff, external_simulator
 from numpyro_mfdiff import diagnostics as dg
@@ -189,23 +190,13 @@ def test_plots_return_axes(exact):
 
 # ----------------------------------------------------------------------------- MFDiff
 
-TINY = dict(
-    num_labels=512,
-    num_steps=20,
-    train_steps=200,
-    label_points=1024,
-    chunk_size=128,
-    width=32,
-    depth=2,
-    progress_bar=False,
-)
 # the tutorials' fast budget: a G_low calibrated enough for SBC on 300 datasets
 FAST = dict(num_labels=1000, train_steps=500, batch_size=256, progress_bar=False)
 
 
 @pytest.fixture(scope="module")
 def quad():
-    return MFDiff(quadratic, num_simulations=1000, **TINY).run(jax.random.PRNGKey(0))
+    return MFDiff(quadratic, num_simulations=1000, **SMALL).run(jax.random.PRNGKey(0))
 
 
 def test_posterior_draws_shapes_and_keys(quad):
