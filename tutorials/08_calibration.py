@@ -175,37 +175,42 @@ fig.tight_layout()
 #
 # `refine` spends fine-model simulations on one observation and fits `G_high`
 # for it; `get_samples` then draws from `G_high` for that observation. SBC
-# stays a check of the amortized `G_low` (it needs a posterior for every
-# simulated dataset), but the per-observation quantities change. We simulate
-# three observations from the fine model at known parameters, refine each, and
-# compare where the truth falls among `G_low`'s and `G_high`'s draws: the
-# central interval level needed to cover it (`|2 u - 1|`, with `u` the share of
-# draws below the truth; near 1 means the truth is in the far tail).
+# stays a check of the amortized `G_low`: it needs a posterior for every
+# simulated dataset, and one observation's rank is a single uniform draw even
+# for an exact posterior. What changes per observation: the sampler that
+# serves it (`fidelity`, reported by the misspecification score, whose
+# statistics still describe the coarse prior predictive), the ESS (the
+# importance ESS of the refined weights replaces the likelihood ESS), and the
+# bias SBC found. The fine model's posterior puts `|theta|` near `sqrt(y)`
+# (the noise is small); the coarse one pulls it towards 0.
 
 # %%
 truths = np.array([1.0, -1.2, 1.6])
 k_obs = jax.random.split(jax.random.PRNGKey(5), truths.size)
 obs = [float(t**2 + 0.1 * jax.random.normal(k)) for t, k in zip(truths, k_obs, strict=True)]
-print(f"{'theta':>6} {'y':>6} {'ESS low':>8} {'ESS high':>9} {'level G_low':>12} {'G_high':>7}")
-for i, (t, y) in enumerate(zip(truths, obs, strict=True)):
+medians = []
+for i, y in enumerate(obs):
     inf.refine(jax.random.PRNGKey(10 + i), {"y": y}, model=quadratic, **REFINE)
-    levels = []
     for fidelity in ("low", "high"):
         s = inf.get_samples(jax.random.PRNGKey(20 + i), {"y": y}, 2000, fidelity=fidelity)
-        x = np.asarray(s["theta"])
-        x = x[np.sign(x) == np.sign(t)]  # the mode of the truth (the other is its mirror)
-        levels.append(abs(2 * np.mean(x < t) - 1))
-    m = dg.misspecification(inf, jax.random.PRNGKey(6), {"y": y}, NUM_DATASETS)
+        medians.append(np.median(np.abs(np.asarray(s["theta"]))))
+m = dg.misspecification(inf, jax.random.PRNGKey(6), {"y": np.array(obs)}, NUM_DATASETS)
+ess_high = inf.ess({"y": np.array(obs)})
+print(f"{'theta':>6} {'y':>5} {'sqrt(y)':>8} {'|theta| G_low':>14} {'G_high':>7}", end="")
+print(f" {'ESS low':>8} {'ESS high':>9}  served by")
+for i, (t, y) in enumerate(zip(truths, obs, strict=True)):
     print(
-        f"{t:6.2f} {y:6.2f} {m.ess:8.1f} {inf.ess({'y': y}):9.1f} "
-        f"{levels[0]:12.2f} {levels[1]:7.2f}   served by G_{m.fidelity}"
+        f"{t:6.2f} {y:5.2f} {np.sqrt(y):8.3f} {medians[2 * i]:14.3f} {medians[2 * i + 1]:7.3f} "
+        f"{m.ess[i]:8.1f} {ess_high[i]:9.1f}  G_{m.fidelity[i]}"
     )
 
 # %% [markdown]
-# After refinement these observations are served by `G_high` (the
-# misspecification score reports it, while its statistics still describe the
-# coarse prior predictive), the importance ESS replaces the likelihood ESS, and
-# the truth moves from the tail of `G_low`'s mode (levels near 1, the bias SBC
-# found above) into the body of `G_high`'s. To check `G_high` systematically,
-# refine many simulated observations and feed their draws to
-# `dg.sbc_from_samples`: the array-level functions take draws from any sampler.
+# `G_low`'s median `|theta|` sits below `sqrt(y)`, the coarse model's bias that
+# SBC with fine-model data found; `G_high`'s is on it (fast mode, measured:
+# 0.952 / 1.019 against 1.021 for `y = 1.04`), and the ESS doubles.
+#
+# To check the refined sampler as SBC checks `G_low`, refine many simulated
+# observations (`dg.posterior_draws(..., model=quadratic)` gives them with
+# their truths) and pass the `G_high` draws to `dg.sbc_from_samples`: the
+# array-level functions take draws from any sampler. It costs one refinement
+# per dataset, which is why the amortized check of `G_low` comes first.
