@@ -331,7 +331,10 @@ class MFDiff:
 
         Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
         (standardised coordinates) and ``dropped`` (T,); also kept in
-        ``.triples`` (saved by :meth:`save`).
+        ``.triples`` (saved by :meth:`save`). The log-likelihoods of observed sites that
+        are exponential families (Normal, Binomial, Poisson, Bernoulli, Categorical,
+        Gamma, ...: :mod:`~numpyro_mfdiff._expfam`) are one matmul per chunk; other
+        sites call ``log_prob`` for every (observation, simulation) pair.
         """
         self._require_sims()
         k_idx, k_z = jax.random.split(rng_key)
