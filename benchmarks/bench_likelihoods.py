@@ -7,10 +7,11 @@ matmul of sufficient statistics against natural parameters computed once per
 prior point. This script labels the same triples both ways, on the quadratic
 example (Gaussian noise, one observation), a Poisson model (ten counts) and a
 Binomial model (ten counts out of 1,000), with the same N, labels and ODE
-steps, and prints one table: labelling seconds before (generic) and after
+steps, and prints two tables: (1) labelling seconds before (generic) and after
 (natural form), microseconds per weighed point (labels x points weighed per
 chunk on average), weighed points per second, and the largest difference
-between the labels of the two paths.
+between the labels of the two paths; (2) milliseconds for the log-likelihood
+matrix of one labelling chunk alone (256 observations x N points), each path.
 
 The two paths alternate (generic, natural, generic, natural, ... ``--repeats``
 times each) and the fastest time of each is reported, so that both see the same
@@ -30,6 +31,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff._expfam import log_likelihood_natural
 from numpyro_mfdiff.examples import quadratic
 
 EXPOSURE = np.linspace(0.5, 2.0, 10).astype(np.float32)
@@ -60,6 +62,26 @@ def time_label(inf, key, fast):
     return time.perf_counter() - t0, triples["theta"]
 
 
+def loglik_ms(inf, rows=256, repeats=3):
+    """Milliseconds (fastest of ``repeats``, compiled) for the (rows, N) log-likelihood
+    matrix of ``rows`` prior-predictive observations: generic ``log_prob``, natural form."""
+    ys = jnp.asarray(inf.simulations.y[:rows])
+    fns = (
+        jax.jit(jax.vmap(inf._loglik)),
+        jax.jit(jax.vmap(lambda y: log_likelihood_natural(inf._natural, y, base=False))),
+    )
+    out = []
+    for f in fns:
+        jax.block_until_ready(f(ys))
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(ys))
+            best = min(best, time.perf_counter() - t0)
+        out.append(1e3 * best)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--fast", action="store_true", help="small budgets (a smoke run)")
@@ -79,7 +101,7 @@ def main():
         f"{'points':>8}{'us/pt gen':>11}{'us/pt nat':>11}{'Mpt/s nat':>11}{'max |dθ|':>10}"
     )
     print(head)
-    rows = {}
+    rows, matrix = {}, {}
     for name, model in MODELS.items():
         inf = MFDiff(
             model,
@@ -97,6 +119,7 @@ def main():
         for fast in (False, True) * a.repeats:
             t, theta[fast] = time_label(inf, key, fast)
             times[fast] = min(times[fast], t)
+        matrix[name] = loglik_ms(inf)
         pts = a.num_labels * inf.diagnostics["label_points_mean"]
         us = {k: 1e6 * v / pts for k, v in times.items()}
         rows[name] = us
@@ -106,6 +129,9 @@ def main():
             f"{us[False]:>11.3f}{us[True]:>11.3f}{pts / times[True] / 1e6:>11.1f}"
             f"{np.abs(theta[True] - theta[False]).max():>10.1e}"
         )
+    print(f"\n{'log-likelihood matrix, 256 x N':<32}{'generic ms':>12}{'natural ms':>12}")
+    for name, (gen, nat) in matrix.items():
+        print(f"{name:<32}{gen:>12.1f}{nat:>12.1f}")
     gauss = rows["Gaussian (quadratic)"]
     for name in ("Poisson", "Binomial"):
         print(

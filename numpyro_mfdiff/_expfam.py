@@ -230,6 +230,21 @@ def _same_rows(x, valid):
     return bool(np.all(x == x[:1]))
 
 
+def _site_form(found, site_dists, shape, valid):
+    """``(eta (N, S_site), A (N,), (stats, c, aux))`` of one site, or None when its
+    ``aux`` differs between valid simulations."""
+    family, unwrap = found
+    c = jnp.zeros(shape, jnp.float32)
+    if family.centre is not None:
+        locs = jax.vmap(lambda d: family.centre(unwrap(d), shape))(site_dists)
+        c = jnp.asarray(np.asarray(locs)[valid].mean(0), jnp.float32)
+    eta, a, aux = jax.vmap(lambda d: family.params(unwrap(d), shape, c))(site_dists)
+    if not all(_same_rows(x, valid) for x in jax.tree.leaves(aux)):
+        return None
+    aux = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[valid][0]), aux)
+    return eta, a, (family.stats, c, aux)
+
+
 def natural_form(spec, dists, valid) -> NaturalForm | None:
     """The :class:`NaturalForm` of the observed sites of the prior simulations, or None.
 
@@ -247,41 +262,33 @@ def natural_form(spec, dists, valid) -> NaturalForm | None:
     valid = np.asarray(valid, bool)
     if not valid.any():
         return None
-    sites, etas, a = [], [], 0.0
+    sites, etas, a = {}, [], 0.0
     for name, shape in spec.observed_shapes.items():
         found = _unwrap(dists[name])
-        if found is None:
+        site = None if found is None else _site_form(found, dists[name], tuple(shape), valid)
+        if site is None:
             return None
-        family, unwrap = found
-        shape = tuple(shape)
-        c = jnp.zeros(shape, jnp.float32)
-        if family.centre is not None:
-            locs = jax.vmap(lambda d: family.centre(unwrap(d), shape))(dists[name])  # noqa: B023
-            c = jnp.asarray(np.asarray(locs)[valid].mean(0), jnp.float32)
-        eta, a_site, aux = jax.vmap(lambda d: family.params(unwrap(d), shape, c))(dists[name])  # noqa: B023
-        if not all(_same_rows(x, valid) for x in jax.tree.leaves(aux)):
-            return None
-        aux = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[valid][0]), aux)
-        sites.append((name, family.stats, c, aux))
-        etas.append(eta)
-        a = a + a_site
+        etas.append(site[0])
+        a = a + site[1]
+        sites[name] = site[2]
     eta = np.asarray(jnp.concatenate(etas, axis=1))
-    neg_a = np.where(valid, -np.asarray(a), -np.inf)
-    eta = np.where(valid[:, None], eta, 0.0)
+    neg_a = -np.asarray(a)
     ok = valid & np.all(np.isfinite(eta), axis=1) & np.isfinite(neg_a)
     neg_a = np.where(ok, neg_a, -np.inf).astype(np.float32)
     eta = np.where(ok[:, None], eta, 0.0).astype(np.float32)
-    const = np.all(eta[ok] == eta[ok][:1], axis=0) if ok.any() else np.zeros(eta.shape[1], bool)
+    # statistics whose natural parameter is the same in every simulation go into h(y)
+    first = eta[np.argmax(ok)]
+    const = np.all(eta[ok] == first, axis=0)
     if np.sum(~const) > MAX_STATS:
         return None
-    eta_const = jnp.asarray(eta[ok][0, const] if ok.any() else eta[0, const])
     keep, drop = np.flatnonzero(~const), np.flatnonzero(const)
+    eta_const = jnp.asarray(first[drop])
     dtypes = spec.observed_dtypes
 
     def stats(y):
         obs = spec.unravel_obs(y)
         ts, h = [], 0.0
-        for name, fn, c, aux in sites:
+        for name, (fn, c, aux) in sites.items():
             v = jnp.asarray(obs[name]).astype(dtypes[name]).astype(jnp.float32)
             t, hs = fn(v, c, aux)
             ts.append(t)
