@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from _common import cost_per_solve
 
 from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff._expfam import log_likelihood_natural
@@ -62,24 +63,12 @@ def time_label(inf, key, fast):
     return time.perf_counter() - t0, triples["theta"]
 
 
-def loglik_ms(inf, rows=256, repeats=3):
-    """Milliseconds (fastest of ``repeats``, compiled) for the (rows, N) log-likelihood
-    matrix of ``rows`` prior-predictive observations: generic ``log_prob``, natural form."""
+def loglik_ms(inf, rows=256):
+    """Milliseconds (compiled, fastest of 3) for the (rows, N) log-likelihood matrix of
+    ``rows`` prior-predictive observations: generic ``log_prob``, natural form."""
     ys = jnp.asarray(inf.simulations.y[:rows])
-    fns = (
-        jax.jit(jax.vmap(inf._loglik)),
-        jax.jit(jax.vmap(lambda y: log_likelihood_natural(inf._natural, y, base=False))),
-    )
-    out = []
-    for f in fns:
-        jax.block_until_ready(f(ys))
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(ys))
-            best = min(best, time.perf_counter() - t0)
-        out.append(1e3 * best)
-    return out
+    natural = lambda y: log_likelihood_natural(inf._natural, y, base=False)  # noqa: E731
+    return [1e3 * rows * cost_per_solve(f, ys) for f in (inf._loglik, natural)]
 
 
 def main():
