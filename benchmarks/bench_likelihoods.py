@@ -80,7 +80,7 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="labellings per path (fastest kept)")
     a = p.parse_args()
     if a.fast:
-        a.num_simulations, a.num_labels, a.num_steps, a.repeats = 4_000, 512, 30, 1
+        a.num_simulations, a.num_labels, a.num_steps = 4_000, 512, 30
     print(
         f"N={a.num_simulations}, labels={a.num_labels}, ODE steps={a.num_steps}, "
         f"repeats={a.repeats}, devices={jax.devices()}"
