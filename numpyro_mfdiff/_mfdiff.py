@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _model
 from ._checks import chain_count, group_chains, model_callable, positive_int, real
+from ._expfam import log_likelihood_natural, natural_form
 from ._label import label_triples
 from ._network import Generator, fit_generator
 from ._ode import SOLVERS, sample_pruned
@@ -216,6 +217,7 @@ class MFDiff:
         self.default_observations = None
         self.spec = None
         self.simulations = None
+        self._natural = None
         self.triples = None
         self.generator = None
         self.diagnostics = {}
@@ -320,15 +322,32 @@ class MFDiff:
         )
         return sims
 
+    # internal switch: False forces the generic log_prob path in labelling (benchmarks)
+    _fast_likelihood = True
+
     def _loglik(self, y):
+        """``log p(y | theta_j)`` (N,) for flat ``y`` (M,): exact values (generic ``log_prob``)."""
         return _model.log_likelihood(self.spec, self._dists, self._valid, y)
+
+    def _loglik_rows(self, y):
+        """:meth:`_loglik` up to a constant in ``y`` (its base measure ``h(y)``), (N,):
+        one matmul of sufficient statistics against natural parameters when every
+        observed site is an exponential family (:mod:`~numpyro_mfdiff._expfam`), else
+        :meth:`_loglik`. Only for uses that a per-observation constant cannot move
+        (softmax weights over the simulations)."""
+        if self._natural is None or not self._fast_likelihood:
+            return self._loglik(y)
+        return log_likelihood_natural(self._natural, y, base=False)
 
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
 
         Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
         (standardised coordinates) and ``dropped`` (T,); also kept in
-        ``.triples`` (saved by :meth:`save`).
+        ``.triples`` (saved by :meth:`save`). The log-likelihoods of observed sites that
+        are exponential families (Normal, Binomial, Poisson, Bernoulli, Categorical,
+        Gamma, ...: :mod:`~numpyro_mfdiff._expfam`) are one matmul per chunk; other
+        sites call ``log_prob`` for every (observation, simulation) pair.
         """
         self._require_sims()
         k_idx, k_z = jax.random.split(rng_key)
@@ -343,7 +362,7 @@ class MFDiff:
                 y,
                 y_std,
                 z,
-                self._loglik,
+                self._loglik_rows,
                 self._points,
                 self.schedule,
                 self.grid,
@@ -857,6 +876,7 @@ class MFDiff:
         self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
+        self._natural = natural_form(self.spec, self._dists, sims.valid)
         self._prior_cache = None
         self._deterministic_cache = None
         self._ess_low = batched_ess(self._loglik)
