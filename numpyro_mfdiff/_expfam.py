@@ -245,7 +245,7 @@ def _site_form(found, site_dists, shape, valid):
     return eta, a, (family.stats, c, aux)
 
 
-def natural_form(spec, dists, valid) -> NaturalForm | None:
+def natural_form(spec, dists, valid, gaussian: bool = True) -> NaturalForm | None:
     """The :class:`NaturalForm` of the observed sites of the prior simulations, or None.
 
     Args:
@@ -253,6 +253,11 @@ def natural_form(spec, dists, valid) -> NaturalForm | None:
         dists: dict site name -> batched observed-site distribution (leading axis N),
             as in :class:`~numpyro_mfdiff._model.Simulations`.
         valid: (N,) bool, False for failed simulations.
+        gaussian: ``False`` returns None when every site is a ``Normal``,
+            ``LogNormal`` or ``MultivariateNormal``: ``log_prob`` is as fast there
+            (``benchmarks/bench_likelihoods.py``: 6.9 s both ways on the quadratic)
+            and keeps the exact ``(y - mu)^2`` form, where the matmul loses float32
+            digits when the data are far more precise than their spread.
 
     Returns None when a site's distribution is not supported (see the module
     docstring), when the ``aux`` of a site (a ``Binomial``'s ``total_count``)
@@ -263,8 +268,10 @@ def natural_form(spec, dists, valid) -> NaturalForm | None:
     if not valid.any():
         return None
     sites, etas, a = {}, [], 0.0
-    for name, shape in spec.observed_shapes.items():
-        found = _unwrap(dists[name])
+    found_all = [_unwrap(dists[name]) for name in spec.observed_shapes]
+    if not gaussian and all(f is not None and f[0].centre is not None for f in found_all):
+        return None
+    for (name, shape), found in zip(spec.observed_shapes.items(), found_all, strict=True):
         site = None if found is None else _site_form(found, dists[name], tuple(shape), valid)
         if site is None:
             return None

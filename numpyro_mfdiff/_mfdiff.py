@@ -876,7 +876,7 @@ class MFDiff:
         self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
         self._dists = jax.tree.map(jnp.asarray, sims.dists)
         self._valid = jnp.asarray(sims.valid)
-        self._natural = natural_form(self.spec, self._dists, sims.valid)
+        self._natural = natural_form(self.spec, self._dists, sims.valid, gaussian=False)
         self._prior_cache = None
         self._deterministic_cache = None
         self._ess_low = batched_ess(self._loglik)

@@ -56,7 +56,8 @@ def test_kernel_rule_smooths_one_mode_and_spares_modes_and_spikes():
 
 
 def test_smoothed_labels_keep_the_weighted_moments_and_are_not_the_points():
-    """A row's smoothed labels have the weighted mean and sd (3%), where the kernel
+    """A row's smoothed labels have the weighted mean (0.05 sd: 4 Monte Carlo errors of 8,000
+    draws) and sd (3%), where the kernel
     without the shrinkage would widen the narrowest axis by ``sqrt(1 + f^2)``
     (~8% here); and they are not the prior points themselves (unsmoothed: at most
     as many distinct values as weighted points)."""
@@ -70,7 +71,7 @@ def test_smoothed_labels_keep_the_weighted_moments_and_are_not_the_points():
     plain, _ = label_chunk(z, ll, pts, SCHED, GRID, 10**6, smooth=False)
     f = float(smoothing_stops(ll1, pts)[0][0]) / float(np.sqrt(lam[0, 0]))
     assert np.sqrt(1 + f**2) > 1.06  # what the missing shrinkage would cost
-    np.testing.assert_allclose(np.asarray(smooth).mean(0), mean[0], atol=0.03 * sd.min())
+    np.testing.assert_allclose(np.asarray(smooth).mean(0), mean[0], atol=0.05 * sd.min())
     np.testing.assert_allclose(np.asarray(smooth).std(0), sd, rtol=0.03)
     np.testing.assert_allclose(np.asarray(plain).std(0), sd, rtol=0.05)
     distinct = lambda a: np.unique(np.round(np.asarray(a)[:, 0], 5)).size  # noqa: E731

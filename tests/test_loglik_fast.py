@@ -237,6 +237,17 @@ def test_unsupported_falls_back(kind):
     np.testing.assert_array_equal(inf._loglik_rows(yj), inf._loglik(yj))
 
 
+def test_gaussian_sites_keep_log_prob():
+    """MFDiff labels Gaussian-only models with the exact ``log_prob`` (as fast there); a
+    model with a count site among Gaussian ones gets the natural form."""
+    inf = MFDiff(two_sites, num_simulations=200, progress_bar=False)
+    inf.simulate(jax.random.PRNGKey(0))
+    assert inf._natural is not None
+    spec, dists, valid, _ = _simulations(normal_fixed, n=100)
+    assert _expfam.natural_form(spec, dists, valid) is not None
+    assert _expfam.natural_form(spec, dists, valid, gaussian=False) is None
+
+
 def test_labels_match_generic_path():
     """MFDiff.label on a Binomial model: the natural form gives the labels of the generic
     path (same order, same points weighed, thetas within float32 rounding)."""
