@@ -1,5 +1,6 @@
-"""Models with exact posteriors shared by the tests."""
+"""Models with exact posteriors, and helpers, shared by the tests."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -29,3 +30,37 @@ def linear_gaussian_posterior(x):
 
 def stack_linear(s):
     return np.concatenate([np.asarray(s["a"])[..., None], np.asarray(s["b"])], axis=-1)
+
+
+def quadratic_exact_draws(key, y, num, noise=0.1):
+    """``num`` exact posterior draws of :func:`quadratic` at ``y`` (inverse CDF on a grid)."""
+    g = np.linspace(-2.0, 2.0, 400_001)
+    c = np.cumsum(np.exp(-0.5 * ((y - g**2) / noise) ** 2))
+    u = np.asarray(jax.random.uniform(key, (num,)))
+    return np.interp(u * c[-1], c, g)
+
+
+def wrong_answers(exact, prior):
+    """Deliberately wrong posteriors an accuracy check must reject, built from exact
+    draws ``exact`` (S, ...): the prior draws ``prior``, the exact draws shifted by 0.3
+    sd, and with the sd halved or doubled about the mean."""
+    m, s = exact.mean(0), exact.std(0)
+    return {
+        "prior": prior,
+        "shifted 0.3 sd": exact + 0.3 * s,
+        "sd halved": m + 0.5 * (exact - m),
+        "sd doubled": m + 2.0 * (exact - m),
+    }
+
+
+def quadratic_wrong_answers(exact, prior):
+    """:func:`wrong_answers` for the bimodal quadratic posterior: each mode (``|theta|``
+    of the exact draws) shifted or rescaled, the sign kept; the prior draws as they are."""
+    wrong = wrong_answers(np.abs(exact), prior)
+    return {k: v if k == "prior" else np.sign(exact) * v for k, v in wrong.items()}
+
+
+def assert_same(a, b):
+    """Two pytrees of arrays equal leaf by leaf, bit for bit (NaN equals NaN)."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from ext_models import ext_quadratic_fail, ext_quadratic_logged
+from models import assert_same
 
 import numpyro_mfdiff
 from numpyro_mfdiff import MFDiff, _model
@@ -40,11 +41,6 @@ def spec():
     return _model.inspect_model(ext_quadratic_logged)
 
 
-def _assert_same(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def test_rerun_loads_finished_chunks_and_runs_only_the_missing_one(tmp_path, call_log, spec):
     ck = tmp_path / "ck"
     full = _model.simulate(KEY, ext_quadratic_logged, spec, N, chunk_size=CHUNK, checkpoint=ck)
@@ -59,11 +55,11 @@ def test_rerun_loads_finished_chunks_and_runs_only_the_missing_one(tmp_path, cal
     assert first.size == N
     again = _model.simulate(KEY, ext_quadratic_logged, spec, N, chunk_size=CHUNK, checkpoint=ck)
     assert call_log().size == 0  # everything came from disk
-    _assert_same(full, again)
+    assert_same(full, again)
     (ck / "chunk_00002.npz").unlink()
     again = _model.simulate(KEY, ext_quadratic_logged, spec, N, chunk_size=CHUNK, checkpoint=ck)
     np.testing.assert_array_equal(call_log(), first[16:24])
-    _assert_same(full, again)
+    assert_same(full, again)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +107,7 @@ def test_failure_budget_keeps_finished_chunks(tmp_path):
     plain = MFDiff(ext_quadratic_fail, max_failure_fraction=0.5, **kw)
     with pytest.warns(UserWarning, match="solver diverged"):
         plain.simulate(KEY)
-    _assert_same(inf.simulations, plain.simulations)
+    assert_same(inf.simulations, plain.simulations)
 
 
 _SCRIPT = """
@@ -170,7 +166,7 @@ def test_killed_run_resumes_from_the_last_finished_chunk(tmp_path, call_log):
     all_calls = call_log()
     assert resumed_calls.size == N - CHUNK
     np.testing.assert_array_equal(resumed_calls, all_calls[CHUNK:])
-    _assert_same(resumed.simulations, uninterrupted.simulations)
+    assert_same(resumed.simulations, uninterrupted.simulations)
 
 
 def test_simulate_at_given_latents(tmp_path, call_log, spec):

@@ -12,6 +12,7 @@ import numpyro.distributions as dist
 import pytest
 import sims
 from ext_models import SCALAR, ext_quadratic_fail, ext_quadratic_logged, jax_quadratic_fail
+from models import assert_same
 
 from numpyro_mfdiff import MFDiff, _model, external_simulator
 
@@ -22,11 +23,6 @@ P_FAIL = 0.25  # prior mass of theta > 1 under U(-2, 2)
 @pytest.fixture(scope="module")
 def spec():
     return _model.inspect_model(ext_quadratic_fail)
-
-
-def _assert_same(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # NaN == NaN here
 
 
 def test_exceptions_mark_only_their_simulations_failed(spec):
@@ -135,7 +131,7 @@ def test_thread_pool_executor_gives_the_serial_result(spec):
     serial = _model.simulate(KEY, ext_quadratic_fail, spec, 48, chunk_size=16)
     with ThreadPoolExecutor(2) as ex:
         par = _model.simulate(KEY, ext_quadratic_fail, spec, 48, chunk_size=16, executor=ex)
-    _assert_same(serial, par)
+    assert_same(serial, par)
 
 
 def test_process_pool_executor_gives_the_serial_result(tmp_path, monkeypatch):
@@ -152,7 +148,7 @@ def test_process_pool_executor_gives_the_serial_result(tmp_path, monkeypatch):
             ext_quadratic_logged, 24, simulation_chunk_size=12, executor=ex, progress_bar=False
         )
         inf.simulate(KEY)
-    _assert_same(serial, inf.simulations)
+    assert_same(serial, inf.simulations)
     pids = {line.split()[1] for line in log.read_text().splitlines()}
     assert len(log.read_text().splitlines()) == 24
     assert str(os.getpid()) not in pids
@@ -172,5 +168,5 @@ def test_dask_local_cluster_gives_the_serial_result(spec):
             KEY, ext_quadratic_fail, spec, 40, chunk_size=20, executor=client.get_executor()
         )
         workers = set(client.run(os.getpid).values())
-    _assert_same(serial, par)
+    assert_same(serial, par)
     assert len(workers) == 2 and os.getpid() not in workers

@@ -118,6 +118,10 @@ def test_refine_moves_g_low_onto_the_exact_posterior():
     inf = MFDiff(ou_low, num_simulations=1000, **SMALL).run(jax.random.PRNGKey(0))
     low = float(np.mean(inf.get_samples(jax.random.PRNGKey(2), obs, 2000)["theta"]))
     assert exact_theta - low > 0.1
-    inf.refine(jax.random.PRNGKey(3), obs, model=ou_high, num_simulations=500)
-    high = float(np.mean(inf.get_samples(jax.random.PRNGKey(4), obs, 2000)["theta"]))
+    # one round of 500: a refined ESS of 40.7, under the warning level 50; refine and
+    # the draws from G_high say so
+    with pytest.warns(UserWarning, match=r"importance ESS after refinement is \d+\.\d \(< 50\)"):
+        inf.refine(jax.random.PRNGKey(3), obs, model=ou_high, num_simulations=500)
+    with pytest.warns(UserWarning, match=r"effective sample size .* is \d+\.\d \(< 50\)"):
+        high = float(np.mean(inf.get_samples(jax.random.PRNGKey(4), obs, 2000)["theta"]))
     assert abs(high - exact_theta) < 0.07

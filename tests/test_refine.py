@@ -198,21 +198,18 @@ def test_refine_stops_at_target_ess_or_budget():
         X_OBS,
         num_simulations=400,
         rounds=5,
-        target_ess=1.0,
+        target_ess=1500.0,
         train_steps=20,
     )
-    assert len(ref.rounds) == 3  # rounds accumulate; the first new one reaches the target
-    assert ref.num_high_fidelity == 1100
+    # rounds accumulate; ESS after rounds 3, 4, 5 (measured with target_ess=1e9):
+    # 1378, 1727, 2061, so the target stops the second new round: a refine that
+    # ignored the target (5 rounds) or stopped after one new round (3) fails here
+    assert len(ref.rounds) == 4
+    assert ref.rounds[2]["ess"] < 1500.0 <= ref.rounds[3]["ess"]
+    assert ref.num_high_fidelity == 1500
 
 
-def test_refine_rejects_bad_models_and_arguments_before_simulating(low, monkeypatch):
-    from numpyro_mfdiff import _model
-
-    def fail(*a, **k):
-        raise AssertionError("simulated before validating")
-
-    monkeypatch.setattr(_model, "simulate", fail)
-
+def test_refine_rejects_bad_models_and_arguments_before_simulating(low, no_simulation):
     def renamed(x=None):
         c = numpyro.sample("c", dist.Normal(0.0, 1.0))
         b = numpyro.sample("b", dist.Normal(jnp.zeros(2), 1.0).to_event(1))

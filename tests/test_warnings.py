@@ -1,0 +1,104 @@
+"""The package warns when it must (few effective simulations, likelihood mass dropped
+in labelling, failed simulations, a refinement resting on few simulations) and stays
+silent on a well-posed problem."""
+
+import re
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from models import linear_gaussian, quadratic
+from test_mfdiff import SMALL, _nan_sim
+from test_refine import X_OBS
+
+from numpyro_mfdiff import MFDiff
+
+TINY = dict(
+    SMALL, num_labels=256, num_steps=10, train_steps=50, label_points=1024, width=16, depth=1
+)
+
+
+def _simulated(model=quadratic, num_simulations=1000, **kwargs):
+    inf = MFDiff(model, num_simulations=num_simulations, **{**TINY, **kwargs})
+    inf.simulate(jax.random.PRNGKey(0))
+    return inf
+
+
+def test_well_posed_problem_is_silent():
+    """y = 1 with 1000 simulations (ESS ~ 89 > 50): no warning anywhere from run to draws."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inf = MFDiff(quadratic, num_simulations=1000, **TINY).run(jax.random.PRNGKey(0))
+        k = jax.random.PRNGKey(1)
+        assert np.isfinite(np.asarray(inf.get_samples(k, {"y": 1.0}, 100)["theta"])).all()
+        assert np.isfinite(np.asarray(inf.sample_ode(k, {"y": 1.0}, 100)["theta"])).all()
+    assert inf.diagnostics["num_failed"] == 0
+    assert inf.diagnostics["label_dropped_mass_max"] <= 0.01
+
+
+def test_low_ess_warns_with_its_figure():
+    """ESS at y = 1 (1000 simulations) is ~ 89: ess_warning above it warns and names the
+    ESS and the threshold; below it the same call is silent."""
+    k = jax.random.PRNGKey(1)
+    loud = _simulated(ess_warning=200.0)
+    e = float(loud.ess({"y": 1.0}))
+    assert 50 < e < 150
+    with pytest.warns(UserWarning, match="effective sample size") as rec:
+        loud.sample_ode(k, {"y": 1.0}, 10)
+    (w,) = [r for r in rec if "effective sample size" in str(r.message)]
+    assert f"is {e:.1f} (< 200)" in str(w.message)
+    quiet = _simulated(ess_warning=20.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet.sample_ode(k, {"y": 1.0}, 10)
+    # an observation in the prior predictive's tail (ESS ~ 5) warns at the default 50
+    with pytest.warns(UserWarning, match="effective sample size"):
+        _simulated().sample_ode(k, {"y": 4.5}, 10)
+
+
+def test_labelling_warns_when_it_drops_likelihood_mass():
+    """With label_points far below the ~ 100 prior points that carry an observation's
+    likelihood, labelling drops mass and says so; the diagnostics record the figure."""
+    inf = _simulated(label_points=4, label_smoothing=False)
+    with pytest.warns(UserWarning, match=r"labelling dropped up to .*raise label_points \(now 4\)"):
+        inf.label(jax.random.PRNGKey(1))
+    assert inf.diagnostics["label_dropped_mass_max"] > 0.01
+    silent = _simulated()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        silent.label(jax.random.PRNGKey(1))
+    assert silent.diagnostics["label_dropped_mass_max"] <= 0.01
+
+
+def test_failed_simulations_warn_with_a_count_and_the_rest_survive():
+    inf = MFDiff(_nan_sim, num_simulations=1000, **TINY)
+    with pytest.warns(UserWarning, match="prior simulations failed") as rec:
+        inf.simulate(jax.random.PRNGKey(0))
+    failed = inf.diagnostics["num_failed"]
+    assert 60 < failed < 190  # P(theta > 1.5) = 0.125: 125 expected
+    (w,) = [r for r in rec if "prior simulations failed" in str(r.message)]
+    assert re.match(rf"{failed} of 1000 prior simulations failed", str(w.message))
+    sims = inf.simulations
+    valid = np.asarray(sims.valid)
+    theta = -2.0 + 4.0 / (1.0 + np.exp(-np.asarray(sims.theta)[:, 0]))  # constrained
+    assert valid.sum() == 1000 - failed
+    # the simulations above 1.5 are left out; the others are finite
+    assert theta[valid].max() < 1.5
+    assert np.isfinite(np.asarray(sims.y)[valid]).all()
+    # the survivors make a posterior: the mode at +1 is still there
+    s = np.asarray(inf.sample_ode(jax.random.PRNGKey(1), {"y": 1.0}, 200)["theta"])
+    assert np.isfinite(s).all() and 0.3 < (s > 0).mean() < 0.7
+
+
+@pytest.mark.filterwarnings("ignore:G_high is off")  # 20 training steps: a crude G_high
+def test_refine_warns_when_its_final_ess_is_small():
+    """The same 60-simulation refinement warns under ess_warning = 1e6 and not under 1."""
+    for threshold, loud in ((1e6, True), (1.0, False)):
+        inf = MFDiff(linear_gaussian, num_simulations=500, **{**TINY, "ess_warning": threshold})
+        inf.simulate(jax.random.PRNGKey(0))
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            inf.refine(jax.random.PRNGKey(1), X_OBS, num_simulations=60, rounds=1, train_steps=20)
+        hits = [r for r in rec if "importance ESS after refinement" in str(r.message)]
+        assert len(hits) == int(loud), [str(r.message) for r in rec]
