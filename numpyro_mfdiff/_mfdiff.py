@@ -21,12 +21,15 @@ from ._label import label_triples
 from ._network import Generator, fit_generator
 from ._ode import SOLVERS, sample_pruned
 from ._progress import progress
+from ._refine import generator_off
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 from ._score import batched_ess
 
 __all__ = ["MFDiff"]
 
 _GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
+# G_low's check against its weighted prior points (MFDiff._check_low)
+LOW_CHECK_ROWS, LOW_CHECK_ESS, LOW_CHECK_DRAWS = 8, 400.0, 500
 # integer budgets, each validated as a positive integer
 _BUDGETS = (
     "num_simulations",
@@ -409,7 +412,54 @@ class MFDiff:
         self.generator = gen
         self.diagnostics["train_history"] = history
         self._make_draw()
+        self._check_low(jax.random.fold_in(rng_key, 1))
         return gen
+
+    def _check_low(self, key):
+        """``G_low`` against the weighted prior points it was fitted to, at up to
+        ``LOW_CHECK_ROWS`` labelled observations whose likelihood-weight ESS is at
+        least ``LOW_CHECK_ESS`` (where the weighted moments are sharp enough to judge
+        by): ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in
+        weighted sds and the sd ratios per coordinate (labels keep each row's
+        weighted mean and covariance, smoothed or not). Kept in
+        ``diagnostics["generator_check"]`` (``None`` where no observation qualifies);
+        warns when off (:func:`~numpyro_mfdiff._refine.generator_off`)."""
+        tri = self.triples
+        if tri is None:
+            return
+        T = tri["y"].shape[0]
+        rows = []
+        for i in np.unique(np.linspace(0, T - 1, 4 * LOW_CHECK_ROWS).astype(int)):
+            y = tri["y"][i] * self._y_scale + self._y_mean
+            w = _normalised(self._loglik_rows(jnp.asarray(y, jnp.float32)))
+            if w.sum() > 0 and 1.0 / np.sum(w**2) >= LOW_CHECK_ESS:
+                rows.append((i, w))
+            if len(rows) == LOW_CHECK_ROWS:
+                break
+        if not rows:
+            self.diagnostics["generator_check"] = None
+            return
+        z = jax.random.normal(key, (LOW_CHECK_DRAWS, self.spec.dim))
+        ys = jnp.asarray(np.stack([tri["y"][i] for i, _ in rows]))
+        draws = np.asarray(_low_standardised(self.generator, ys, z), np.float64)
+        pts = np.asarray(self._points, np.float64)
+        errors, ratios, esses = [], [], []
+        for (_, w), d in zip(rows, draws, strict=True):
+            mean = w @ pts
+            sd = np.sqrt(np.maximum(w @ (pts - mean) ** 2, 1e-24))
+            errors.append(float(np.max(np.abs(d.mean(0) - mean) / sd)))
+            ratios.extend((d.std(0) / sd).tolist())
+            esses.append(float(1.0 / np.sum(w**2)))
+        check = dict(rows=len(rows), ess_min=min(esses), mean_error=max(errors), sd_ratio=ratios)
+        self.diagnostics["generator_check"] = check
+        if generator_off(check):
+            warnings.warn(
+                f"G_low is off the weighted prior simulations it was fitted to, at {len(rows)} "
+                f"labelled observations with likelihood ESS >= {LOW_CHECK_ESS:g}: mean error "
+                f"{check['mean_error']:.2f} sd, sd ratios {min(ratios):.2f}-{max(ratios):.2f}; "
+                "raise train_steps or num_labels",
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------- sampling
     def get_samples(
@@ -953,3 +1003,17 @@ def _obs_key(y) -> str:
 def _scale(x):
     s = x.std(0)
     return np.where(s > 1e-8, s, 1.0).astype(np.float32)
+
+
+def _normalised(log_w):
+    """Normalised NumPy weights (N,) from log-weights (``-inf``: 0)."""
+    lw = np.asarray(log_w, np.float64)
+    w = np.exp(lw - np.max(lw[np.isfinite(lw)])) if np.isfinite(lw).any() else np.zeros_like(lw)
+    w = np.where(np.isfinite(w), w, 0.0)
+    return w / max(w.sum(), 1e-300)
+
+
+@eqx.filter_jit
+def _low_standardised(gen, ys, z):
+    """``G_low`` in standardised coordinates: (B, S, D) for ``ys`` (B, M), ``z`` (S, D)."""
+    return jax.vmap(lambda y: jax.vmap(lambda zi: gen.standardised(y, zi))(z))(ys)
