@@ -50,6 +50,12 @@ BC_MAX = 0.5
 KURT_MAX = 5.0
 
 
+def silverman(n_e, d):
+    """Silverman's kernel factor ``(4 / (n_e (d + 2)))^(1 / (d + 4))`` for ``n_e``
+    effective points in ``d`` dimensions (NumPy or JAX arrays)."""
+    return (4.0 / (n_e * (d + 2))) ** (1.0 / (d + 4))
+
+
 def row_moments(loglik, points):
     """Weighted moments of the points under each row's normalised weights.
 
@@ -95,8 +101,7 @@ def smoothing_stops(loglik, points):
         return (bc < BC_MAX + noise) & (kurt < KURT_MAX + 8.0 * noise)
 
     one_mode = jnp.all(jax.lax.map(shape, (jnp.moveaxis(vec, 2, 0), lam.T)), axis=0)
-    silverman = (4.0 / (jnp.maximum(n_e, 1.0) * (d + 2))) ** (1.0 / (d + 4))
-    h = jnp.minimum(silverman, SMOOTH_CAP) * jnp.sqrt(lam[:, 0])
+    h = jnp.minimum(silverman(jnp.maximum(n_e, 1.0), d), SMOOTH_CAP) * jnp.sqrt(lam[:, 0])
     return jnp.where(one_mode & (n_e >= 2), h, 0.0), (mean, lam, vec, n_e)
 
 

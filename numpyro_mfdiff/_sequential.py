@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from ._kde import KDE, fit_kde, kde_logpdf, kde_sample
+from ._label import SMOOTH_CAP, silverman
 
 __all__ = [
     "Pool",
@@ -317,7 +318,8 @@ def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> tuple[float,
     each cluster ``c`` with a share ``p_c`` of the weight allows ``h_c`` =
     Silverman(``p_c n_e``) times the sd of its narrowest direction; ``h`` is the
     smallest, times :func:`_heterogeneity` (below 1 where dense and sparse regions
-    of one cluster mix: a spike on a wide base), below 0.5. Separate modes then
+    of one cluster mix: a spike on a wide base), below ``SMOOTH_CAP`` (0.5, as for
+    ``G_low``'s labels). Separate modes then
     keep their width: on a bimodal posterior whose modes are 20 times narrower
     than their distance, ``h`` is 20 times below the unimodal value.
     Returns ``(h, clusters)``: the bandwidth and the number of clusters found.
@@ -338,10 +340,9 @@ def smoothing_bandwidth(white, log_w, key=None, max_points=4096) -> tuple[float,
             continue
         cov = np.atleast_2d(np.cov(pts[member], rowvar=False))
         narrow = np.sqrt(max(np.linalg.eigvalsh(cov)[0], 0.0))
-        silverman = (4.0 / (max(share * n_e, 1.0) * (d + 2))) ** (1.0 / (d + 4))
-        h = min(h, silverman * narrow)
+        h = min(h, silverman(max(share * n_e, 1.0), d) * narrow)
     clusters = max(kde.chols.shape[0] - 1, 1)
-    return float(min(h * _heterogeneity(pts), 0.5)), int(clusters)
+    return float(min(h * _heterogeneity(pts), SMOOTH_CAP)), int(clusters)
 
 
 def _spread_ratio(x, k):
