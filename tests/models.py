@@ -64,3 +64,29 @@ def assert_same(a, b):
     """Two pytrees of arrays equal leaf by leaf, bit for bit (NaN equals NaN)."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def moment_errors(draws, mean, sd):
+    """How far ``draws`` (S, D) are from a reference with per-coordinate ``mean`` and
+    ``sd``, in units of the reference sd: (largest |mean error| / sd, largest
+    |log(sd ratio)|) over the coordinates."""
+    draws = np.asarray(draws, np.float64).reshape(len(draws), -1)
+    mean, sd = np.ravel(mean), np.ravel(sd)
+    return (
+        float(np.max(np.abs(draws.mean(0) - mean) / sd)),
+        float(np.max(np.abs(np.log(draws.std(0) / sd)))),
+    )
+
+
+def moments_agree(draws, mean, sd, mean_tol, sd_factor):
+    """Means within ``mean_tol`` reference sds and sds within a factor ``sd_factor``."""
+    dm, ds = moment_errors(draws, mean, sd)
+    return dm < mean_tol and ds < np.log(sd_factor)
+
+
+def assert_wrong_answers_fail(check, exact, prior):
+    """``check(draws) -> bool`` accepts the exact draws and rejects every one of
+    :func:`wrong_answers` (prior, shifted 0.3 sd, sd halved, sd doubled)."""
+    assert check(exact), "the check rejects exact draws"
+    for name, wrong in wrong_answers(exact, prior).items():
+        assert not check(wrong), f"the check accepts a wrong answer: {name}"
