@@ -318,6 +318,75 @@ def test_load_rejects_other_format_versions(small_quadratic, tmp_path):
         MFDiff.load(old, quadratic)
 
 
+def _rewrite(path, out, drop=(), meta=None, **arrays):
+    """Copy the saved file ``path`` to ``out`` without the arrays ``drop``, with
+    ``meta`` edited by the function ``meta`` and ``arrays`` replaced."""
+    import json
+
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files if k not in drop}
+    if meta is not None:
+        m = json.loads(str(data["meta"]))
+        meta(m)
+        data["meta"] = np.array(json.dumps(m))
+    data.update(arrays)
+    np.savez(out, **data)
+    return out
+
+
+def _quadratic_two_obs(y=None):  # the observed site with another shape
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    numpyro.sample("y", dist.Normal(theta**2 * np.ones(2), 0.1).to_event(1), obs=y)
+
+
+def _quadratic_student(y=None):  # the observed site with other distribution parameters
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    numpyro.sample("y", dist.StudentT(5.0, theta**2, 0.1), obs=y)
+
+
+def test_load_error_paths_name_the_problem(small_quadratic, tmp_path):
+    """Each inconsistency between a saved file and the model or itself is a ValueError
+    that says what is wrong (and the intact file loads)."""
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    MFDiff.load(path, quadratic)
+    with pytest.raises(
+        ValueError, match=r"not a complete numpyro_mfdiff file: missing \['valid'\]"
+    ):
+        MFDiff.load(_rewrite(path, tmp_path / "a.npz", drop=("valid",)), quadratic)
+    with pytest.raises(ValueError, match="missing.*generator"):
+        MFDiff.load(_rewrite(path, tmp_path / "b.npz", drop=("generator",)), quadratic)
+    with pytest.raises(ValueError, match=r"saved for observed sites \{'y': \[\]\}; the model"):
+        MFDiff.load(path, _quadratic_two_obs)
+    with pytest.raises(ValueError, match=r"saved for latent sites \{'theta': \[\]\}.*\[2\]"):
+        MFDiff.load(path, _hf_other_shape)  # same name, another shape
+    with pytest.raises(ValueError, match="observed-site distribution parameters"):
+        MFDiff.load(path, _quadratic_student)
+
+    def activation(m):
+        m["settings"]["activation"] = "no_such_activation"
+
+    with pytest.raises(ValueError, match="activation 'no_such_activation' is not in jax.nn"):
+        MFDiff.load(_rewrite(path, tmp_path / "c.npz", meta=activation), quadratic)
+
+    def schedule(m):
+        m["schedule"]["type"] = "NoSuchSchedule"
+
+    with pytest.raises(ValueError, match="unknown schedule 'NoSuchSchedule'"):
+        MFDiff.load(_rewrite(path, tmp_path / "d.npz", meta=schedule), quadratic)
+    n = small_quadratic.simulations.theta.shape[0]
+    with pytest.raises(
+        ValueError, match=r"array theta has shape \(2000, 2\), expected \(2000, 1\)"
+    ):
+        MFDiff.load(
+            _rewrite(path, tmp_path / "e.npz", theta=np.zeros((n, 2), np.float32)), quadratic
+        )
+    with pytest.raises(ValueError, match=r"array valid has shape \(1999,\), expected \(2000,\)"):
+        MFDiff.load(_rewrite(path, tmp_path / "g.npz", valid=np.ones(n - 1, bool)), quadratic)
+    with pytest.raises(ValueError, match="the saved generator does not match its settings"):
+        MFDiff.load(_rewrite(path, tmp_path / "f.npz", generator=np.zeros(10, np.uint8)), quadratic)
+
+
 def _discrete_ok(y=None):
     phi = numpyro.sample("phi", dist.Normal(0.0, 1.0))
     numpyro.sample("y", dist.Normal(phi, 0.1), obs=y)
