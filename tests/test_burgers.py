@@ -178,11 +178,13 @@ def test_refinement_moves_the_posterior_to_the_reference(observation, reference)
     """G_low (2,000 coarse solves) is off by about 3 posterior sds; ``refine`` with a
     budget of 600 fine solves and nothing else set (six tempered stages of 100) brings the
     refined ODE and G_high onto the grid posterior of (log nu, log amp): means within
-    0.25 sd and sds within a factor 1.25 (measured: means 0.04-0.07 sd off, sd ratios
-    0.93-1.06; importance ESS 343, 76 before; two explicit rounds of 300 without
-    tempering gave means 0.4 and 0.23 sd off). Wrong answers built from the grid draws
-    fail the same check: shifted 0.3 sd (means), sd halved or doubled (sds), prior draws
-    (sd ratios 3 and 10)."""
+    0.2 sd and sds within a factor 1.2. Measured over build/refine keys (0, 1), (10, 11),
+    (20, 21) (draw keys as below): G_low 2.8-3.1 sd off; ODE means 0.010-0.077 sd off,
+    sd ratios within exp(0.059) = 1.06; G_high means 0.017-0.080 sd off, sd ratios within
+    exp(0.085) = 1.09 (importance ESS 343 at keys (0, 1), 76 before; two explicit rounds
+    of 300 without tempering gave means 0.4 and 0.23 sd off). Wrong answers built from
+    4,000 grid draws fail the same check: shifted 0.3 sd (0.31 sd: means), sd halved or
+    doubled (log ratio 0.7: sds), prior draws (means 2.8 sd off)."""
     mean, sd, exact = reference
     inf = MFDiff(burgers_low, num_simulations=2000, **SMALL)
     inf.run(jax.random.PRNGKey(0))
@@ -194,7 +196,7 @@ def test_refinement_moves_the_posterior_to_the_reference(observation, reference)
     assert d["ess_after"] > 40  # measured 343
 
     def right(x):
-        return moments_agree(x, mean, sd, mean_tol=0.25, sd_factor=1.25)
+        return moments_agree(x, mean, sd, mean_tol=0.2, sd_factor=1.2)
 
     for x in (
         _log_params(inf.sample_ode(jax.random.PRNGKey(3), observation, 2000)),
