@@ -9,6 +9,25 @@ import numpyro.distributions as dist
 from numpyro_mfdiff.examples import quadratic, quadratic_bin_probs  # noqa: F401
 from numpyro_mfdiff.examples import quadratic_kl as kl_quadratic  # noqa: F401
 
+# budgets of a small build: seconds on the 2-core CPU
+SMALL = dict(
+    num_labels=512,
+    num_steps=20,
+    train_steps=200,
+    # at least the simulations of the tests (2000): fewer drop up to half of an
+    # observation's likelihood mass (and warn)
+    label_points=2048,
+    chunk_size=128,
+    width=32,
+    depth=2,
+    progress_bar=False,
+)
+
+# a tinier one, for tests of mechanics rather than accuracy
+TINY = dict(
+    SMALL, num_labels=256, num_steps=10, train_steps=50, label_points=1024, width=16, depth=1
+)
+
 A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0], [0.5, 0.5, 0.5]])
 SIGMA = 0.7
 

@@ -6,6 +6,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from models import (
+    SMALL,
     linear_gaussian,
     linear_gaussian_posterior,
     quadratic,
@@ -15,19 +16,6 @@ from models import (
 )
 
 from numpyro_mfdiff import MFDiff
-
-SMALL = dict(
-    num_labels=512,
-    num_steps=20,
-    train_steps=200,
-    # at least the simulations of the tests (2000): fewer drop up to half of an
-    # observation's likelihood mass (and warn)
-    label_points=2048,
-    chunk_size=128,
-    width=32,
-    depth=2,
-    progress_bar=False,
-)
 
 
 @pytest.fixture(scope="module")
