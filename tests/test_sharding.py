@@ -74,13 +74,15 @@ MFDIFF_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from models import TINY, linear_gaussian
     from numpyro_mfdiff import MFDiff
+    from numpyro_mfdiff._ode import row_sharding
 
     inf = MFDiff(linear_gaussian, 1000, **TINY).run(jax.random.PRNGKey(0))
     x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
     ode = inf.sample_ode(jax.random.PRNGKey(1), x, 600)
     gen = inf.get_samples(jax.random.PRNGKey(2), x, 600)
     np.savez(
-        sys.argv[1], devices=len(jax.devices()), triples=inf.triples["theta"],
+        sys.argv[1], devices=len(jax.devices()), sharded=row_sharding() is not None,
+        triples=inf.triples["theta"],
         ode=ode["b"], gen=gen["b"],
     )
     """
@@ -113,7 +115,7 @@ def test_mfdiff_on_two_devices_matches_one(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = np.load(out)
-    assert int(two["devices"]) == 2
+    assert int(two["devices"]) == 2 and bool(two["sharded"])  # labels and draws sharded
     inf = MFDiff(linear_gaussian, 1000, **TINY).run(jax.random.PRNGKey(0))
     x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
     np.testing.assert_allclose(two["triples"], inf.triples["theta"], atol=1e-5)
