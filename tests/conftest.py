@@ -22,19 +22,11 @@ def no_simulation(monkeypatch):
 
 @pytest.fixture
 def tiny():
-    """Budgets of a tiny build (``models.TINY``), a fresh dict per test."""
+    """Budgets of a tiny build (``models.TINY``, no ESS warning), a fresh dict per test:
+    for tests of mechanics, not of accuracy."""
     from models import TINY
 
-    return dict(TINY)
-
-
-@pytest.fixture(scope="session")
-def linear_gaussian_problem():
-    """``(model, posterior)``: the linear-Gaussian model of ``models`` and its closed-form
-    posterior ``x -> (mean (3,), cov (3, 3))``."""
-    from models import linear_gaussian, linear_gaussian_posterior
-
-    return linear_gaussian, linear_gaussian_posterior
+    return dict(TINY, ess_warning=0.0)
 
 
 def _fidelity_pairs():

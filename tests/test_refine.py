@@ -359,18 +359,6 @@ def linear_gaussian_offset(offset, x=None):
     numpyro.sample("x", dist.Normal(jnp.asarray(A) @ theta + offset, SIGMA).to_event(1), obs=x)
 
 
-TINY = dict(
-    SMALL,
-    num_labels=128,
-    num_steps=10,
-    train_steps=30,
-    label_points=1024,
-    width=16,
-    depth=1,
-    ess_warning=0.0,
-)
-
-
 @pytest.mark.filterwarnings("ignore:G_high is off")  # 10 training steps: a crude G_high
 def test_refine_passes_model_args_to_the_high_fidelity_model(low):
     """``refine(..., model=linear_gaussian_offset, model_args=(0.0,))`` simulates that
@@ -405,7 +393,7 @@ def test_refine_passes_model_args_to_the_high_fidelity_model(low):
 @pytest.mark.slow  # 12-17 s on the 2-core CPU, mostly compilation
 @pytest.mark.filterwarnings("ignore:G_high is off")  # 20 training steps: a crude G_high
 def test_refine_runs_external_simulators_on_the_executor_and_resumes_from_checkpoints(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, tiny
 ):
     """Refinement with an external (NumPy) high-fidelity simulator: every call goes
     through MFDiff's executor (200 submits, none on this thread), each stage is
@@ -422,7 +410,7 @@ def test_refine_runs_external_simulators_on_the_executor_and_resumes_from_checkp
     obs = {"y": 1.0}
 
     def refined(executor):
-        inf = MFDiff(quadratic, 1000, checkpoint_dir=ck, executor=executor, **TINY)
+        inf = MFDiff(quadratic, 1000, checkpoint_dir=ck, executor=executor, **tiny)
         inf.run(jax.random.PRNGKey(0))
         inf.refine(
             jax.random.PRNGKey(1),
