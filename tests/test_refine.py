@@ -273,6 +273,10 @@ def test_refine_rejects_bad_models_and_arguments_before_simulating(low, no_simul
         low.refine(k, {"x": np.zeros((2, 4))})
     with pytest.raises(ValueError, match="shape"):
         low.refine(k, {"x": np.zeros(3)})
+    # a budget below one stage of 2: no round runs, an error rather than a G_high of nothing
+    with pytest.raises(ValueError, match="no refinement round ran: the simulation budget"):
+        low.refine(k, X_OBS, max_simulations=1)
+    assert low.fidelity(X_OBS) == "low"  # and nothing half-made is left for X_OBS
 
 
 def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
