@@ -18,3 +18,65 @@ def no_simulation(monkeypatch):
         raise AssertionError("simulated before validating")
 
     monkeypatch.setattr(_model, "simulate", fail)
+
+
+@pytest.fixture
+def tiny():
+    """Budgets of a tiny build (``models.TINY``, no ESS warning), a fresh dict per test:
+    for tests of mechanics, not of accuracy."""
+    from models import TINY
+
+    return dict(TINY, ess_warning=0.0)
+
+
+def _fidelity_pairs():
+    """``(name, low, high)`` for each example of ``numpyro_mfdiff.examples`` with two
+    fidelities: every public ``*_low`` with its ``*_high``, and ``quadratic_coarse`` with
+    ``quadratic``. Public names only (the modules behind them may move)."""
+    import numpyro_mfdiff.examples as ex
+
+    names = set(getattr(ex, "__all__", dir(ex)))
+    pairs = [("quadratic", ex.quadratic_coarse, ex.quadratic)]
+    for n in sorted(names):
+        if n.endswith("_low") and n[:-4] + "_high" in names:
+            pairs.append((n[:-4], getattr(ex, n), getattr(ex, n[:-4] + "_high")))
+    return pairs
+
+
+def pytest_generate_tests(metafunc):
+    """A test taking ``fidelity_pair`` runs once per example with two fidelities."""
+    if "fidelity_pair" in metafunc.fixturenames:
+        pairs = _fidelity_pairs()
+        metafunc.parametrize("fidelity_pair", pairs, ids=[p[0] for p in pairs])
+
+
+def _site_signature(model):
+    """``{"latent" | "observed": {site: (value shape, event shape, support)}}`` of
+    ``model``, traced abstractly (``jax.eval_shape``: no simulation runs). Observed
+    sites are those named by a model argument defaulting to ``None`` (``y=None``, as
+    every example writes them)."""
+    import inspect
+
+    import jax
+    from numpyro import handlers
+
+    observed = {p.name for p in inspect.signature(model).parameters.values() if p.default is None}
+    out = {"latent": {}, "observed": {}}
+
+    def trace(key):
+        tr = handlers.trace(handlers.seed(model, rng_seed=key)).get_trace()
+        for name, site in tr.items():
+            if site["type"] == "sample":
+                fn = site["fn"]
+                sig = (tuple(site["value"].shape), tuple(fn.event_shape), repr(fn.support))
+                out["observed" if name in observed else "latent"][name] = sig
+        return 0
+
+    jax.eval_shape(trace, jax.random.PRNGKey(0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def site_signature():
+    """:func:`_site_signature`: what must agree between two fidelities of a model."""
+    return _site_signature

@@ -9,6 +9,25 @@ import numpyro.distributions as dist
 from numpyro_mfdiff.examples import quadratic, quadratic_bin_probs  # noqa: F401
 from numpyro_mfdiff.examples import quadratic_kl as kl_quadratic  # noqa: F401
 
+# budgets of a small build: seconds on the 2-core CPU
+SMALL = dict(
+    num_labels=512,
+    num_steps=20,
+    train_steps=200,
+    # at least the simulations of the tests (2000): fewer drop up to half of an
+    # observation's likelihood mass (and warn)
+    label_points=2048,
+    chunk_size=128,
+    width=32,
+    depth=2,
+    progress_bar=False,
+)
+
+# a tinier one, for tests of mechanics rather than accuracy
+TINY = dict(
+    SMALL, num_labels=256, num_steps=10, train_steps=50, label_points=1024, width=16, depth=1
+)
+
 A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0], [0.5, 0.5, 0.5]])
 SIGMA = 0.7
 
@@ -64,3 +83,29 @@ def assert_same(a, b):
     """Two pytrees of arrays equal leaf by leaf, bit for bit (NaN equals NaN)."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def moment_errors(draws, mean, sd):
+    """How far ``draws`` (S, D) are from a reference with per-coordinate ``mean`` and
+    ``sd``, in units of the reference sd: (largest |mean error| / sd, largest
+    |log(sd ratio)|) over the coordinates."""
+    draws = np.asarray(draws, np.float64).reshape(len(draws), -1)
+    mean, sd = np.ravel(mean), np.ravel(sd)
+    return (
+        float(np.max(np.abs(draws.mean(0) - mean) / sd)),
+        float(np.max(np.abs(np.log(draws.std(0) / sd)))),
+    )
+
+
+def moments_agree(draws, mean, sd, mean_tol, sd_factor):
+    """Means within ``mean_tol`` reference sds and sds within a factor ``sd_factor``."""
+    dm, ds = moment_errors(draws, mean, sd)
+    return dm < mean_tol and ds < np.log(sd_factor)
+
+
+def assert_wrong_answers_fail(check, exact, prior):
+    """``check(draws) -> bool`` accepts the exact draws and rejects every one of
+    :func:`wrong_answers` (prior, shifted 0.3 sd, sd halved, sd doubled)."""
+    assert check(exact), "the check rejects exact draws"
+    for name, wrong in wrong_answers(exact, prior).items():
+        assert not check(wrong), f"the check accepts a wrong answer: {name}"

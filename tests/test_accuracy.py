@@ -61,9 +61,21 @@ def _between(theta, y):
 
 
 def test_quadratic_ode_kl(quadratic_inf):
-    """The ODE sampler alone: KL <= 0.005 at y = 1 with 50,000 samples."""
+    """The ODE sampler alone: KL <= 0.008 at y = 1 with 50,000 samples (80 bins).
+
+    Measured (simulation key ``split(PRNGKey(seed), 3)[0]`` as in ``run``, seeds 0-2;
+    draw keys 2 (this test's) and 3; 2026-12-01): seed 0 0.00491, 0.00376; seed 1 0.00620,
+    0.00454; seed 2 0.00521, 0.00441. The former bound 0.005 held at 4 of 6 (this
+    test's 0.00491 among them); 0.008 leaves 0.0018 over the largest. The binned estimator
+    is biased by about (80 - 1) / (2 * 50,000) = 0.0008. Wrong answers (each mode
+    shifted by 0.3 sd, sds halved or doubled, prior draws) give 0.041 and more (exact
+    draws: 0.0008)."""
     s = quadratic_inf.sample_ode(jax.random.PRNGKey(2), {"y": 1.0}, 50_000)["theta"]
-    assert kl_quadratic(s, 1.0) <= 0.005
+    assert kl_quadratic(s, 1.0) <= 0.008
+    exact = quadratic_exact_draws(jax.random.PRNGKey(5), 1.0, 50_000)
+    prior = np.asarray(jax.random.uniform(jax.random.PRNGKey(6), (50_000,), minval=-2, maxval=2))
+    for name, wrong in quadratic_wrong_answers(exact, prior).items():
+        assert kl_quadratic(wrong, 1.0) > 0.008, name
 
 
 def test_linear_gaussian_generator():

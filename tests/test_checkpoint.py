@@ -1,6 +1,7 @@
 """Chunked prior simulation written to disk: resume after a kill, mismatch detection."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,3 +187,37 @@ def test_simulate_at_given_latents(tmp_path, call_log, spec):
         )
     with pytest.raises(ValueError, match=r"theta must have shape \(12, 1\)"):
         _model.simulate(KEY, ext_quadratic_logged, spec, 12, theta=theta[:5])
+
+
+def test_unreadable_manifest_and_wrong_shaped_chunk_are_errors(tmp_path, call_log):
+    """Through ``MFDiff(checkpoint_dir=...)``: a manifest that is not JSON, and a chunk
+    whose arrays have another shape (or dtype) than the run's, are ValueErrors naming the
+    file, raised before any simulator call; the intact directory resumes with none."""
+    ck = tmp_path / "ck"
+    kw = dict(simulation_chunk_size=CHUNK, checkpoint_dir=ck, progress_bar=False)
+    first = MFDiff(ext_quadratic_logged, N, **kw)
+    first.simulate(KEY)
+    call_log(reset=True)
+    again = MFDiff(ext_quadratic_logged, N, **kw)
+    again.simulate(KEY)  # all chunks on disk: no call
+    assert call_log().size == 0
+    assert_same(first.simulations, again.simulations)
+
+    manifest = ck / "prior" / "manifest.json"
+    good = manifest.read_bytes()
+    manifest.write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest\.json is not a readable checkpoint manifest"):
+        MFDiff(ext_quadratic_logged, N, **kw).simulate(KEY)
+    manifest.write_bytes(good)
+
+    path = ck / "prior" / "chunk_00002.npz"
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    name = next(k for k in data if k != "info" and data[k].ndim >= 1)
+    data[name] = np.concatenate([data[name], data[name][:1]])  # one row too many
+    np.savez(path, **data)
+    with pytest.raises(
+        ValueError, match=rf"chunk_00002\.npz: array {re.escape(name)} has shape \(9,"
+    ):
+        MFDiff(ext_quadratic_logged, N, **kw).simulate(KEY)
+    assert call_log().size == 0

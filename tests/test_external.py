@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import jax
@@ -127,11 +128,69 @@ def test_no_simulator_calls_for_inspection_or_padding(tmp_path, monkeypatch):
     assert out.valid.all()
 
 
+class CountingExecutor:
+    """Wraps an executor: counts the calls submitted through it (in this process)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.submitted = 0
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted += 1
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+class RecordingThreadPool(ThreadPoolExecutor):
+    """A thread pool that records the threads its calls ran on."""
+
+    def __init__(self, workers):
+        super().__init__(workers)
+        self.threads = set()
+        self.submitted = 0
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted += 1
+
+        def run():
+            self.threads.add(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
 def test_thread_pool_executor_gives_the_serial_result(spec):
+    """Same result as serial, and the calls really ran on the pool: one submit per
+    simulation (48, none padded), none on this thread; also through ``MFDiff``."""
     serial = _model.simulate(KEY, ext_quadratic_fail, spec, 48, chunk_size=16)
-    with ThreadPoolExecutor(2) as ex:
+    with RecordingThreadPool(2) as ex:
         par = _model.simulate(KEY, ext_quadratic_fail, spec, 48, chunk_size=16, executor=ex)
     assert_same(serial, par)
+    assert ex.submitted == 48
+    assert ex.threads and threading.get_ident() not in ex.threads
+    with RecordingThreadPool(2) as ex:
+        inf = MFDiff(
+            ext_quadratic_fail,
+            48,
+            simulation_chunk_size=16,
+            max_failure_fraction=0.5,
+            executor=ex,
+            progress_bar=False,
+        )
+        with pytest.warns(UserWarning, match="of 48 prior simulations failed"):
+            inf.simulate(KEY)
+    assert ex.submitted == 48
+    assert ex.threads and threading.get_ident() not in ex.threads
+    # MFDiff draws its own keys from KEY: compared with a serial MFDiff run
+    serial_inf = MFDiff(
+        ext_quadratic_fail,
+        48,
+        simulation_chunk_size=16,
+        max_failure_fraction=0.5,
+        progress_bar=False,
+    )
+    with pytest.warns(UserWarning, match="of 48 prior simulations failed"):
+        serial_inf.simulate(KEY)
+    assert_same(serial_inf.simulations, inf.simulations)
 
 
 def test_process_pool_executor_gives_the_serial_result(tmp_path, monkeypatch):
@@ -155,18 +214,29 @@ def test_process_pool_executor_gives_the_serial_result(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_gives_the_serial_result(spec):
+def test_dask_local_cluster_gives_the_serial_result(tmp_path, monkeypatch):
+    """Same result as serial, every call submitted through the Dask executor (40) and
+    run in the two worker processes, none in this one."""
     distributed = pytest.importorskip("distributed")
-    serial = _model.simulate(KEY, ext_quadratic_fail, spec, 40, chunk_size=20)
+    log = tmp_path / "calls.txt"
+    log.touch()
+    monkeypatch.setenv("MFDIFF_TEST_CALL_LOG", str(log))  # inherited by the workers
+    spec = _model.inspect_model(ext_quadratic_logged)
+    serial = _model.simulate(KEY, ext_quadratic_logged, spec, 40, chunk_size=20)
+    log.write_text("")
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        par = _model.simulate(
-            KEY, ext_quadratic_fail, spec, 40, chunk_size=20, executor=client.get_executor()
-        )
+        ex = CountingExecutor(client.get_executor())
+        par = _model.simulate(KEY, ext_quadratic_logged, spec, 40, chunk_size=20, executor=ex)
         workers = set(client.run(os.getpid).values())
     assert_same(serial, par)
+    assert ex.submitted == 40
+    lines = log.read_text().splitlines()
+    assert len(lines) == 40
+    pids = {int(line.split()[1]) for line in lines}
+    assert pids <= workers and os.getpid() not in pids
     assert len(workers) == 2 and os.getpid() not in workers

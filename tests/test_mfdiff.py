@@ -6,8 +6,12 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from models import (
+    SMALL,
+    assert_same,
+    assert_wrong_answers_fail,
     linear_gaussian,
     linear_gaussian_posterior,
+    moments_agree,
     quadratic,
     quadratic_exact_draws,
     quadratic_wrong_answers,
@@ -15,19 +19,6 @@ from models import (
 )
 
 from numpyro_mfdiff import MFDiff
-
-SMALL = dict(
-    num_labels=512,
-    num_steps=20,
-    train_steps=200,
-    # at least the simulations of the tests (2000): fewer drop up to half of an
-    # observation's likelihood mass (and warn)
-    label_points=2048,
-    chunk_size=128,
-    width=32,
-    depth=2,
-    progress_bar=False,
-)
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +309,75 @@ def test_load_rejects_other_format_versions(small_quadratic, tmp_path):
         MFDiff.load(old, quadratic)
 
 
+def _rewrite(path, out, drop=(), meta=None, **arrays):
+    """Copy the saved file ``path`` to ``out`` without the arrays ``drop``, with
+    ``meta`` edited by the function ``meta`` and ``arrays`` replaced."""
+    import json
+
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files if k not in drop}
+    if meta is not None:
+        m = json.loads(str(data["meta"]))
+        meta(m)
+        data["meta"] = np.array(json.dumps(m))
+    data.update(arrays)
+    np.savez(out, **data)
+    return out
+
+
+def _quadratic_two_obs(y=None):  # the observed site with another shape
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    numpyro.sample("y", dist.Normal(theta**2 * np.ones(2), 0.1).to_event(1), obs=y)
+
+
+def _quadratic_student(y=None):  # the observed site with other distribution parameters
+    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
+    numpyro.sample("y", dist.StudentT(5.0, theta**2, 0.1), obs=y)
+
+
+def test_load_error_paths_name_the_problem(small_quadratic, tmp_path):
+    """Each inconsistency between a saved file and the model or itself is a ValueError
+    that says what is wrong (and the intact file loads)."""
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    MFDiff.load(path, quadratic)
+    with pytest.raises(
+        ValueError, match=r"not a complete numpyro_mfdiff file: missing \['valid'\]"
+    ):
+        MFDiff.load(_rewrite(path, tmp_path / "a.npz", drop=("valid",)), quadratic)
+    with pytest.raises(ValueError, match="missing.*generator"):
+        MFDiff.load(_rewrite(path, tmp_path / "b.npz", drop=("generator",)), quadratic)
+    with pytest.raises(ValueError, match=r"saved for observed sites \{'y': \[\]\}; the model"):
+        MFDiff.load(path, _quadratic_two_obs)
+    with pytest.raises(ValueError, match=r"saved for latent sites \{'theta': \[\]\}.*\[2\]"):
+        MFDiff.load(path, _hf_other_shape)  # same name, another shape
+    with pytest.raises(ValueError, match="observed-site distribution parameters"):
+        MFDiff.load(path, _quadratic_student)
+
+    def activation(m):
+        m["settings"]["activation"] = "no_such_activation"
+
+    with pytest.raises(ValueError, match="activation 'no_such_activation' is not in jax.nn"):
+        MFDiff.load(_rewrite(path, tmp_path / "c.npz", meta=activation), quadratic)
+
+    def schedule(m):
+        m["schedule"]["type"] = "NoSuchSchedule"
+
+    with pytest.raises(ValueError, match="unknown schedule 'NoSuchSchedule'"):
+        MFDiff.load(_rewrite(path, tmp_path / "d.npz", meta=schedule), quadratic)
+    n = small_quadratic.simulations.theta.shape[0]
+    with pytest.raises(
+        ValueError, match=r"array theta has shape \(2000, 2\), expected \(2000, 1\)"
+    ):
+        MFDiff.load(
+            _rewrite(path, tmp_path / "e.npz", theta=np.zeros((n, 2), np.float32)), quadratic
+        )
+    with pytest.raises(ValueError, match=r"array valid has shape \(1999,\), expected \(2000,\)"):
+        MFDiff.load(_rewrite(path, tmp_path / "g.npz", valid=np.ones(n - 1, bool)), quadratic)
+    with pytest.raises(ValueError, match="the saved generator does not match its settings"):
+        MFDiff.load(_rewrite(path, tmp_path / "f.npz", generator=np.zeros(10, np.uint8)), quadratic)
+
+
 def _discrete_ok(y=None):
     phi = numpyro.sample("phi", dist.Normal(0.0, 1.0))
     numpyro.sample("y", dist.Normal(phi, 0.1), obs=y)
@@ -356,3 +416,101 @@ def test_check_same_latents(high, match):
     else:
         with pytest.raises(ValueError, match=match):
             _model.check_same_latents(low, _model.inspect_model(high))
+
+
+# ------------------------------------------- non-default ODE and fit settings through MFDiff
+X_LG = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
+
+
+def _right_linear(draws):
+    """Within 0.25 posterior sd (means) and a factor 1.3 (sds) of the exact posterior of
+    ``linear_gaussian`` at ``X_LG``."""
+    mean, cov = linear_gaussian_posterior(X_LG["x"])
+    return moments_agree(draws, mean, np.sqrt(np.diag(cov)), mean_tol=0.25, sd_factor=1.3)
+
+
+@pytest.fixture(scope="module")
+def lg_checkpoint(tmp_path_factory):
+    """The 2,000 prior simulations of ``linear_gaussian`` (key 0) in a checkpoint
+    directory, so that builds with other ODE or fit settings load them instead of
+    simulating; and the default build, simulated, labelled (key 2) and fitted (key 3)."""
+    ck = tmp_path_factory.mktemp("lg")
+    base = MFDiff(linear_gaussian, 2000, checkpoint_dir=ck, **SMALL)
+    base.simulate(jax.random.PRNGKey(0))
+    return ck, base
+
+
+def test_the_settings_check_rejects_wrong_answers():
+    mean, cov = linear_gaussian_posterior(X_LG["x"])
+    rng = np.random.default_rng(0)
+    exact = rng.multivariate_normal(mean, cov, 4000)
+    assert_wrong_answers_fail(_right_linear, exact, rng.normal(size=(4000, 3)))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(solver="dpm3m"),
+        dict(solver="ddim"),
+        dict(grid="uniform"),
+        dict(schedule="cosine"),
+        dict(t_min=1e-3, t_max=0.99),
+    ],
+    ids=["dpm3m", "ddim", "uniform-grid", "cosine-schedule", "t-range"],
+)
+def test_ode_settings_through_mfdiff_give_the_exact_posterior(lg_checkpoint, options):
+    """``sample_ode`` of a build with a non-default solver, grid, schedule or time range
+    (20 steps, the same 2,000 simulations): means within 0.25 sd, sds within a factor 1.3
+    of the closed form (wrong answers fail: test above), and other draws than the default
+    build's (the setting took effect). Measured over simulation keys 0-2 (this test: 0):
+    means 0.037-0.149 sd off, sd log-ratios 0.04-0.20 (largest: the uniform grid, 0.16-0.20;
+    ddim 0.13-0.17; the default dpm2m 0.07-0.11)."""
+    from numpyro_mfdiff import CosineSchedule
+
+    ck, base = lg_checkpoint
+    if options.get("schedule") == "cosine":
+        options = dict(options, schedule=CosineSchedule())
+    inf = MFDiff(linear_gaussian, 2000, checkpoint_dir=ck, **dict(SMALL, **options))
+    inf.simulate(jax.random.PRNGKey(0))  # loaded from the checkpoint
+    k = jax.random.PRNGKey(1)
+    draws = stack_linear(inf.sample_ode(k, X_LG, 2000))
+    assert _right_linear(draws), (options, draws.mean(0), draws.std(0))
+    assert np.abs(draws - stack_linear(base.sample_ode(k, X_LG, 2000))).max() > 1e-3
+
+
+@pytest.mark.slow  # a labelling and three fits: ~25 s
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_fit_losses_through_mfdiff_give_the_exact_posterior(lg_checkpoint, loss):
+    """G_low fitted with the ``mse`` or ``huber`` loss on the default build's labels:
+    means within 0.25 sd, sds within a factor 1.3 of the closed form, and other draws
+    than the ``l1`` fit's. Measured over simulation keys 0-2 (this test: 0): means
+    0.015-0.083 sd off, sd log-ratios 0.08-0.13 (l1: 0.023-0.087, 0.08-0.12)."""
+    ck, base = lg_checkpoint
+    if base.generator is None:
+        base.fit(jax.random.PRNGKey(3), base.label(jax.random.PRNGKey(2)))
+    inf = MFDiff(linear_gaussian, 2000, checkpoint_dir=ck, **dict(SMALL, loss=loss))
+    inf.simulate(jax.random.PRNGKey(0))
+    inf.fit(jax.random.PRNGKey(3), base.triples)
+    k = jax.random.PRNGKey(1)
+    draws = stack_linear(inf.get_samples(k, X_LG, 2000))
+    assert _right_linear(draws), (loss, draws.mean(0), draws.std(0))
+    assert np.abs(draws - stack_linear(base.get_samples(k, X_LG, 2000))).max() > 1e-3
+
+
+def test_non_default_settings_survive_save_and_load(lg_checkpoint, tmp_path):
+    """A build with the cosine schedule, the ddim solver, a uniform grid and another time
+    range saves and loads with those settings: the loaded object's ODE draws are the
+    saved one's, bit for bit (and not the default build's)."""
+    from numpyro_mfdiff import CosineSchedule
+
+    ck, base = lg_checkpoint
+    kw = dict(schedule=CosineSchedule(), solver="ddim", grid="uniform", t_min=1e-3, t_max=0.99)
+    inf = MFDiff(linear_gaussian, 2000, checkpoint_dir=ck, **dict(SMALL, **kw))
+    inf.simulate(jax.random.PRNGKey(0))
+    inf.save(tmp_path / "cosine.npz")
+    back = MFDiff.load(tmp_path / "cosine.npz", linear_gaussian)
+    assert isinstance(back.schedule, CosineSchedule)
+    k = jax.random.PRNGKey(1)
+    want = inf.sample_ode(k, X_LG, 500)
+    assert_same(back.sample_ode(k, X_LG, 500), want)
+    assert not np.array_equal(base.sample_ode(k, X_LG, 500)["b"], want["b"])

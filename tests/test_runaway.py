@@ -96,9 +96,21 @@ def test_bad_input():
 
 @pytest.mark.slow
 def test_refine_moves_g_low_towards_nuts():
-    """The settings of ``bench_runaway.py --fast`` (same keys): G_low from 2,000 Euler solves,
-    one refinement round of 500 RK4 solves, against NUTS on the RK4 model (2 chains x 500).
-    Measured: C2ST 0.874 (G_low) -> 0.640 (G_high); T_f mean 10.56 -> 10.14 (NUTS 9.86)."""
+    """The settings of ``bench_runaway.py --fast``: G_low from 2,000 Euler solves, one
+    refinement round of 500 RK4 solves, against NUTS on the RK4 model (2 chains x 500).
+
+    What it shows is a move towards NUTS, not agreement: at this budget G_high is about
+    as far from NUTS as a deliberately wrong answer (NUTS's other 500 draws shifted by
+    0.3 sd: C2ST 0.64; sd doubled 0.72; sd halved 0.74; the other 500 draws themselves
+    0.50), so no bound here can tell it from one. Measured over build/refine keys
+    (0, 3) (this test's), (10, 13), (20, 23), NUTS and the draws as below: C2ST G_low
+    0.90, 0.85, 0.92 -> G_high 0.60, 0.64, 0.77; largest mean error in NUTS sds
+    0.92, 0.90, 1.28 -> 0.31, 0.31, 1.01. The bounds hold at all three: C2ST of G_low
+    > 0.8, down by > 0.1 (0.30, 0.22, 0.15); mean error down to < 0.85 of G_low's
+    (0.33, 0.34, 0.79 of it). The former bound C2ST(G_high) < 0.72 held at the test's
+    keys only (0.77 at (20, 23))."""
+    from models import moment_errors
+
     from numpyro_mfdiff import MFDiff
     from numpyro_mfdiff.baselines import nuts
     from numpyro_mfdiff.metrics import c2st
@@ -121,10 +133,11 @@ def test_refine_moves_g_low_towards_nuts():
     idata = nuts(
         runaway_high, obs, jax.random.PRNGKey(6), num_chains=2, num_warmup=200, num_samples=500
     )
-    ref = stack(idata.posterior)
-    ref = ref[np.random.default_rng(0).permutation(len(ref))[:500]]
+    ref_all = stack(idata.posterior)
+    ref = ref_all[np.random.default_rng(0).permutation(len(ref_all))[:500]]
     acc_low = float(c2st(low, ref, jax.random.PRNGKey(7)))
     acc_high = float(c2st(high, ref, jax.random.PRNGKey(7)))
-    assert acc_low > 0.8 and acc_high < 0.72
-    t_ref = ref[:, 2].mean()
-    assert abs(high[:, 2].mean() - t_ref) < 0.45 < abs(low[:, 2].mean() - t_ref)
+    assert acc_low > 0.8 and acc_low - acc_high > 0.1, (acc_low, acc_high)
+    m, sd = ref_all.mean(0), ref_all.std(0)
+    err_low, err_high = moment_errors(low, m, sd)[0], moment_errors(high, m, sd)[0]
+    assert err_high < 0.85 * err_low, (err_low, err_high)

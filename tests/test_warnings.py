@@ -8,8 +8,8 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from models import linear_gaussian, quadratic
-from test_mfdiff import SMALL, _nan_sim
+from models import TINY, linear_gaussian, quadratic
+from test_mfdiff import _nan_sim
 from test_refine import X_OBS
 
 from numpyro_mfdiff import MFDiff
@@ -17,10 +17,6 @@ from numpyro_mfdiff import MFDiff
 # whole-file model builds: the default suite measured 23.5 min with them (2026-12-01),
 # over its 15-minute budget; CI runs them with -m slow
 pytestmark = pytest.mark.slow
-
-TINY = dict(
-    SMALL, num_labels=256, num_steps=10, train_steps=50, label_points=1024, width=16, depth=1
-)
 
 
 def _simulated(model=quadratic, num_simulations=1000, **kwargs):
