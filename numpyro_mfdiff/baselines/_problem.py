@@ -14,7 +14,7 @@ from numpyro.infer import init_to_sample
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 from .. import _model
-from .._arviz import az, from_draws, sample_prior
+from .._arviz import Groups, az, from_draws, sample_prior
 
 __all__: list[str] = []
 
@@ -146,7 +146,7 @@ class _Problem:
         return args, kwargs
 
     def inference_data(
-        self, rng_key, posterior, sample_stats, meta, *, prior, posterior_predictive, log_likelihood
+        self, rng_key, posterior, stats, meta, *, prior, posterior_predictive, log_likelihood
     ) -> az.InferenceData:
         """``az.InferenceData`` of ``posterior`` (chains, draws, *site_shape) with the groups of
         ``MFDiff.to_inference_data`` (``_arviz.from_draws``); the prior draws (one chain, as
@@ -161,6 +161,7 @@ class _Problem:
             draws, prior_predictive = sample_prior(
                 self.raw_model, k_prior, n, sites, list(self.observed_values), args, kwargs
             )
+        groups = Groups(posterior_predictive, log_likelihood, draws, prior_predictive, stats, meta)
         return from_draws(
             self.raw_model,
             posterior,
@@ -169,12 +170,7 @@ class _Problem:
             observed_sites=list(self.observed_values),
             model_args=args,
             model_kwargs=kwargs,
-            posterior_predictive=posterior_predictive,
-            log_likelihood=log_likelihood,
-            prior=draws,
-            prior_predictive=prior_predictive,
-            sample_stats=sample_stats,
-            attrs=meta,
+            groups=groups,
         )
 
 

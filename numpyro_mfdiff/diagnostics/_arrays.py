@@ -155,18 +155,8 @@ def _sbc_from_ranks(r, S, rng_key, prob, num_points, num_trials, bins, names):
     counts = np.stack([np.bincount(which[np.asarray(c)], minlength=bins) for c in r.T])
     stat = (((counts - expected) ** 2) / expected).sum(axis=1)
     chi2_p = np.array([_chi2_sf(x, bins - 1) for x in stat])
-    return SBC(
-        ranks=r,
-        num_samples=int(S),
-        ecdf_pvalue=ecdf_p,
-        chi2_pvalue=chi2_p,
-        points=z,
-        lower=lower,
-        upper=upper,
-        prob=float(prob),
-        bins=int(bins),
-        names=names,
-    )
+    band = dict(points=z, lower=lower, upper=upper, prob=float(prob))
+    return SBC(r, int(S), ecdf_p, chi2_p, **band, bins=int(bins), names=names)
 
 
 _DENSITIES = ("kde", "knn")
