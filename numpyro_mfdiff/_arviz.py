@@ -166,13 +166,35 @@ def to_inference_data(
         group_by_chain=True,
         num_chains=num_chains,
     )
-    prior_draws = prior_predictive = None
-    if prior:
-        sims = inf.simulations
-        idx = np.flatnonzero(sims.valid)[:num_samples]
-        theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
-        prior_draws = inf._with_deterministic(theta, sims.y[idx])
-        prior_predictive = jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
+    prior_draws, prior_predictive = _stored_prior(inf, num_samples) if prior else (None, None)
+    attrs = _attrs(inf, method, y, observations, fidelity)
+    groups = Groups(
+        posterior_predictive, log_likelihood, prior_draws, prior_predictive, attrs=attrs
+    )
+    return from_draws(
+        inf.model,
+        post,
+        {k: np.asarray(v) for k, v in observations.items()},
+        k_pp,
+        observed_sites=list(inf.spec.observed_shapes),
+        model_args=inf._args,
+        model_kwargs=inf._kwargs,
+        groups=groups,
+    )
+
+
+def _stored_prior(inf, num_samples):
+    """``(prior, prior_predictive)`` from the first ``num_samples`` valid stored prior
+    simulations of ``inf``: constrained latent and deterministic sites, observed sites."""
+    sims = inf.simulations
+    idx = np.flatnonzero(sims.valid)[:num_samples]
+    theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
+    return inf._with_deterministic(theta, sims.y[idx]), jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
+
+
+def _attrs(inf, method, y, observations, fidelity):
+    """``attrs`` of :func:`to_inference_data`: the sampler, the likelihood-weight ESS, the
+    simulations spent and, for a refined observation, the refinement's figures."""
     ref = inf._refinement(y, fidelity)
     attrs = dict(
         inference_library="numpyro_mfdiff",
@@ -189,16 +211,4 @@ def to_inference_data(
             refinement_rounds=len(ref.rounds),
             kde_bandwidth=[float(b) for k in ref.kdes for b in k.bandwidth],
         )
-    groups = Groups(
-        posterior_predictive, log_likelihood, prior_draws, prior_predictive, attrs=attrs
-    )
-    return from_draws(
-        inf.model,
-        post,
-        {k: np.asarray(v) for k, v in observations.items()},
-        k_pp,
-        observed_sites=list(inf.spec.observed_shapes),
-        model_args=inf._args,
-        model_kwargs=inf._kwargs,
-        groups=groups,
-    )
+    return attrs
