@@ -74,11 +74,11 @@ class AbstractSolver(eqx.Module):
         """One step: ``(carry, coefficients of this step) -> (carry, None)`` (a scan body)."""
 
 
-class DDIM(AbstractSolver):
-    """First order: :func:`ddim_step` with the denoised mean at the start of the step."""
+class _AbstractMultistep2(AbstractSolver):
+    """DDIM on ``m + c (m - m_prev)``, ``c = slope / (2 r)``: the denoised mean extrapolated
+    linearly in ``lambda`` from the previous step, by ``slope`` (0: none)."""
 
-    name: ClassVar[str] = "ddim"
-    order: ClassVar[int] = 1
+    slope: eqx.AbstractClassVar[float]
 
     def coefficients(self, alphas, betas, h, r):
         return alphas[:-1], betas[:-1], alphas[1:], betas[1:], r
@@ -87,34 +87,29 @@ class DDIM(AbstractSolver):
         return x0, jnp.zeros_like(x0)
 
     def step(self, m_fn, carry, coeffs):
-        return _multistep2(m_fn, carry, coeffs, 0.0)
+        x, m_prev = carry
+        a_t, b_t, a_s, b_s, r_i = coeffs
+        m = m_fn(x, a_t, b_t)
+        c = jnp.where(r_i > 0, self.slope * 0.5 / jnp.where(r_i > 0, r_i, 1.0), 0.0)
+        d = (1.0 + c) * m - c * m_prev
+        return (ddim_step(x, d, a_t, b_t, a_s, b_s), m), None
 
 
-class DPMSolver2M(AbstractSolver):
+class DDIM(_AbstractMultistep2):
+    """First order: :func:`ddim_step` with the denoised mean at the start of the step."""
+
+    name: ClassVar[str] = "ddim"
+    order: ClassVar[int] = 1
+    slope: ClassVar[float] = 0.0
+
+
+class DPMSolver2M(_AbstractMultistep2):
     """DPM-Solver++(2M): the denoised mean extrapolated linearly in ``lambda`` from the
     previous step (the first step is DDIM)."""
 
     name: ClassVar[str] = "dpm2m"
     order: ClassVar[int] = 2
-
-    def coefficients(self, alphas, betas, h, r):
-        return alphas[:-1], betas[:-1], alphas[1:], betas[1:], r
-
-    def init(self, x0):
-        return x0, jnp.zeros_like(x0)
-
-    def step(self, m_fn, carry, coeffs):
-        return _multistep2(m_fn, carry, coeffs, 1.0)
-
-
-def _multistep2(m_fn, carry, coeffs, slope):
-    """DDIM on ``m + c (m - m_prev)``, ``c = slope / (2 r)``: DDIM for ``slope = 0``, 2M for 1."""
-    x, m_prev = carry
-    a_t, b_t, a_s, b_s, r_i = coeffs
-    m = m_fn(x, a_t, b_t)
-    c = jnp.where(r_i > 0, slope * 0.5 / jnp.where(r_i > 0, r_i, 1.0), 0.0)
-    d = (1.0 + c) * m - c * m_prev
-    return (ddim_step(x, d, a_t, b_t, a_s, b_s), m), None
+    slope: ClassVar[float] = 1.0
 
 
 class DPMSolver3M(AbstractSolver):
