@@ -8,7 +8,7 @@ simulations spent at each fidelity, the cost of one solve of each fidelity, wall
 stage, and the number of high-fidelity solves (gradient evaluations) of both NUTS runs.
 
 The model is a reduced 0-D stand-in for the paper's kinetic solver; see
-:mod:`numpyro_mfdiff._ex_runaway`.
+the module docstring of ``numpyro_mfdiff/examples/_runaway.py``.
 
 Run: ``python benchmarks/bench_runaway.py`` (``--fast`` for a smoke run).
 """

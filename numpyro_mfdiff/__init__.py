@@ -6,7 +6,7 @@ Monte Carlo denoiser, ODE steps) is re-exported for users who compose it.
 
 from ._external import external_simulator
 from ._mfdiff import MFDiff
-from ._ode import ddim_step, solve_ode
+from ._ode import DDIM, AbstractSolver, DPMSolver2M, DPMSolver3M, ddim_step, solve_ode
 from ._schedule import (
     AbstractSchedule,
     CosineSchedule,
@@ -31,4 +31,8 @@ __all__ = [
     "ess",
     "ddim_step",
     "solve_ode",
+    "AbstractSolver",
+    "DDIM",
+    "DPMSolver2M",
+    "DPMSolver3M",
 ]

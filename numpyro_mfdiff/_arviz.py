@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -14,7 +15,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["to_inference_data", "from_draws", "sample_prior"]
+__all__ = ["to_inference_data", "from_draws", "Groups", "sample_prior"]
 
 
 def _numpy(samples):
@@ -26,6 +27,28 @@ def _flat(samples):
     return {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items()}
 
 
+class Groups(NamedTuple):
+    """The groups of :func:`from_draws` beside ``posterior`` and ``observed_data``.
+
+    ``posterior_predictive``: simulate the observed sites at every draw
+    (``numpyro.infer.Predictive``), (chains, draws, *site_shape).
+    ``log_likelihood``: pointwise log density of each observed site at every
+    draw (``numpyro.infer.log_likelihood``: event dimensions summed, plate
+    dimensions kept), (chains, draws, *batch_shape), for ``az.loo`` and
+    ``az.compare``. ``prior``, ``prior_predictive``: draws (S, *site_shape) of
+    the latent and of the observed sites, stored as one chain.
+    ``sample_stats``, ``attrs``: as ``az.from_dict`` takes them (``attrs``
+    also on ``sample_stats``).
+    """
+
+    posterior_predictive: bool = False
+    log_likelihood: bool = True
+    prior: dict | None = None
+    prior_predictive: dict | None = None
+    sample_stats: dict | None = None
+    attrs: dict | None = None
+
+
 def from_draws(
     model,
     posterior,
@@ -35,12 +58,7 @@ def from_draws(
     observed_sites,
     model_args=(),
     model_kwargs=None,
-    posterior_predictive=False,
-    log_likelihood=True,
-    prior=None,
-    prior_predictive=None,
-    sample_stats=None,
-    attrs=None,
+    groups: Groups | None = None,
 ):
     """``az.InferenceData`` from posterior draws of a NumPyro model (MFDiff and baselines).
 
@@ -55,42 +73,35 @@ def from_draws(
         rng_key: ``jax.random`` key of the posterior predictive draws.
         observed_sites: the observed sites (those of ``log_likelihood`` and
             ``posterior_predictive``).
-        posterior_predictive: simulate the observed sites at every draw
-            (``numpyro.infer.Predictive``), (chains, draws, *site_shape).
-        log_likelihood: pointwise log density of each observed site at every
-            draw (``numpyro.infer.log_likelihood``: event dimensions summed,
-            plate dimensions kept), (chains, draws, *batch_shape), for
-            ``az.loo`` and ``az.compare``.
-        prior, prior_predictive: draws (S, *site_shape) of the latent and of
-            the observed sites, stored as one chain.
-        sample_stats, attrs: as ``az.from_dict`` takes them (``attrs`` also
-            on ``sample_stats``).
+        groups: the other groups, :class:`Groups` (default: ``Groups()``, the log
+            likelihood only).
     """
     from numpyro import handlers
     from numpyro.infer import Predictive
     from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
     model_kwargs = model_kwargs or {}
+    g = Groups() if groups is None else groups
     num_chains = next(iter(posterior.values())).shape[0]
     flat = _flat(posterior)
-    groups = dict(posterior=_numpy(posterior), observed_data=_numpy(observations))
-    if posterior_predictive:
+    out = dict(posterior=_numpy(posterior), observed_data=_numpy(observations))
+    if g.posterior_predictive:
         pred = Predictive(model, posterior_samples=flat, return_sites=list(observed_sites))
         pp = pred(rng_key, *model_args, **model_kwargs)
-        groups["posterior_predictive"] = group_chains(_numpy(pp), num_chains)
-    if log_likelihood:
+        out["posterior_predictive"] = group_chains(_numpy(pp), num_chains)
+    if g.log_likelihood:
         conditioned = handlers.condition(model, data=observations)
         ll = numpyro_log_likelihood(conditioned, flat, *model_args, **model_kwargs)
         ll = {k: v for k, v in ll.items() if k in observed_sites}
-        groups["log_likelihood"] = group_chains(_numpy(ll), num_chains)
-    if prior is not None:
-        groups["prior"] = group_chains(_numpy(prior), 1)
-    if prior_predictive is not None:
-        groups["prior_predictive"] = group_chains(_numpy(prior_predictive), 1)
-    if sample_stats is not None:
-        groups["sample_stats"] = _numpy(sample_stats)
-        groups["sample_stats_attrs"] = dict(attrs or {})
-    return az.from_dict(**groups, attrs=dict(attrs or {}))
+        out["log_likelihood"] = group_chains(_numpy(ll), num_chains)
+    if g.prior is not None:
+        out["prior"] = group_chains(_numpy(g.prior), 1)
+    if g.prior_predictive is not None:
+        out["prior_predictive"] = group_chains(_numpy(g.prior_predictive), 1)
+    if g.sample_stats is not None:
+        out["sample_stats"] = _numpy(g.sample_stats)
+        out["sample_stats_attrs"] = dict(g.attrs or {})
+    return az.from_dict(**out, attrs=dict(g.attrs or {}))
 
 
 def sample_prior(
@@ -155,13 +166,35 @@ def to_inference_data(
         group_by_chain=True,
         num_chains=num_chains,
     )
-    prior_draws = prior_predictive = None
-    if prior:
-        sims = inf.simulations
-        idx = np.flatnonzero(sims.valid)[:num_samples]
-        theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
-        prior_draws = inf._with_deterministic(theta, sims.y[idx])
-        prior_predictive = jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
+    prior_draws, prior_predictive = _stored_prior(inf, num_samples) if prior else (None, None)
+    attrs = _attrs(inf, method, y, observations, fidelity)
+    groups = Groups(
+        posterior_predictive, log_likelihood, prior_draws, prior_predictive, attrs=attrs
+    )
+    return from_draws(
+        inf.model,
+        post,
+        {k: np.asarray(v) for k, v in observations.items()},
+        k_pp,
+        observed_sites=list(inf.spec.observed_shapes),
+        model_args=inf._args,
+        model_kwargs=inf._kwargs,
+        groups=groups,
+    )
+
+
+def _stored_prior(inf, num_samples):
+    """``(prior, prior_predictive)`` from the first ``num_samples`` valid stored prior
+    simulations of ``inf``: constrained latent and deterministic sites, observed sites."""
+    sims = inf.simulations
+    idx = np.flatnonzero(sims.valid)[:num_samples]
+    theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
+    return inf._with_deterministic(theta, sims.y[idx]), jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
+
+
+def _attrs(inf, method, y, observations, fidelity):
+    """``attrs`` of :func:`to_inference_data`: the sampler, the likelihood-weight ESS, the
+    simulations spent and, for a refined observation, the refinement's figures."""
     ref = inf._refinement(y, fidelity)
     attrs = dict(
         inference_library="numpyro_mfdiff",
@@ -178,17 +211,4 @@ def to_inference_data(
             refinement_rounds=len(ref.rounds),
             kde_bandwidth=[float(b) for k in ref.kdes for b in k.bandwidth],
         )
-    return from_draws(
-        inf.model,
-        post,
-        {k: np.asarray(v) for k, v in observations.items()},
-        k_pp,
-        observed_sites=list(inf.spec.observed_shapes),
-        model_args=inf._args,
-        model_kwargs=inf._kwargs,
-        posterior_predictive=posterior_predictive,
-        log_likelihood=log_likelihood,
-        prior=prior_draws,
-        prior_predictive=prior_predictive,
-        attrs=attrs,
-    )
+    return attrs

@@ -17,7 +17,7 @@
 # `E_f` (Spitzer: `E ~ T^(-3/2)`). The unknowns are `E_f` (V/m), the density
 # `n_e` (`1e19 m^-3`) and `T_f` (eV); observed is `log10 f` at
 # `t = 4, 6, ..., 14 ms` with noise 0.3 decades. All formulas and units are in
-# the docstring of `numpyro_mfdiff._ex_runaway`.
+# the module docstring of `numpyro_mfdiff/examples/_runaway.py`.
 #
 # - **Low fidelity** (`runaway_low`): explicit Euler with a 1 ms step.
 # - **High fidelity** (`runaway_high`): classical RK4 with a 0.1 ms step.

@@ -51,6 +51,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._grid import grid_steps
+
 __all__ = [
     "RUNAWAY_TRUE",
     "RUNAWAY_TIMES",
@@ -135,12 +137,7 @@ def runaway_solve(params, times=RUNAWAY_TIMES, dt=RUNAWAY_FINE_DT, method="rk4",
     """
     if method not in ("euler", "rk4"):
         raise ValueError(f"method must be 'euler' or 'rk4', got {method!r}")
-    times = np.asarray(times, np.float64)
-    steps = np.rint(times / dt).astype(int)
-    if np.any(steps < 1) or not np.allclose(steps * dt, times, atol=1e-9 * max(1.0, times.max())):
-        raise ValueError(
-            f"every observation time must be a positive multiple of dt={dt}, got {times}"
-        )
+    steps = grid_steps(times, dt)
 
     def f(t, x):
         return _rhs(t, x, params, t0)
@@ -189,8 +186,9 @@ def runaway_low(y=None):
 
     Prior (independent): ``E_f ~ LogNormal(log 8, 0.3)`` V/m, ``n_e ~ LogNormal(0, 0.3)``
     ``x 1e19 m^-3``, ``T_f ~ LogNormal(log 10, 0.1)`` eV. ``y`` (6,) is ``log10`` of the
-    runaway fraction at ``t = 4, 6, ..., 14 ms`` plus ``N(0, 0.3^2)`` noise. See the module
-    :mod:`numpyro_mfdiff._ex_runaway` for the equations and the published models it follows.
+    runaway fraction at ``t = 4, 6, ..., 14 ms`` plus ``N(0, 0.3^2)`` noise. See the docstring
+    of ``numpyro_mfdiff/examples/_runaway.py`` for the equations and the published models
+    it follows.
     The coarse step misses the shape of the Dreicer burst at the end of the thermal quench
     (``log10 f`` at 4 ms is 1.3 decades low at the true parameters), which moves the
     posterior of ``T_f`` up by about 1.5 posterior sds.

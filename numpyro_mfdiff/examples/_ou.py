@@ -24,6 +24,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._grid import grid_steps
+
 __all__ = [
     "OU_TRUE",
     "OU_X0",
@@ -60,16 +62,6 @@ def ou_exact_moments(theta, sigma, times=OU_TIMES, x0=OU_X0):
     return mean, cov
 
 
-def _steps(times, dt):
-    times = np.asarray(times, np.float64)
-    steps = np.rint(times / dt).astype(int)
-    if np.any(steps < 1) or not np.allclose(steps * dt, times, atol=1e-9 * max(1.0, times.max())):
-        raise ValueError(
-            f"every observation time must be a positive multiple of dt={dt}, got {times}"
-        )
-    return steps
-
-
 def ou_euler_moments(theta, sigma, times=OU_TIMES, dt=OU_COARSE_DT, x0=OU_X0):
     """Mean ``(T,)`` and covariance ``(T, T)`` of the Euler-Maruyama chain with step ``dt``.
 
@@ -78,7 +70,7 @@ def ou_euler_moments(theta, sigma, times=OU_TIMES, dt=OU_COARSE_DT, x0=OU_X0):
     cumulative product, valid for any sign of ``a``). Every time must be a multiple of
     ``dt``. Converges to :func:`ou_exact_moments` as ``dt -> 0`` (error ``O(dt)``).
     """
-    steps = _steps(times, dt)
+    steps = grid_steps(times, dt)
     a = 1.0 - theta * dt
     dtype = jnp.result_type(float)
     pw = jnp.concatenate([jnp.ones(1, dtype), jnp.cumprod(jnp.full(int(steps.max()), a, dtype))])
@@ -93,7 +85,7 @@ def ou_euler_paths(rng_key, theta, sigma, num_paths, times=OU_TIMES, dt=OU_COARS
 
     A Monte Carlo check of the moment formulas (a small ``dt`` approximates the SDE itself).
     """
-    steps = _steps(times, dt)
+    steps = grid_steps(times, dt)
     noise = jax.random.normal(rng_key, (int(steps.max()), num_paths))
 
     def step(x, xi):

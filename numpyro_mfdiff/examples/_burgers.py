@@ -17,6 +17,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.util import potential_energy
 
+from ._grid import grid_steps
+
 __all__ = [
     "burgers_spectral",
     "burgers_interp",
@@ -46,14 +48,9 @@ BURGERS_HIGH_GRID = {"n": 128, "dt": 0.01}
 def _steps(times, dt):
     """Steps of ``dt`` between consecutive observation times (ValueError off the grid)."""
     times = np.asarray(times, np.float64).reshape(-1)
-    if not dt > 0:
-        raise ValueError(f"dt must be positive, got {dt}")
     if times.size == 0 or np.any(times < 0) or np.any(np.diff(times) < 0):
         raise ValueError(f"times must be a non-empty, non-decreasing sequence >= 0, got {times}")
-    steps = np.rint(times / dt).astype(int)
-    if not np.allclose(steps * dt, times, atol=1e-9 * max(1.0, times.max())):
-        raise ValueError(f"every observation time must be a multiple of dt={dt}, got {times}")
-    return np.diff(steps, prepend=0)
+    return np.diff(grid_steps(times, dt, allow_zero=True), prepend=0)
 
 
 def burgers_spectral(u0, nu, times, dt):

@@ -1,4 +1,4 @@
-"""Example models from the paper, with their exact posteriors where they exist."""
+"""Lorenz 63 parameter estimation: a fixed-step RK4 (low) and an adaptive diffrax solve (high)."""
 
 from __future__ import annotations
 
@@ -8,150 +8,20 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ._ex_burgers import (
-    BURGERS_HIGH_GRID,
-    BURGERS_LOW_GRID,
-    BURGERS_NOISE,
-    BURGERS_POINTS,
-    BURGERS_TIMES,
-    BURGERS_TRUE,
-    burgers_exact,
-    burgers_grid_posterior,
-    burgers_grid_sample,
-    burgers_high,
-    burgers_interp,
-    burgers_low,
-    burgers_observation,
-    burgers_solution,
-    burgers_spectral,
-)
-from ._ex_runaway import (
-    RUNAWAY_COARSE_DT,
-    RUNAWAY_FINE_DT,
-    RUNAWAY_NOISE,
-    RUNAWAY_TIMES,
-    RUNAWAY_TRUE,
-    runaway_closed_form,
-    runaway_high,
-    runaway_low,
-    runaway_rates,
-    runaway_solve,
-)
-from ._ex_sde import (
-    OU_COARSE_DT,
-    OU_NOISE,
-    OU_TIMES,
-    OU_TRUE,
-    OU_X0,
-    ou_euler_moments,
-    ou_euler_paths,
-    ou_exact_moments,
-    ou_high,
-    ou_log_posterior_grid,
-    ou_low,
-)
+from ._grid import grid_steps
 
 __all__ = [
-    "quadratic",
-    "quadratic_coarse",
-    "quadratic_bin_probs",
-    "quadratic_kl",
-    "QUADRATIC_NOISE",
-    "lorenz63_low",
-    "lorenz63_high",
-    "lorenz63_rk4",
-    "lorenz63_diffrax",
-    "lorenz63_rhs",
     "LORENZ_TRUE",
     "LORENZ_X0",
     "LORENZ_TIMES",
     "LORENZ_NOISE",
     "LORENZ_COARSE_DT",
-    "burgers_low",
-    "burgers_high",
-    "burgers_solution",
-    "burgers_spectral",
-    "burgers_interp",
-    "burgers_exact",
-    "burgers_observation",
-    "burgers_grid_posterior",
-    "burgers_grid_sample",
-    "BURGERS_TRUE",
-    "BURGERS_TIMES",
-    "BURGERS_POINTS",
-    "BURGERS_NOISE",
-    "BURGERS_LOW_GRID",
-    "BURGERS_HIGH_GRID",
-    "ou_low",
-    "ou_high",
-    "ou_exact_moments",
-    "ou_euler_moments",
-    "ou_euler_paths",
-    "ou_log_posterior_grid",
-    "OU_TRUE",
-    "OU_X0",
-    "OU_TIMES",
-    "OU_NOISE",
-    "OU_COARSE_DT",
-    "runaway_low",
-    "runaway_high",
-    "runaway_solve",
-    "runaway_rates",
-    "runaway_closed_form",
-    "RUNAWAY_TRUE",
-    "RUNAWAY_TIMES",
-    "RUNAWAY_NOISE",
-    "RUNAWAY_COARSE_DT",
-    "RUNAWAY_FINE_DT",
+    "lorenz63_rhs",
+    "lorenz63_rk4",
+    "lorenz63_diffrax",
+    "lorenz63_low",
+    "lorenz63_high",
 ]
-
-QUADRATIC_NOISE = 0.1
-
-
-def quadratic(y=None):
-    """``theta ~ U(-2, 2)``, ``y ~ N(theta^2, 0.1^2)``: bimodal posterior at ``+-sqrt(y)``."""
-    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
-    numpyro.sample("y", dist.Normal(theta**2, QUADRATIC_NOISE), obs=y)
-
-
-def quadratic_coarse(y=None, nodes: int = 6):
-    """A deliberately poor low-fidelity :func:`quadratic`: ``theta^2`` interpolated
-    linearly between ``nodes`` equally spaced points of [-2, 2].
-
-    With 6 nodes the approximation overestimates ``theta^2`` by up to 0.16 (at
-    ``theta = +-1``: 1.12), so its posterior for ``y = 1`` peaks at
-    ``+-0.925`` instead of ``+-1``, 1.5 posterior standard deviations away.
-    """
-    theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
-    grid = jnp.linspace(-2.0, 2.0, nodes)
-    numpyro.sample("y", dist.Normal(jnp.interp(theta, grid, grid**2), QUADRATIC_NOISE), obs=y)
-
-
-def quadratic_bin_probs(y: float, bins: int = 80, range=(-2.0, 2.0), noise=QUADRATIC_NOISE):  # noqa: A002
-    """Exact posterior mass of :func:`quadratic` in ``bins`` equal bins over ``range``.
-
-    Integrated numerically on a grid of 400,001 points; returns an array (bins,).
-    """
-    edges = np.linspace(range[0], range[1], bins + 1)
-    g = np.linspace(range[0], range[1], 400_001)
-    logp = -0.5 * ((y - g**2) / noise) ** 2
-    c = np.cumsum(np.exp(logp - logp.max()))
-    c /= c[-1]
-    return np.diff(c[np.clip(np.searchsorted(g, edges), 0, g.size - 1)])
-
-
-def quadratic_kl(samples, y: float, bins: int = 80) -> float:
-    """KL(exact || samples) of :func:`quadratic` at ``y``: ``bins`` bins over [-2, 2].
-
-    ``samples``: draws of ``theta``, shape (S,).
-    """
-    from .metrics import kl_divergence_hist
-
-    probs = quadratic_bin_probs(y, bins)
-    return float(kl_divergence_hist(probs, samples, bins=bins, range=(-2.0, 2.0), p_is_probs=True))
-
-
-# ----------------------------------------------------------------------------- Lorenz 63
 
 LORENZ_TRUE = {"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0}
 LORENZ_X0 = (1.0, 1.0, 1.0)
@@ -174,10 +44,7 @@ def lorenz63_rk4(params, times=LORENZ_TIMES, dt=LORENZ_COARSE_DT, x0=LORENZ_X0):
     Returns the states at ``times``, shape ``(len(times), 3)``.
     """
     sigma, rho, beta = params
-    times = np.asarray(times, np.float64)
-    steps = np.rint(times / dt).astype(int)
-    if not np.allclose(steps * dt, times, atol=1e-9 * max(1.0, times.max())):
-        raise ValueError(f"every observation time must be a multiple of dt={dt}, got {times}")
+    steps = grid_steps(times, dt)
 
     def f(s):
         return lorenz63_rhs(s, sigma, rho, beta)

@@ -1,0 +1,175 @@
+"""Prior simulations of a model: one at a time (:func:`_simulate_one`) and in
+chunked, checkpointed, jitted batches (:func:`simulate`)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+
+from .. import _external, _simulate
+from ._sites import _sample_sites, _trace
+from ._spec import ModelSpec
+
+__all__ = ["Simulations", "simulate"]
+
+
+class Simulations(NamedTuple):
+    """Prior simulations ``S_prior``.
+
+    ``theta``: (N, D) unconstrained latents; ``y``: (N, M) prior-predictive
+    observations; ``dists``: dict of batched observed-site distributions
+    (leading axis N), enough to evaluate ``log p(y | theta_j)`` for any ``y``;
+    ``valid``: (N,) bool, False for failed simulations; ``errors``: the first
+    few exception summaries from external simulators (strings).
+    """
+
+    theta: Any
+    y: Any
+    dists: Any
+    valid: Any
+    errors: tuple = ()
+
+
+def _simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
+    """One simulation; with ``theta`` (D,) unconstrained, the latent sites take those values."""
+    if theta is not None:
+        model = handlers.substitute(model, data=spec.constrain(theta))
+    tr = _trace(model, key, args, kwargs)
+    sites = _sample_sites(tr)
+    latent = {n: sites[n]["value"] for n in spec.latent_shapes}
+    theta = spec.unconstrain(latent)
+    y = ravel_pytree(
+        {n: jnp.asarray(sites[n]["value"], jnp.float32) for n in spec.observed_shapes}
+    )[0]
+    dists = {n: sites[n]["fn"] for n in spec.observed_shapes}
+    return theta, y, dists
+
+
+def _all_finite(tree):
+    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    leaves = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    out = jnp.ones(leaves[0].shape[:1], bool) if leaves else True
+    for x in leaves:
+        out = out & jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+    return out
+
+
+def _model_name(model):
+    return getattr(model, "__qualname__", type(model).__qualname__)
+
+
+def simulate(
+    key,
+    model,
+    spec: ModelSpec,
+    num: int,
+    args=(),
+    kwargs=None,
+    chunk_size=None,
+    progress=None,
+    *,
+    theta=None,
+    checkpoint=None,
+    executor=None,
+    max_failure_fraction=None,
+):
+    """Draw ``num`` simulations of ``model``; returns :class:`Simulations`.
+
+    Runs in chunks of ``chunk_size`` (vmapped and jitted); ``progress`` is an
+    optional callable receiving the number of simulations finished per chunk.
+    A simulation whose latents, output or distribution parameters are not
+    finite (an external simulator that raised returns NaN) is marked invalid
+    and kept out of every later computation.
+
+    Args:
+        theta: optional (num, D) unconstrained latent values: simulate at these
+            (refinement) instead of drawing the latents from the prior.
+        checkpoint: optional directory; each finished chunk is written there
+            and a rerun with the same key, ``num``, ``chunk_size``, model and
+            arguments loads it instead of simulating it again. A directory
+            written for another run is a ``ValueError``.
+        executor: ``concurrent.futures.Executor`` for the calls of simulators
+            wrapped by :func:`external_simulator`; the result is the same as
+            without it.
+        max_failure_fraction: stop with a ``RuntimeError`` as soon as more
+            than this fraction of ``num`` has failed.
+
+    Simulation ``i`` uses ``jax.random.split(key, num)[i]`` whatever the
+    chunking, so an interrupted and resumed run equals an uninterrupted one.
+    """
+    kwargs = kwargs or {}
+    num = int(num)
+    chunk_size = int(min(chunk_size or num, num))
+    keys = jax.random.split(key, num)
+    theta = None if theta is None else _checked_theta(theta, num, spec.dim)
+    inputs = (keys,) if theta is None else (keys, jnp.asarray(theta))
+
+    def one(k, th=None):
+        return _simulate_one(model, spec, args, kwargs, k, th)
+
+    one_like = [x[0] for x in inputs]
+    traced = []
+    n_external = _external.count_traced_calls(lambda: traced.append(jax.eval_shape(one, *one_like)))
+    out_like = traced[0]
+    ckpt = None
+    if checkpoint is not None:
+        manifest = _manifest(key, model, spec, num, chunk_size, out_like, args, kwargs, theta)
+        ckpt = _simulate.Checkpoint(checkpoint, manifest)
+
+    out, _, errors = _simulate.run_chunks(
+        jax.jit(jax.vmap(one)),
+        inputs,
+        chunk_size,
+        out_like=out_like,
+        count_failed=_count_failed,
+        pad=n_external == 0,  # padding rows would be real (expensive) external calls
+        checkpoint=ckpt,
+        executor=executor,
+        max_failure_fraction=max_failure_fraction,
+        progress=progress,
+    )
+    theta, y, dists = out
+    valid = np.asarray(_all_finite(theta) & _all_finite(y) & _all_finite(dists))
+    theta = np.where(valid[:, None], theta, 0.0).astype(np.float32)
+    y = np.where(valid[:, None], y, 0.0).astype(np.float32)
+    return Simulations(theta=theta, y=y, dists=dists, valid=valid, errors=tuple(errors))
+
+
+def _checked_theta(theta, num, dim):
+    """``theta`` as float32 (num, dim), or a ``ValueError`` (wrong shape, not finite)."""
+    theta = np.asarray(theta, np.float32)
+    if theta.shape != (num, dim):
+        raise ValueError(f"theta must have shape {(num, dim)}, got {theta.shape}")
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("theta contains NaN or infinite values")
+    return theta
+
+
+def _manifest(key, model, spec, num, chunk_size, out_like, args, kwargs, theta):
+    """What a checkpoint directory of :func:`simulate` must match to be reused."""
+    return dict(
+        kind="simulations",
+        model=_model_name(model),
+        key=_simulate.key_fingerprint(key),
+        num=num,
+        chunk_size=chunk_size,
+        latent_shapes={k: list(v) for k, v in spec.latent_shapes.items()},
+        observed_shapes={k: list(v) for k, v in spec.observed_shapes.items()},
+        outputs={
+            name: [list(x.shape), str(x.dtype)]
+            for name, x in zip(
+                _simulate.leaf_names(out_like), jax.tree.leaves(out_like), strict=True
+            )
+        },
+        model_args=_simulate.fingerprint(args, kwargs),
+        theta=None if theta is None else _simulate.fingerprint(theta),
+    )
+
+
+def _count_failed(out):
+    return int(np.sum(~np.asarray(_all_finite(out))))
