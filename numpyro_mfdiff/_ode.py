@@ -116,9 +116,9 @@ class DPMSolver3M(AbstractSolver):
     """DPM-Solver++(3M) (Lu et al. 2022, data prediction): the denoised mean extrapolated
     quadratically in ``lambda`` from the two previous steps (DDIM, then 2M, to start).
 
-    ``order`` is the design order, 3; on a Gaussian problem with a known flow this update
-    measures 2 (its second-difference term is half what third order needs; see
-    ``tests/test_ode_order.py``)."""
+    ``D2`` is the whole ``h^2 m''`` that the third-order term ``-alpha phi_3 h^2 m''``
+    needs (DPM-Solver's reference form takes half of it and measures order 2 on a
+    Gaussian problem with a known flow; this one measures 3.9: ``tests/test_ode_order.py``)."""
 
     name: ClassVar[str] = "dpm3m"
     order: ClassVar[int] = 3
@@ -147,7 +147,7 @@ class DPMSolver3M(AbstractSolver):
         d11 = jnp.where(r1 > 0, (m1 - m2) / jnp.where(r1 > 0, r1, 1.0), 0.0)
         w = jnp.where(r1 > 0, 1.0 / jnp.where(r1 > 0, r0 + r1, 1.0), 0.0)
         d1 = d10 + (r0 * w) * (d10 - d11)
-        d2 = w * (d10 - d11)
+        d2 = 2.0 * w * (d10 - d11)  # ~ h^2 m'': the third-order term needs it whole
         return (ratio * x + a0 * m0 + a1 * d1 + a2 * d2, m0, m1), None
 
 
