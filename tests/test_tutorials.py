@@ -45,7 +45,14 @@ def test_notebook_matches_source(path):
     assert not with_outputs, f"strip the outputs of cells {with_outputs} of the .ipynb"
 
 
-@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
+# the quickstart in the default run; the others (3-4 minutes together on 2 cores) with
+# the slow checks, which CI runs too
+_RUNS = [
+    p if p.stem.startswith("01_") else pytest.param(p, marks=pytest.mark.slow) for p in TUTORIALS
+]
+
+
+@pytest.mark.parametrize("path", _RUNS, ids=lambda p: p.stem)
 def test_tutorial_runs_in_fast_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MFDIFF_TUTORIAL_FAST", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
