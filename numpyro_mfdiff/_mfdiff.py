@@ -417,30 +417,32 @@ class MFDiff:
 
     def _check_low(self, key):
         """``G_low`` against the weighted prior points it was fitted to, at up to
-        ``LOW_CHECK_ROWS`` labelled observations whose likelihood-weight ESS is at
-        least ``LOW_CHECK_ESS`` (where the weighted moments are sharp enough to judge
-        by): ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in
-        weighted sds and the sd ratios per coordinate (labels keep each row's
-        weighted mean and covariance, smoothed or not). Kept in
-        ``diagnostics["generator_check"]`` (``None`` where no observation qualifies);
-        warns when off (:func:`~numpyro_mfdiff._refine.generator_off`)."""
-        tri = self.triples
-        if tri is None:
+        ``LOW_CHECK_ROWS`` simulated observations (spread over the prior simulations;
+        labels are drawn at them) whose likelihood-weight ESS is at least
+        ``LOW_CHECK_ESS`` (where the weighted moments are sharp enough to judge by):
+        ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted
+        sds and the sd ratios per coordinate (labels keep each row's weighted mean
+        and covariance, smoothed or not). Kept in ``diagnostics["generator_check"]``
+        (``None`` where no observation qualifies); warns when off
+        (:func:`~numpyro_mfdiff._refine.generator_off`)."""
+        if self.generator is None or self.simulations is None:
             return
-        T = tri["y"].shape[0]
+        valid = np.flatnonzero(self.simulations.valid)
         rows = []
-        for i in np.unique(np.linspace(0, T - 1, 4 * LOW_CHECK_ROWS).astype(int)):
-            y = tri["y"][i] * self._y_scale + self._y_mean
-            w = _normalised(self._loglik_rows(jnp.asarray(y, jnp.float32)))
+        for j in np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)]):
+            # the simulated observation itself: integer sites stay integers
+            y = self.simulations.y[j]
+            w = _normalised(self._loglik_rows(jnp.asarray(y)))
             if w.sum() > 0 and 1.0 / np.sum(w**2) >= LOW_CHECK_ESS:
-                rows.append((i, w))
+                rows.append((j, w))
             if len(rows) == LOW_CHECK_ROWS:
                 break
         if not rows:
             self.diagnostics["generator_check"] = None
             return
         z = jax.random.normal(key, (LOW_CHECK_DRAWS, self.spec.dim))
-        ys = jnp.asarray(np.stack([tri["y"][i] for i, _ in rows]))
+        y_std = (self.simulations.y[[j for j, _ in rows]] - self._y_mean) / self._y_scale
+        ys = jnp.asarray(y_std, jnp.float32)
         draws = np.asarray(_low_standardised(self.generator, ys, z), np.float64)
         pts = np.asarray(self._points, np.float64)
         errors, ratios, esses = [], [], []
@@ -455,7 +457,7 @@ class MFDiff:
         if generator_off(check):
             warnings.warn(
                 f"G_low is off the weighted prior simulations it was fitted to, at {len(rows)} "
-                f"labelled observations with likelihood ESS >= {LOW_CHECK_ESS:g}: mean error "
+                f"simulated observations with likelihood ESS >= {LOW_CHECK_ESS:g}: mean error "
                 f"{check['mean_error']:.2f} sd, sd ratios {min(ratios):.2f}-{max(ratios):.2f}; "
                 "raise train_steps or num_labels",
                 stacklevel=3,
