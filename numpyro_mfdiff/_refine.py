@@ -12,7 +12,7 @@ After the stages, the ODE with these weights (whitened, its end point
 smoothed by a kernel chosen from the ESS) labels ``(z, theta)`` pairs and an
 unconditional generator ``G_high(z)`` is fitted.
 
-Nothing here knows :class:`MFDiff`: it passes what refinement reads as two frozen
+Nothing here knows :class:`MFDiff`, which passes what refinement reads as two frozen
 contexts (:class:`OdeConfig`, :class:`RefineContext`), the model to simulate as a
 :class:`HighFidelity`, and what it needs of the low-fidelity sampler and the prior as
 plain callables; the record of an observation is a :class:`Refinement`.
