@@ -18,10 +18,10 @@ from . import _model
 from ._checks import chain_count, group_chains, model_callable, positive_int, real
 from ._expfam import log_likelihood_natural, natural_form
 from ._label import label_triples
-from ._network import Generator, fit_generator
+from ._network import Generator, fit_generator, generate
 from ._ode import SOLVERS, sample_pruned
 from ._progress import progress
-from ._refine import generator_off
+from ._refine import OdeConfig, RefineContext, generator_off
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 from ._score import batched_ess
 
@@ -612,7 +612,7 @@ class MFDiff:
         if ref is not None:
             from ._refine import ode_draw
 
-            return ode_draw(self, ref, z, batch_size)
+            return ode_draw(self.ode_config, ref, z, batch_size)
         log_w = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
         u, n_points, dropped = sample_pruned(
             z,
@@ -800,26 +800,26 @@ class MFDiff:
             target_ess=target_ess,
             smoothing=smoothing,
         )
-        model, args, kwargs, spec_hi, same = _refine.high_fidelity_model(
-            self, model, model_args, model_kwargs
+        high = _refine.high_fidelity_model(
+            self.spec, self.model, self._args, self._kwargs, model, model_args, model_kwargs
         )
         log_prior, prior_draw = self._prior_fns()
         key = _obs_key(y)
         ref = self._refinements.get(key)
         if ref is None:
-            ref = _refine.new_refinement(self, y, same, log_prior)
+            prior_theta = self.simulations.theta if high.same else None
+            loglik_low = self._loglik(jnp.asarray(y))
+            ref = _refine.new_refinement(y, self.spec.dim, loglik_low, prior_theta, log_prior)
         _refine.refine(
-            self,
             rng_key,
             y,
             ref,
-            model,
-            spec_hi,
-            args,
-            kwargs,
+            high,
+            self._refine_context(),
             **settings,
             log_prior=log_prior,
             prior_draw=prior_draw,
+            low_draw=self._low_draw,
         )
         self._refinements[key] = ref
         self.diagnostics.setdefault("refinements", {})[key] = dict(
@@ -827,6 +827,43 @@ class MFDiff:
             **ref.summary(),
         )
         return self
+
+    @property
+    def ode_config(self) -> OdeConfig:
+        """The ODE settings (schedule, time grid, solver, ``prune_tol``) of the refined
+        Monte Carlo-score ODE, as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
+        return OdeConfig(
+            schedule=self.schedule,
+            grid=self.grid,
+            grid_kind=self._settings["grid"],
+            num_steps=self.num_steps,
+            t_max=self._settings["t_max"],
+            solver=self.solver,
+            prune_tol=self.prune_tol,
+        )
+
+    def _refine_context(self) -> RefineContext:
+        """The settings :func:`~numpyro_mfdiff._refine.refine` reads."""
+        return RefineContext(
+            spec=self.spec,
+            ode=self.ode_config,
+            net_config=self.net_config,
+            fit_config=self.fit_config,
+            ess_warning=self.ess_warning,
+            progress_bar=self.progress_bar,
+            checkpoint_dir=self.checkpoint_dir,
+            executor=self.executor,
+            simulation_chunk_size=self.simulation_chunk_size,
+            max_failure_fraction=self.max_failure_fraction,
+        )
+
+    def _low_draw(self, key, y, n):
+        """Unconstrained (n, D) draws for flat ``y`` (M,) from the low-fidelity sampler:
+        ``G_low`` when fitted, else the ODE over the prior simulations."""
+        z = jax.random.normal(key, (n, self.spec.dim))
+        if self.generator is not None:
+            return np.asarray(generate(self.generator, jnp.asarray(y), z))
+        return self._ode_unconstrained(y, z, fidelity="low")[0]
 
     def _prior_fns(self):
         """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["Generator", "fit_generator"]
+__all__ = ["Generator", "fit_generator", "generate"]
 
 
 class Generator(eqx.Module):
@@ -79,6 +79,13 @@ class Generator(eqx.Module):
         if self.theta_chol is None:
             return self.theta_mean + self.theta_scale * u
         return self.theta_mean + jnp.matmul(self.theta_chol, u, precision=jax.lax.Precision.HIGHEST)
+
+
+@eqx.filter_jit
+def generate(gen, y, z):
+    """``gen(y, z_s)`` (S, D) for one observation ``y`` (M,) and noise ``z`` (S, D),
+    4096 rows a step (an unconditional ``G_high``: ``y`` of shape (0,))."""
+    return jax.lax.map(lambda zi: gen(y, zi), z, batch_size=4096)
 
 
 def fit_generator(

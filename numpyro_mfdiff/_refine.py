@@ -11,6 +11,11 @@ with the balance heuristic over all proposals, the prior included:
 After the stages, the ODE with these weights (whitened, its end point
 smoothed by a kernel chosen from the ESS) labels ``(z, theta)`` pairs and an
 unconditional generator ``G_high(z)`` is fitted.
+
+Nothing here knows :class:`MFDiff`, which passes what refinement reads as two frozen
+contexts (:class:`OdeConfig`, :class:`RefineContext`), the model to simulate as a
+:class:`HighFidelity`, and what it needs of the low-fidelity sampler and the prior as
+plain callables; the record of an observation is a :class:`Refinement`.
 """
 
 from __future__ import annotations
@@ -19,32 +24,88 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _model, _sequential
 from ._checks import model_callable, positive_int, real
-from ._network import Generator, fit_generator
+from ._network import Generator, fit_generator, generate
 from ._ode import sample_pruned
 from ._progress import progress
-from ._schedule import geometric_grid, time_at_noise_ratio, uniform_grid
+from ._schedule import AbstractSchedule, geometric_grid, time_at_noise_ratio, uniform_grid
 from ._score import ess as _ess
 
 __all__ = [
+    "HighFidelity",
+    "OdeConfig",
+    "RefineContext",
     "Refinement",
     "check_settings",
+    "fit_high",
     "generator_check",
     "generator_off",
     "high_fidelity_model",
-    "refine",
+    "new_refinement",
     "ode_draw",
+    "refine",
 ]
 
 # the budget of a refine call with neither max_simulations nor num_simulations set
 DEFAULT_BUDGET = 2_000
+
+
+class OdeConfig(NamedTuple):
+    """The Monte Carlo-score ODE of refined draws: the ``schedule``, the time ``grid``
+    (its kind ``"geometric"``/``"uniform"``, ``num_steps`` and ``t_max``, to build the
+    shorter grid of a smoothed end point), the ``solver`` and ``prune_tol``, the weight
+    pruning may drop."""
+
+    schedule: AbstractSchedule
+    grid: Any
+    grid_kind: str
+    num_steps: int
+    t_max: float
+    solver: str
+    prune_tol: float
+
+    def grid_to(self, t_min):
+        """The grid of the same kind, steps and ``t_max`` that ends at ``t_min``."""
+        make = geometric_grid if self.grid_kind == "geometric" else uniform_grid
+        return make(self.num_steps, t_max=self.t_max, t_min=t_min)
+
+
+class RefineContext(NamedTuple):
+    """The settings of the inference object that refinement reads: the low-fidelity
+    model's ``spec`` (latent dimension, observed sites), the ``ode``, ``G_high``'s
+    network (``net_config``) and fit (``fit_config``), the ESS below which it warns
+    (``ess_warning``), and how simulations run (``progress_bar``, ``checkpoint_dir``,
+    ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``)."""
+
+    spec: _model.ModelSpec
+    ode: OdeConfig
+    net_config: dict
+    fit_config: dict
+    ess_warning: float
+    progress_bar: bool
+    checkpoint_dir: Path | None
+    executor: Any
+    simulation_chunk_size: int
+    max_failure_fraction: float
+
+
+class HighFidelity(NamedTuple):
+    """The model refinement simulates, with its arguments and ``spec``; ``same``
+    when it is the low-fidelity model with the same arguments."""
+
+    model: Any
+    args: tuple
+    kwargs: dict
+    spec: _model.ModelSpec
+    same: bool
 
 
 @dataclass
@@ -106,7 +167,7 @@ def _weighted_standardisation(theta, log_w):
     return mean.astype(np.float32), sd.astype(np.float32)
 
 
-def ode_draw(inf, ref, z, batch_size=4096):
+def ode_draw(ode: OdeConfig, ref, z, batch_size=4096):
     """Draws from the refined Monte Carlo-score ODE for noise ``z`` (S, D).
 
     The ODE runs on the weighted points whitened by their weighted mean and
@@ -121,21 +182,20 @@ def ode_draw(inf, ref, z, batch_size=4096):
     """
     mean, chol = _sequential.whitening(ref.theta, ref.log_w)
     pts = _sequential.whiten(ref.theta, mean, chol)
-    grid, denoise_last = inf.grid, True
+    grid, denoise_last = ode.grid, True
     if ref.smoothing > 0:
         pts = np.sqrt(1.0 - ref.smoothing**2) * pts
-        t_s = time_at_noise_ratio(inf.schedule, ref.smoothing)
-        make = geometric_grid if inf._settings["grid"] == "geometric" else uniform_grid
-        grid = make(inf.num_steps, t_max=inf._settings["t_max"], t_min=max(t_s, 1e-6))
+        t_s = time_at_noise_ratio(ode.schedule, ref.smoothing)
+        grid = ode.grid_to(max(t_s, 1e-6))
         denoise_last = False
     u, n_pts, dropped = sample_pruned(
         z,
         jnp.asarray(pts, jnp.float32),
         ref.log_w,
-        inf.schedule,
+        ode.schedule,
         grid,
-        inf.solver,
-        inf.prune_tol,
+        ode.solver,
+        ode.prune_tol,
         batch_size,
         denoise_last,
     )
@@ -180,19 +240,6 @@ def high_generator(key, dim, mean, chol, net_config, residual=True) -> Generator
         residual=residual,
         **net_config,
     )
-
-
-def _initial_candidates(inf, key, y, n):
-    """Unconstrained (n, D) draws for ``y`` from the low-fidelity sampler."""
-    z = jax.random.normal(key, (n, inf.spec.dim))
-    if inf.generator is not None:
-        return np.asarray(_generate(inf.generator, jnp.asarray(y), z))
-    return inf._ode_unconstrained(y, z, fidelity="low")[0]
-
-
-@eqx.filter_jit
-def _generate(gen, y, z):
-    return jax.lax.map(lambda zi: gen(y, zi), z, batch_size=4096)
 
 
 def check_settings(
@@ -254,70 +301,72 @@ def check_settings(
     )
 
 
-def high_fidelity_model(inf, model, model_args, model_kwargs):
-    """``(model, args, kwargs, spec, same)``: the model refinement simulates (default:
-    ``inf.model``) with its arguments (default: those of ``inf.run``) and its spec, checked
-    against ``inf.spec`` (a ``ValueError`` naming the site that differs); ``same`` when it
-    is ``inf``'s own model with ``inf``'s arguments."""
-    same = model is None or model is inf.model
-    model = inf.model if model is None else model
+def high_fidelity_model(
+    spec, low_model, low_args, low_kwargs, model=None, model_args=None, model_kwargs=None
+) -> HighFidelity:
+    """The model refinement simulates (default: ``low_model``) with its arguments (default:
+    ``low_args``/``low_kwargs``, those of the run) and its spec, checked against the
+    low-fidelity ``spec`` (a ``ValueError`` naming the site that differs); ``same`` when it
+    is the low-fidelity model with the same arguments."""
+    same = model is None or model is low_model
+    model = low_model if model is None else model
     model_callable(model)
-    args = inf._args if model_args is None else tuple(model_args)
-    kwargs = inf._kwargs if model_kwargs is None else dict(model_kwargs)
+    args = low_args if model_args is None else tuple(model_args)
+    kwargs = low_kwargs if model_kwargs is None else dict(model_kwargs)
     same = same and model_args is None and model_kwargs is None
-    spec_hi = _model.inspect_model(model, args, kwargs, sorted(inf.spec.observed_shapes))
-    _model.check_high_fidelity(inf.spec, spec_hi)
-    return model, args, kwargs, spec_hi, same
+    spec_hi = _model.inspect_model(model, args, kwargs, sorted(spec.observed_shapes))
+    _model.check_high_fidelity(spec, spec_hi)
+    return HighFidelity(model, args, kwargs, spec_hi, same)
 
 
-def new_refinement(inf, y, same_fidelity, log_prior) -> Refinement:
-    """An empty record for ``y``; with ``same_fidelity`` the prior simulations join
-    it as draws from the prior (temperature 0)."""
-    D = inf.spec.dim
-    loglik_low = inf._loglik(jnp.asarray(y))
+def new_refinement(y, dim, loglik_low, prior_theta=None, log_prior=None) -> Refinement:
+    """An empty record for ``y`` with ``dim`` latent coordinates, whose low-fidelity
+    log-likelihoods over the prior simulations are ``loglik_low`` (N,); with
+    ``prior_theta`` (N, D), the prior simulations at the same fidelity, they join it as
+    draws from the prior (temperature 0), with their prior log densities from
+    ``log_prior`` (batched)."""
     ref = Refinement(
         y=np.asarray(y, np.float32),
-        theta=np.zeros((0, D), np.float32),
+        theta=np.zeros((0, dim), np.float32),
         loglik=np.zeros(0, np.float32),
         logprior=np.zeros(0, np.float32),
         ess_before=float(_ess(loglik_low)),
     )
-    if same_fidelity:
-        sims = inf.simulations
-        ref.theta = np.asarray(sims.theta, np.float32)
+    if prior_theta is not None:
+        ref.theta = np.asarray(prior_theta, np.float32)
         ref.loglik = np.asarray(loglik_low, np.float32)
         ref.logprior = np.asarray(log_prior(jnp.asarray(ref.theta)), np.float32)
-        ref.prior_count = int(sims.theta.shape[0])
+        ref.prior_count = int(prior_theta.shape[0])
     return ref
 
 
-def _simulator(inf, model, spec_hi, args, kwargs, y, ref):
-    """``(key, theta (n, D)) -> (loglik (n,), failed)``: the model run at ``theta``
-    (with progress, checkpoints and the executor of ``inf``) and the log-likelihood
-    of ``y`` under each simulation."""
-    loglik = jax.jit(partial(_model.log_likelihood, spec_hi))
+def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
+    """``(key, theta (n, D)) -> (loglik (n,), failed)``: the model of ``high`` run at
+    ``theta`` (with the progress bar, checkpoints and executor of ``ctx``) and the
+    log-likelihood of ``y`` under each simulation."""
+    loglik = jax.jit(partial(_model.log_likelihood, high.spec))
 
     def simulate(key, theta):
         n = theta.shape[0]
         stage = len(ref.rounds) + 1
         ckpt = None
-        if inf.checkpoint_dir is not None:
+        if ctx.checkpoint_dir is not None:
             tag = ref.y.tobytes().hex()[:16]
-            ckpt = inf.checkpoint_dir / f"refine-{tag}" / f"round-{stage}"
-        with progress(n, f"refining (stage {stage})", inf.progress_bar) as update:
+            ckpt = ctx.checkpoint_dir / f"refine-{tag}" / f"round-{stage}"
+        with progress(n, f"refining (stage {stage})", ctx.progress_bar) as update:
             sims = _model.simulate(
                 key,
-                model,
-                spec_hi,
+                high.model,
+                high.spec,
                 n,
-                args,
-                kwargs,
-                inf.simulation_chunk_size,
+                high.args,
+                high.kwargs,
+                ctx.simulation_chunk_size,
                 update,
                 theta=theta,
                 checkpoint=ckpt,
-                executor=inf.executor,
-                max_failure_fraction=inf.max_failure_fraction,
+                executor=ctx.executor,
+                max_failure_fraction=ctx.max_failure_fraction,
             )
         ll = np.asarray(loglik(sims.dists, sims.valid, y), np.float64)
         return ll, int(n - sims.valid.sum())
@@ -325,7 +374,7 @@ def _simulator(inf, model, spec_hi, args, kwargs, y, ref):
     return simulate
 
 
-def _run_stages(inf, key, y, ref, simulate, log_prior, prior_draw, s):
+def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
     """The stages of one ``refine`` call; updates ``ref`` and returns the final pool."""
     pool = _sequential.init(
         ref.theta, ref.loglik, ref.logprior, ref.kdes, ref.counts, ref.prior_count, ref.lam
@@ -341,7 +390,7 @@ def _run_stages(inf, key, y, ref, simulate, log_prior, prior_draw, s):
         key, k_cand, k_step = jax.random.split(key, 3)
         cands = None
         if pool.theta.shape[0] == 0:  # a new high-fidelity refinement: start from G_low
-            cands = _initial_candidates(inf, k_cand, y, n)
+            cands = low_draw(k_cand, y, n)
         pool, info = _sequential.step(
             k_step,
             pool,
@@ -362,25 +411,28 @@ def _run_stages(inf, key, y, ref, simulate, log_prior, prior_draw, s):
 
 
 def refine(
-    inf,
     rng_key,
     y,
     ref: Refinement,
-    model,
-    spec_hi,
-    args,
-    kwargs,
+    high: HighFidelity,
+    ctx: RefineContext,
     *,
     log_prior,
     prior_draw,
+    low_draw,
     **settings,
 ):
     """Run the refinement stages for ``y`` (M,) within the budget of ``settings``
-    (from :func:`check_settings`), then label and fit ``G_high``; updates ``ref``."""
+    (from :func:`check_settings`), simulating ``high``, then label and fit ``G_high``;
+    updates ``ref``. ``log_prior`` (theta (n, D) -> (n,)) and ``prior_draw`` (keys (n,)
+    -> theta (n, D)) are the prior's, batched; ``low_draw(key, y, n)`` gives the first
+    stage's candidates (n, D) of a new refinement from the low-fidelity sampler."""
     k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
-    simulate = _simulator(inf, model, spec_hi, args, kwargs, y, ref)
-    pool, stages = _run_stages(inf, k_stages, y, ref, simulate, log_prior, prior_draw, settings)
+    simulate = _simulator(ctx, high, y, ref)
+    pool, stages = _run_stages(
+        k_stages, y, ref, simulate, log_prior, prior_draw, low_draw, settings
+    )
     if stages == 0:
         raise ValueError("no refinement round ran: the simulation budget is below 2")
     ref.theta, ref.loglik, ref.logprior = pool.theta, pool.loglik, pool.logprior
@@ -388,9 +440,9 @@ def refine(
     ref.prior_count, ref.lam = int(pool.counts[0]), pool.lam
     ref.log_w = _sequential.log_weights(pool, 1.0)
     ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
-    if ref.ess < inf.ess_warning:
+    if ref.ess < ctx.ess_warning:
         warnings.warn(
-            f"the importance ESS after refinement is {ref.ess:.1f} (< {inf.ess_warning:g}): "
+            f"the importance ESS after refinement is {ref.ess:.1f} (< {ctx.ess_warning:g}): "
             "the high-fidelity posterior rests on few simulations; call refine again "
             "or raise max_simulations",
             stacklevel=3,
@@ -402,30 +454,32 @@ def refine(
     ref.smoothing = float(h if settings["smoothing"] is None else settings["smoothing"])
     t_rounds = time.perf_counter() - t_start
     # a residual from z suits one cluster; separate modes need the network's switch
-    _fit_high(
-        inf, k_label, ref, settings["num_labels"], settings["train_steps"], t_rounds, clusters == 1
+    fit_high(
+        k_label, ref, ctx, settings["num_labels"], settings["train_steps"], t_rounds, clusters == 1
     )
     return ref
 
 
-def _fit_high(inf, key, ref, num_labels, train_steps, t_rounds, residual=True):
-    """Label ``(z, theta)`` pairs with the weighted ODE and fit ``G_high(z)``."""
+def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, residual=True):
+    """Label ``(z, theta)`` pairs with the weighted ODE of ``ref`` and fit ``G_high(z)``
+    (``ref.generator``); its check against the labels and the timings (``t_rounds``: the
+    stages') go to the last of ``ref.rounds``."""
     t0 = time.perf_counter()
     k_z, k_init, k_fit = jax.random.split(key, 3)
-    z = jax.random.normal(k_z, (num_labels, inf.spec.dim))
-    theta, n_pts, dropped = ode_draw(inf, ref, z)
+    z = jax.random.normal(k_z, (num_labels, ctx.spec.dim))
+    theta, n_pts, dropped = ode_draw(ctx.ode, ref, z)
     mean, chol = _sequential.whitening(ref.theta, ref.log_w)
     u = _sequential.whiten(theta, mean, chol).astype(np.float32)
     t_label = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gen = high_generator(k_init, inf.spec.dim, mean, chol, inf.net_config, residual)
-    fit = dict(inf.fit_config, num_steps=int(train_steps))
-    with progress(fit["num_steps"], "training G_high", inf.progress_bar) as update:
+    gen = high_generator(k_init, ctx.spec.dim, mean, chol, ctx.net_config, residual)
+    fit = dict(ctx.fit_config, num_steps=int(train_steps))
+    with progress(fit["num_steps"], "training G_high", ctx.progress_bar) as update:
         gen, _ = fit_generator(
             k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
         )
     ref.generator = gen
-    fit_check = generator_check(np.asarray(_generate(gen, jnp.zeros((0,)), z)), theta)
+    fit_check = generator_check(np.asarray(generate(gen, jnp.zeros((0,)), z)), theta)
     if generator_off(fit_check):
         warnings.warn(
             f"G_high is off the ODE it was fitted to: mean error {fit_check['mean_error']:.2f} "

@@ -48,7 +48,9 @@ def _prior_predictive(inf, rng_key, num, model, model_args, model_kwargs):
     the prior, through ``inf``'s executor; failed ones left out with a warning."""
     from .._refine import high_fidelity_model
 
-    model, args, kwargs, spec, _ = high_fidelity_model(inf, model, model_args, model_kwargs)
+    model, args, kwargs, spec, _ = high_fidelity_model(
+        inf.spec, inf.model, inf._args, inf._kwargs, model, model_args, model_kwargs
+    )
     sims = _model.simulate(
         rng_key,
         model,
