@@ -307,16 +307,32 @@ def high_fidelity_model(
     """The model refinement simulates (default: ``low_model``) with its arguments (default:
     ``low_args``/``low_kwargs``, those of the run) and its spec, checked against the
     low-fidelity ``spec`` (a ``ValueError`` naming the site that differs); ``same`` when it
-    is the low-fidelity model with the same arguments."""
+    is the low-fidelity model with equal arguments (passing ``run``'s own arguments
+    again is still the same fidelity: the prior simulations join the pool)."""
     same = model is None or model is low_model
     model = low_model if model is None else model
     model_callable(model)
     args = low_args if model_args is None else tuple(model_args)
     kwargs = low_kwargs if model_kwargs is None else dict(model_kwargs)
-    same = same and model_args is None and model_kwargs is None
+    same = same and _same_arguments((args, kwargs), (low_args, low_kwargs))
     spec_hi = _model.inspect_model(model, args, kwargs, sorted(spec.observed_shapes))
     _model.check_high_fidelity(spec, spec_hi)
     return HighFidelity(model, args, kwargs, spec_hi, same)
+
+
+def _same_arguments(a, b) -> bool:
+    """Whether two argument pytrees are equal: one structure, equal leaves."""
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    if tree_a != tree_b:
+        return False
+    try:
+        return all(
+            np.shape(x) == np.shape(y) and bool(np.all(np.asarray(x) == np.asarray(y)))
+            for x, y in zip(leaves_a, leaves_b, strict=True)
+        )
+    except (TypeError, ValueError):  # leaves that do not compare as arrays
+        return all(x is y for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
 def new_refinement(y, dim, loglik_low, prior_theta=None, log_prior=None) -> Refinement:

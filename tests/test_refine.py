@@ -1,5 +1,6 @@
 """Refinement: the KDE proposal, the importance weights and the MFDiff.refine API."""
 
+import functools
 import threading
 
 import jax
@@ -387,11 +388,38 @@ def test_refine_passes_model_args_to_the_high_fidelity_model(low):
         finally:
             low._refinements.clear()
 
-    exact = refined(linear_gaussian, ())
+    # another function object with the same body: not the run's model, so not pooled
+    exact = refined(functools.partial(linear_gaussian), ())
     offset0 = refined(linear_gaussian_offset, (0.0,))
     assert offset0.theta.shape == (100, 3)
     np.testing.assert_array_equal(offset0.theta, exact.theta)
     np.testing.assert_array_equal(offset0.loglik, exact.loglik)
+
+
+@pytest.mark.filterwarnings("ignore:G_high is off")  # 10 training steps: a crude G_high
+def test_refine_with_the_runs_own_arguments_is_the_same_fidelity(low):
+    """``model_args`` equal to ``run``'s (here none: ``()``) is the same fidelity: the
+    prior simulations join the pool, bit for bit as without ``model_args``; a
+    different model object is not pooled (fewer points)."""
+
+    def refined(**kw):
+        low._refinements.clear()
+        try:
+            low.refine(
+                jax.random.PRNGKey(1), X_OBS, num_simulations=100, rounds=1, train_steps=10, **kw
+            )
+            (ref,) = low._refinements.values()
+            return ref
+        finally:
+            low._refinements.clear()
+
+    plain = refined()
+    again = refined(model_args=(), model_kwargs={})
+    assert plain.theta.shape[0] > 100  # the prior simulations are in the pool
+    np.testing.assert_array_equal(again.theta, plain.theta)
+    np.testing.assert_array_equal(again.log_w, plain.log_w)
+    other = refined(model=functools.partial(linear_gaussian), model_args=())
+    assert other.theta.shape[0] == 100
 
 
 @pytest.mark.slow  # 12-17 s on the 2-core CPU, mostly compilation
