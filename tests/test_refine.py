@@ -364,6 +364,19 @@ def linear_gaussian_offset(offset, x=None):
     numpyro.sample("x", dist.Normal(jnp.asarray(A) @ theta + offset, SIGMA).to_event(1), obs=x)
 
 
+def _refine_once(low, **kw):
+    """One small refinement of ``X_OBS`` on ``low`` (left without refinements): its record."""
+    low._refinements.clear()
+    try:
+        low.refine(
+            jax.random.PRNGKey(1), X_OBS, num_simulations=100, rounds=1, train_steps=10, **kw
+        )
+        (ref,) = low._refinements.values()
+        return ref
+    finally:
+        low._refinements.clear()
+
+
 @pytest.mark.filterwarnings("ignore:G_high is off")  # 10 training steps: a crude G_high
 def test_refine_passes_model_args_to_the_high_fidelity_model(low):
     """``refine(..., model=linear_gaussian_offset, model_args=(0.0,))`` simulates that
@@ -371,26 +384,9 @@ def test_refine_passes_model_args_to_the_high_fidelity_model(low):
     (an ignored ``model_args`` would be a TypeError: ``low`` ran without arguments; any
     other offset gives another likelihood)."""
 
-    def refined(model, args):
-        low._refinements.clear()
-        try:
-            low.refine(
-                jax.random.PRNGKey(1),
-                X_OBS,
-                model=model,
-                num_simulations=100,
-                rounds=1,
-                train_steps=10,
-                model_args=args,
-            )
-            (ref,) = low._refinements.values()
-            return ref
-        finally:
-            low._refinements.clear()
-
     # another function object with the same body: not the run's model, so not pooled
-    exact = refined(functools.partial(linear_gaussian), ())
-    offset0 = refined(linear_gaussian_offset, (0.0,))
+    exact = _refine_once(low, model=functools.partial(linear_gaussian), model_args=())
+    offset0 = _refine_once(low, model=linear_gaussian_offset, model_args=(0.0,))
     assert offset0.theta.shape == (100, 3)
     np.testing.assert_array_equal(offset0.theta, exact.theta)
     np.testing.assert_array_equal(offset0.loglik, exact.loglik)
@@ -402,23 +398,12 @@ def test_refine_with_the_runs_own_arguments_is_the_same_fidelity(low):
     prior simulations join the pool, bit for bit as without ``model_args``; a
     different model object is not pooled (fewer points)."""
 
-    def refined(**kw):
-        low._refinements.clear()
-        try:
-            low.refine(
-                jax.random.PRNGKey(1), X_OBS, num_simulations=100, rounds=1, train_steps=10, **kw
-            )
-            (ref,) = low._refinements.values()
-            return ref
-        finally:
-            low._refinements.clear()
-
-    plain = refined()
-    again = refined(model_args=(), model_kwargs={})
+    plain = _refine_once(low)
+    again = _refine_once(low, model_args=(), model_kwargs={})
     assert plain.theta.shape[0] > 100  # the prior simulations are in the pool
     np.testing.assert_array_equal(again.theta, plain.theta)
     np.testing.assert_array_equal(again.log_w, plain.log_w)
-    other = refined(model=functools.partial(linear_gaussian), model_args=())
+    other = _refine_once(low, model=functools.partial(linear_gaussian), model_args=())
     assert other.theta.shape[0] == 100
 
 
