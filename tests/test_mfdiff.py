@@ -479,6 +479,9 @@ def test_ode_settings_through_mfdiff_give_the_exact_posterior(lg_checkpoint, opt
 
 
 @pytest.mark.slow  # a labelling and three fits: ~25 s
+# 200 training steps: the mse fit's sds come out 0.78-1.02 of the weighted prior points
+# at the check's observations, which G_low's own check reports (wider bounds here)
+@pytest.mark.filterwarnings("ignore:G_low is off")
 @pytest.mark.parametrize("loss", ["mse", "huber"])
 def test_fit_losses_through_mfdiff_give_the_exact_posterior(lg_checkpoint, loss):
     """G_low fitted with the ``mse`` or ``huber`` loss on the default build's labels:
