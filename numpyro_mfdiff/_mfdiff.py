@@ -17,7 +17,7 @@ import numpy as np
 from . import _model
 from ._checks import chain_count, group_chains, model_callable, positive_int, real
 from ._expfam import log_likelihood_natural, natural_form
-from ._label import label_triples
+from ._label import label_triples, row_moments
 from ._network import Generator, fit_generator, generate
 from ._ode import SOLVERS, sample_pruned
 from ._progress import progress
@@ -428,30 +428,26 @@ class MFDiff:
         if self.generator is None or self.simulations is None:
             return
         valid = np.flatnonzero(self.simulations.valid)
-        rows = []
-        for j in np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)]):
-            # the simulated observation itself: integer sites stay integers
-            y = self.simulations.y[j]
-            w = _normalised(self._loglik_rows(jnp.asarray(y)))
-            if w.sum() > 0 and 1.0 / np.sum(w**2) >= LOW_CHECK_ESS:
-                rows.append((j, w))
-            if len(rows) == LOW_CHECK_ROWS:
-                break
-        if not rows:
+        cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
+        # the simulated observations themselves (integer sites stay integers), weighed
+        # and summarised as labelling does (row_moments of the same log-likelihoods)
+        ys = self.simulations.y[cand]
+        ll = jax.vmap(self._loglik_rows)(jnp.asarray(ys))
+        mean, lam, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, self._points))
+        ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
+        rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
+        if not rows.size:
             self.diagnostics["generator_check"] = None
             return
         z = jax.random.normal(key, (LOW_CHECK_DRAWS, self.spec.dim))
-        y_std = (self.simulations.y[[j for j, _ in rows]] - self._y_mean) / self._y_scale
-        ys = jnp.asarray(y_std, jnp.float32)
-        draws = np.asarray(_low_standardised(self.generator, ys, z), np.float64)
-        pts = np.asarray(self._points, np.float64)
-        errors, ratios, esses = [], [], []
-        for (_, w), d in zip(rows, draws, strict=True):
-            mean = w @ pts
-            sd = np.sqrt(np.maximum(w @ (pts - mean) ** 2, 1e-24))
-            errors.append(float(np.max(np.abs(d.mean(0) - mean) / sd)))
+        errors, ratios = [], []
+        for i in rows:
+            d = np.asarray(generate(self.generator, jnp.asarray(ys[i]), z), np.float64)
+            d = (d - self._theta_mean) / self._theta_scale  # the points' coordinates
+            sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, lam[i]), 1e-24))
+            errors.append(float(np.max(np.abs(d.mean(0) - mean[i]) / sd)))
             ratios.extend((d.std(0) / sd).tolist())
-            esses.append(float(1.0 / np.sum(w**2)))
+        esses = ess[rows].tolist()
         check = dict(rows=len(rows), ess_min=min(esses), mean_error=max(errors), sd_ratio=ratios)
         self.diagnostics["generator_check"] = check
         if generator_off(check):
@@ -1042,17 +1038,3 @@ def _obs_key(y) -> str:
 def _scale(x):
     s = x.std(0)
     return np.where(s > 1e-8, s, 1.0).astype(np.float32)
-
-
-def _normalised(log_w):
-    """Normalised NumPy weights (N,) from log-weights (``-inf``: 0)."""
-    lw = np.asarray(log_w, np.float64)
-    w = np.exp(lw - np.max(lw[np.isfinite(lw)])) if np.isfinite(lw).any() else np.zeros_like(lw)
-    w = np.where(np.isfinite(w), w, 0.0)
-    return w / max(w.sum(), 1e-300)
-
-
-@eqx.filter_jit
-def _low_standardised(gen, ys, z):
-    """``G_low`` in standardised coordinates: (B, S, D) for ``ys`` (B, M), ``z`` (S, D)."""
-    return jax.vmap(lambda y: jax.vmap(lambda zi: gen.standardised(y, zi))(z))(ys)
