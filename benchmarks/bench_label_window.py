@@ -42,8 +42,8 @@ def supports(inf, tols=(1e-6, 1e-4, 1e-3)):
     idx = np.asarray(jax.random.choice(jax.random.PRNGKey(1), valid, (20_000,)))
     y = inf.simulations.y[idx]
     y = y[np.argsort(y[:, 0], kind="stable")]
-    loglik = jax.jit(jax.vmap(inf._loglik))
-    n = inf._points.shape[0]
+    loglik = jax.jit(jax.vmap(inf.bank.log_likelihood))
+    n = inf.bank.points.shape[0]
     print(f"N = {n}; points weighed: support_order count / mean per row / union over the chunk")
     print(f"{'y range of the chunk':<22}" + "".join(f"{'tol ' + f'{t:g}':>22}" for t in tols))
     for s in range(0, y.shape[0], 256 * 8):
@@ -70,7 +70,7 @@ def main():
     inf.simulate(jax.random.PRNGKey(0))
     if a.supports:
         return supports(inf)
-    pts = inf._points
+    pts = inf.bank.points
     sched = inf.schedule
     grid = inf.grid
     alphas, betas = sched.alpha(grid), sched.beta(grid)
@@ -80,7 +80,7 @@ def main():
     tot_full = tot_win = 0
     for yv in (0.25, 1.0, 2.0, 3.5):
         y = jnp.full((256, 1), yv)
-        ll = jax.vmap(inf._loglik)(y)
+        ll = jax.vmap(inf.bank.log_likelihood)(y)
         order, count = support_order(ll, 1e-6)
         k = int(count)
         idx = order[:k]

@@ -22,6 +22,7 @@ smoke run), from the repository root.
 """
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -67,8 +68,8 @@ def loglik_ms(inf, rows=256):
     """Milliseconds (compiled, fastest of 3) for the (rows, N) log-likelihood matrix of
     ``rows`` prior-predictive observations: generic ``log_prob``, natural form."""
     ys = jnp.asarray(inf.simulations.y[:rows])
-    natural = lambda y: log_likelihood_natural(inf._natural, y, base=False)  # noqa: E731
-    return [1e3 * rows * cost_per_solve(f, ys) for f in (inf._loglik, natural)]
+    natural = lambda y: log_likelihood_natural(inf.bank.natural, y, base=False)  # noqa: E731
+    return [1e3 * rows * cost_per_solve(f, ys) for f in (inf.bank.log_likelihood, natural)]
 
 
 def main():
@@ -102,8 +103,9 @@ def main():
         t0 = time.perf_counter()
         inf.simulate(jax.random.PRNGKey(0))
         t_sim = time.perf_counter() - t0
-        if inf._natural is None:  # Gaussian sites: MFDiff labels with log_prob; time both
-            inf._natural = natural_form(inf.spec, inf._dists, inf.simulations.valid)
+        if inf.bank.natural is None:  # Gaussian sites: MFDiff labels with log_prob; time both
+            natural = natural_form(inf.spec, inf.bank.dists, inf.simulations.valid)
+            inf._state = inf.state.replace(bank=dataclasses.replace(inf.bank, natural=natural))
         key = jax.random.PRNGKey(1)
         times, theta = {False: np.inf, True: np.inf}, {}
         for fast in (False, True) * a.repeats:

@@ -17,7 +17,7 @@ import itertools
 import jax
 import numpy as np
 
-from numpyro_mfdiff import MFDiff, geometric_grid
+from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff.examples import quadratic, quadratic_kl
 
 YS = (0.25, 1.0, 2.0, 3.5)
@@ -37,7 +37,7 @@ def main():
     print(f"{'solver':>8}{'steps':>7}{'prune_tol':>11}" + "".join(f"{f'y={y}':>10}" for y in YS))
     for solver, n, tol in itertools.product(a.solvers, a.steps, a.prune_tols):
         # the constructor's grid, solver and tolerance, set anew on the same simulations
-        inf.grid, inf.solver, inf.prune_tol = geometric_grid(n), solver, tol
+        inf._config = inf.config.replace(num_steps=n, solver=solver, prune_tol=tol)
         row = f"{solver:>8}{n:>7}{tol:>11g}"
         for i, y in enumerate(YS):
             kls = []

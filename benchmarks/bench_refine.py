@@ -16,6 +16,7 @@ Reference and observation as in ``bench_sbi.py`` (sbibm wheel in its cache).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -72,11 +73,11 @@ def main():
     ode = score(inf.sample_ode(jax.random.PRNGKey(4), obs, n))
     high = score(inf.get_samples(jax.random.PRNGKey(5), obs, n))
     print(f"C2ST refined ODE {ode:.3f}, G_high {high:.3f}")
-    (r,) = inf._refinements.values()
-    h = r.smoothing
+    ((key, r),) = inf.state.refinements.items()
     for factor in (0.5, 0.25, 0.0):
-        r.smoothing = h * factor
-        print(f"C2ST refined ODE at smoothing {r.smoothing:.4f}: ", end="")
+        h = r.smoothing * factor
+        inf._state = inf.state.replace(refinements={key: dataclasses.replace(r, smoothing=h)})
+        print(f"C2ST refined ODE at smoothing {h:.4f}: ", end="")
         print(f"{score(inf.sample_ode(jax.random.PRNGKey(4), obs, n)):.3f}")
     r.smoothing = h
 

@@ -121,11 +121,18 @@ def sample_prior(
 
 
 def to_inference_data(
-    inf,
     rng_key,
     observations,
     num_samples=1000,
     *,
+    model,
+    state,
+    check,
+    samplers,
+    refinement,
+    low_ess,
+    deterministic,
+    diagnostics,
     num_chains=1,
     prior=True,
     posterior_predictive=False,
@@ -149,16 +156,21 @@ def to_inference_data(
     For a refined observation ``attrs`` also hold the refinement's importance
     ESS before and after, the simulations spent at each fidelity and the KDE
     bandwidths.
+
+    What it reads of the inference is explicit: ``model`` and ``state`` (its spec,
+    arguments and simulations), ``check(observations) -> flat y``, ``samplers`` (method
+    -> the sampler), ``refinement(y, fidelity)`` (the refinement serving ``y`` or None),
+    ``low_ess(observations)`` (the likelihood-weight ESS), ``deterministic``
+    (:func:`~numpyro_mfdiff._sampling.compile_deterministic`) and ``diagnostics``.
     """
     chain_count(num_samples, num_chains)
     if method not in ("generator", "ode"):
         raise ValueError(f"method must be 'generator' or 'ode', got {method!r}")
-    y = np.asarray(inf._check(observations, warn=False))
+    y = np.asarray(check(observations))
     if y.ndim != 1:
         raise ValueError("to_inference_data takes a single observation, not a batch")
     k_post, k_pp = jax.random.split(rng_key)
-    sampler = inf.get_samples if method == "generator" else inf.sample_ode
-    post = sampler(
+    post = samplers[method](
         k_post,
         observations,
         num_samples,
@@ -166,43 +178,50 @@ def to_inference_data(
         group_by_chain=True,
         num_chains=num_chains,
     )
-    prior_draws, prior_predictive = _stored_prior(inf, num_samples) if prior else (None, None)
-    attrs = _attrs(inf, method, y, observations, fidelity)
+    prior_draws, prior_predictive = (
+        _stored_prior(state, deterministic, num_samples) if prior else (None, None)
+    )
+    ref = refinement(y, fidelity)
+    attrs = _attrs(method, ref, low_ess(observations), diagnostics)
     groups = Groups(
         posterior_predictive, log_likelihood, prior_draws, prior_predictive, attrs=attrs
     )
     return from_draws(
-        inf.model,
+        model,
         post,
         {k: np.asarray(v) for k, v in observations.items()},
         k_pp,
-        observed_sites=list(inf.spec.observed_shapes),
-        model_args=inf._args,
-        model_kwargs=inf._kwargs,
+        observed_sites=list(state.spec.observed_shapes),
+        model_args=state.args,
+        model_kwargs=state.kwargs,
         groups=groups,
     )
 
 
-def _stored_prior(inf, num_samples):
+def _stored_prior(state, deterministic, num_samples):
     """``(prior, prior_predictive)`` from the first ``num_samples`` valid stored prior
-    simulations of ``inf``: constrained latent and deterministic sites, observed sites."""
-    sims = inf.simulations
+    simulations: constrained latent and deterministic sites, observed sites."""
+    from ._sampling import with_deterministic
+
+    sims, spec = state.simulations, state.spec
     idx = np.flatnonzero(sims.valid)[:num_samples]
-    theta = jax.vmap(inf.spec.constrain)(sims.theta[idx])
-    return inf._with_deterministic(theta, sims.y[idx]), jax.vmap(inf.spec.unravel_obs)(sims.y[idx])
+    theta = jax.vmap(spec.constrain)(sims.theta[idx])
+    return (
+        with_deterministic(deterministic, theta, sims.y[idx]),
+        jax.vmap(spec.unravel_obs)(sims.y[idx]),
+    )
 
 
-def _attrs(inf, method, y, observations, fidelity):
+def _attrs(method, ref, ess_low, diagnostics):
     """``attrs`` of :func:`to_inference_data`: the sampler, the likelihood-weight ESS, the
-    simulations spent and, for a refined observation, the refinement's figures."""
-    ref = inf._refinement(y, fidelity)
+    simulations spent and, for a refined observation (``ref``), the refinement's figures."""
     attrs = dict(
         inference_library="numpyro_mfdiff",
         sampler=method,
         fidelity="high" if ref is not None else "low",
-        ess_likelihood=float(inf.ess(observations, fidelity="low")),
-        num_simulations=int(inf.diagnostics.get("num_simulations", 0)),
-        num_failed_simulations=int(inf.diagnostics.get("num_failed", 0)),
+        ess_likelihood=float(ess_low),
+        num_simulations=int(diagnostics.get("num_simulations", 0)),
+        num_failed_simulations=int(diagnostics.get("num_failed", 0)),
     )
     if ref is not None:
         attrs.update(

@@ -1,4 +1,5 @@
-"""Argument validators shared by the inference object and refinement, and the chain layout."""
+"""Argument validators shared by the inference object and refinement, the checks of
+observations and data, and the chain layout."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import math
 
 import numpy as np
 
+from . import _model
+
 __all__ = ["model_callable", "positive_int", "real", "chain_count", "group_chains"]
+__all__ += ["data_observations", "split_run_arguments"]
 
 
 def positive_int(name, value, minimum=1):
@@ -59,3 +63,37 @@ def group_chains(samples, num_chains, axis=0):
         return v.reshape(shape)
 
     return {k: split(v) for k, v in samples.items()}
+
+
+def data_observations(spec, data):
+    """Validated default observations from data passed to ``run`` (or None)."""
+    if not data:
+        return None
+    missing = sorted(set(spec.observed_shapes) - set(data))
+    if missing:
+        raise ValueError(
+            f"the model arguments give data for site(s) {sorted(data)} but not for the "
+            f"observed site(s) {missing}: pass data for every observed site or for none"
+        )
+    try:
+        _model.check_observations(spec, data)
+    except ValueError as e:
+        raise ValueError(f"data passed to run: {e}") from e
+    return {k: np.asarray(v) for k, v in data.items()}
+
+
+def split_run_arguments(model, args, kwargs, observed_sites):
+    """The model arguments of ``run`` without the data, the data, and the observed sites
+    to inspect (``observed_sites``, else the sites the data observes, else None); a
+    ``ValueError`` for data observing a site outside ``observed_sites``."""
+    args, kwargs, data = _model.split_data_arguments(model, args, kwargs)
+    if data and observed_sites is not None:
+        names = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
+        extra = sorted(set(data) - set(names))
+        if extra:
+            raise ValueError(
+                f"the model arguments observe site(s) {extra}, which are not among "
+                f"observed_sites={sorted(names)}"
+            )
+    observed = sorted(data) if data and observed_sites is None else observed_sites
+    return args, kwargs, data, observed

@@ -21,38 +21,44 @@ import jax
 import numpy as np
 
 from . import _model, _simulate
+from ._bank import build_bank, low_generator
+from ._checks import data_observations
+from ._config import Config
 from ._network import Generator
+from ._state import Diagnostics, State
 
 FORMAT_VERSION = 2
 _TRIPLE_KEYS = ("y", "z", "theta", "dropped")
 
 
-def save(inf, path):
-    sims = inf.simulations
+def save(path, config, state, diagnostics):
+    """Write ``config`` (:class:`~numpyro_mfdiff._config.Config`), ``state``
+    (:class:`~numpyro_mfdiff._state.State`, with simulations) and ``diagnostics``
+    (a dict: its JSON part) to ``path``."""
+    sims, spec = state.simulations, state.spec
     # by name, not position: distribution leaf order differs between processes
     names = _simulate.leaf_names(sims.dists)
     leaves = jax.tree.leaves(sims.dists)
     arrays = {f"dist{n}": np.asarray(x) for n, x in zip(names, leaves, strict=True)}
+    settings = config.to_json()
     meta = dict(
         format_version=FORMAT_VERSION,
-        latent_shapes={k: list(v) for k, v in inf.spec.latent_shapes.items()},
-        observed_shapes={k: list(v) for k, v in inf.spec.observed_shapes.items()},
+        latent_shapes={k: list(v) for k, v in spec.latent_shapes.items()},
+        observed_shapes={k: list(v) for k, v in spec.observed_shapes.items()},
         dist_names=names,
-        settings=inf._settings,
-        schedule=_schedule_to_json(inf.schedule),
-        has_generator=inf.generator is not None,
-        has_triples=inf.triples is not None,
-        model_args=_simulate.fingerprint(tuple(inf._args), dict(inf._kwargs)),
-        diagnostics={k: v for k, v in inf.diagnostics.items() if k != "train_history"},
+        schedule=settings.pop("schedule"),
+        settings=settings,
+        has_generator=state.generator is not None,
+        has_triples=state.triples is not None,
+        model_args=_simulate.fingerprint(tuple(state.args), dict(state.kwargs)),
+        diagnostics={k: v for k, v in diagnostics.items() if k != "train_history"},
     )
-    if inf.generator is not None:
-        buf = io.BytesIO()
-        eqx.tree_serialise_leaves(buf, inf.generator)
-        arrays["generator"] = np.frombuffer(buf.getvalue(), np.uint8)
-    if inf.triples is not None:
-        arrays.update({f"triple_{k}": np.asarray(inf.triples[k]) for k in _TRIPLE_KEYS})
-    meta["refinements"] = _save_refinements(inf, arrays)
-    default = getattr(inf, "default_observations", None) or {}
+    if state.generator is not None:
+        arrays["generator"] = _serialise(state.generator)
+    if state.triples is not None:
+        arrays.update({f"triple_{k}": np.asarray(state.triples[k]) for k in _TRIPLE_KEYS})
+    meta["refinements"] = _save_refinements(state.refinements, arrays)
+    default = state.default_observations or {}
     meta["default_observations"] = sorted(default)
     arrays.update({f"default_obs_{k}": np.asarray(v) for k, v in default.items()})
     with open(path, "wb") as f:
@@ -66,7 +72,17 @@ def save(inf, path):
         )
 
 
-def load(cls, path, model, args, kwargs):
+def _serialise(module):
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, module)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def load(path, model, args, kwargs):
+    """``(config, state, diagnostics)`` of the file ``path`` written by :func:`save`, for
+    ``model`` with ``args``/``kwargs`` (data among them replaces the saved data); a
+    ``ValueError`` for a file of another version, incomplete, corrupted, or saved for
+    other sites or model arguments."""
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
@@ -88,44 +104,60 @@ def load(cls, path, model, args, kwargs):
     missing += [k for k in need if k not in data]
     if missing:
         raise ValueError(f"{path} is not a complete numpyro_mfdiff file: missing {missing}")
-    return _load(cls, path, model, args, kwargs, data, meta)
+    return _load(path, model, args, kwargs, data, meta)
 
 
-def _load(cls, path, model, args, kwargs, data, meta):
-    settings = dict(meta["settings"])
-    settings.setdefault("label_smoothing", False)  # files written before it existed
-    act = settings.pop("activation")
-    if not hasattr(jax.nn, str(act)):
-        raise ValueError(
-            f"{path}: the generator's activation {act!r} is not in jax.nn; "
-            "rebuild it with MFDiff(...).run instead"
-        )
-    inf = cls(
-        model,
-        activation=getattr(jax.nn, act),
-        schedule=_schedule_from_json(meta["schedule"]),
+def _load(path, model, args, kwargs, data, meta):
+    config = Config.from_json(
+        {**meta["settings"], "schedule": meta["schedule"]},
         observed_sites=sorted(meta["observed_shapes"]),
-        **settings,
+        where=str(path),
     )
     # data among the arguments is taken out as in run (its fingerprint excludes it)
     args, kwargs, given = _model.split_data_arguments(model, args, kwargs)
-    inf._args, inf._kwargs = tuple(args), dict(kwargs)
-    if _simulate.fingerprint(inf._args, inf._kwargs) != meta["model_args"]:
+    args, kwargs = tuple(args), dict(kwargs)
+    if _simulate.fingerprint(args, kwargs) != meta["model_args"]:
         raise ValueError(
             f"{path} was saved with other model arguments than the ones given to load; "
             "pass the args/kwargs used in run"
         )
-    inf.spec = _model.inspect_model(model, inf._args, inf._kwargs, inf.observed_sites)
+    spec = _model.inspect_model(model, args, kwargs, config.observed_sites)
     for kind, saved, now in (
-        ("latent", meta["latent_shapes"], inf.spec.latent_shapes),
-        ("observed", meta["observed_shapes"], inf.spec.observed_shapes),
+        ("latent", meta["latent_shapes"], spec.latent_shapes),
+        ("observed", meta["observed_shapes"], spec.observed_shapes),
     ):
         now = {k: list(v) for k, v in now.items()}
         if saved != now:
             raise ValueError(f"{path} was saved for {kind} sites {saved}; the model has {now}")
-    # rebuild the tree structure of the observed-site distributions from one simulation
+    sims = _simulations(path, model, spec, args, kwargs, data, meta)
+    bank = build_bank(spec, sims)
+    state = State(spec=spec, args=args, kwargs=kwargs, simulations=sims, bank=bank)
+    if meta["has_triples"]:
+        state = state.replace(triples=_triples(path, spec, data))
+    if meta["has_generator"]:
+        like = low_generator(jax.random.PRNGKey(0), spec, bank, config.net_config)
+        try:
+            gen = eqx.tree_deserialise_leaves(io.BytesIO(data["generator"].tobytes()), like)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
+        state = state.replace(generator=gen)
+    refs = _load_refinements(path, spec, config, data, meta.get("refinements", []))
+    names = meta.get("default_observations", [])
+    try:
+        stored = {k: data[f"default_obs_{k}"] for k in names}
+    except KeyError as e:
+        raise ValueError(f"{path}: default observation {e} is missing") from e
+    # data passed to load replaces the stored data, as it would in run
+    default = data_observations(spec, given or stored)
+    diagnostics = Diagnostics(meta["diagnostics"])
+    return config, state.replace(refinements=refs, default_observations=default), diagnostics
+
+
+def _simulations(path, model, spec, args, kwargs, data, meta):
+    """The saved simulations, their observed-site distributions rebuilt (by leaf name) on
+    the tree structure of one simulation of ``model``; shapes checked."""
     shapes = jax.eval_shape(
-        lambda k: _model._simulate_one(model, inf.spec, inf._args, inf._kwargs, k),
+        lambda k: _model._simulate_one(model, spec, args, kwargs, k),
         jax.random.PRNGKey(0),
     )
     treedef = jax.tree.structure(shapes[2])
@@ -138,8 +170,8 @@ def _load(cls, path, model, args, kwargs, data, meta):
     leaves = [data[f"dist{n}"] for n in names]
     n = data["theta"].shape[0]
     expected = {
-        "theta": (n, inf.spec.dim),
-        "y": (n, inf.spec.obs_dim),
+        "theta": (n, spec.dim),
+        "y": (n, spec.obs_dim),
         "valid": (n,),
         **{
             f"dist{k}": (n, *x.shape)
@@ -151,65 +183,42 @@ def _load(cls, path, model, args, kwargs, data, meta):
     for k, shape in expected.items():
         if got[k].shape != shape:
             raise ValueError(f"{path}: array {k} has shape {got[k].shape}, expected {shape}")
-    dists = jax.tree.unflatten(treedef, leaves)
-    sims = _model.Simulations(
+    return _model.Simulations(
         theta=data["theta"],
         y=data["y"],
-        dists=dists,
+        dists=jax.tree.unflatten(treedef, leaves),
         valid=data["valid"],
         errors=tuple(meta["diagnostics"].get("simulation_errors", ())),
     )
-    inf._set_simulations(sims)
-    inf.diagnostics.update(meta["diagnostics"])
-    if meta["has_triples"]:
-        t = {k: data[f"triple_{k}"] for k in _TRIPLE_KEYS}
-        T = t["y"].shape[0]
-        want = dict(
-            y=(T, inf.spec.obs_dim), z=(T, inf.spec.dim), theta=(T, inf.spec.dim), dropped=(T,)
-        )
-        for k, shape in want.items():
-            if t[k].shape != shape:
-                raise ValueError(f"{path}: triples {k} has shape {t[k].shape}, expected {shape}")
-        inf.triples = t
-    if meta["has_generator"]:
-        like = inf._new_generator(jax.random.PRNGKey(0))
-        try:
-            inf.generator = eqx.tree_deserialise_leaves(
-                io.BytesIO(data["generator"].tobytes()), like
-            )
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
-        inf._make_draw()
-    _load_refinements(inf, path, data, meta.get("refinements", []))
-    names = meta.get("default_observations", [])
-    try:
-        stored = {k: data[f"default_obs_{k}"] for k in names}
-    except KeyError as e:
-        raise ValueError(f"{path}: default observation {e} is missing") from e
-    # data passed to load replaces the stored data, as it would in run
-    inf.default_observations = inf._data_observations(given or stored)
-    return inf
+
+
+def _triples(path, spec, data):
+    t = {k: data[f"triple_{k}"] for k in _TRIPLE_KEYS}
+    T = t["y"].shape[0]
+    want = dict(y=(T, spec.obs_dim), z=(T, spec.dim), theta=(T, spec.dim), dropped=(T,))
+    for k, shape in want.items():
+        if t[k].shape != shape:
+            raise ValueError(f"{path}: triples {k} has shape {t[k].shape}, expected {shape}")
+    return t
 
 
 _REF_ARRAYS = ("y", "theta", "loglik", "logprior", "log_w", "mean", "scale")
 
 
-def _save_refinements(inf, arrays):
+def _save_refinements(refinements, arrays):
     """Put each refinement's arrays, KDEs and G_high in ``arrays``; return their metadata."""
     out = []
-    for i, (key, ref) in enumerate(inf._refinements.items()):
+    for i, (key, ref) in enumerate(refinements.items()):
         arrays.update({f"ref{i}_{k}": np.asarray(getattr(ref, k)) for k in _REF_ARRAYS})
         for r, kde in enumerate(ref.kdes):
             arrays.update({f"ref{i}_kde{r}_{k}": np.asarray(v) for k, v in kde._asdict().items()})
-        buf = io.BytesIO()
-        eqx.tree_serialise_leaves(buf, ref.generator)
-        arrays[f"ref{i}_generator"] = np.frombuffer(buf.getvalue(), np.uint8)
+        arrays[f"ref{i}_generator"] = _serialise(ref.generator)
         out.append(
             dict(
                 key=key,
                 prior_count=ref.prior_count,
                 counts=list(ref.counts),
-                rounds=ref.rounds,
+                rounds=[r.as_dict() for r in ref.rounds],
                 num_high_fidelity=ref.num_high_fidelity,
                 ess_before=ref.ess_before,
                 smoothing=ref.smoothing,
@@ -220,55 +229,46 @@ def _save_refinements(inf, arrays):
     return out
 
 
-def _load_refinements(inf, path, data, metas):
-    from ._kde import KDE
-    from ._refine import Refinement, high_generator
-
+def _load_refinements(path, spec, config, data, metas):
+    """The saved refinements by key (a ``ValueError`` naming a corrupted one)."""
+    out = {}
     for i, m in enumerate(metas):
         try:
-            fields = {k: data[f"ref{i}_{k}"] for k in _REF_ARRAYS}
-            kdes = [
-                KDE(*(data[f"ref{i}_kde{r}_{k}"] for k in KDE._fields))
-                for r in range(len(m["counts"]))
-            ]
-            ref = Refinement(
-                **fields,
-                prior_count=m["prior_count"],
-                kdes=kdes,
-                counts=m["counts"],
-                rounds=m["rounds"],
-                num_high_fidelity=m["num_high_fidelity"],
-                ess_before=m["ess_before"],
-                smoothing=m.get("smoothing", 0.0),
-                lam=m.get("lam", 1.0),
-            )
-            d = inf.spec.dim
-            residual = m.get("residual", True)
-            like = high_generator(
-                jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), inf.net_config, residual
-            )
-            raw = data[f"ref{i}_generator"].tobytes()
-            try:
-                ref.generator = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
-            except Exception:  # noqa: BLE001 - a G_high saved before it was whitened
-                like = Generator(jax.random.PRNGKey(0), 0, d, **inf.net_config)
-                ref.generator = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+            ref = _load_refinement(i, spec, config, data, m)
         except Exception as e:  # noqa: BLE001 - any inconsistency is the same clear error
             raise ValueError(f"{path}: refinement {i} is incomplete or corrupted: {e}") from e
-        if ref.theta.shape[1:] != (inf.spec.dim,) or ref.y.shape != (inf.spec.obs_dim,):
+        if ref.theta.shape[1:] != (spec.dim,) or ref.y.shape != (spec.obs_dim,):
             raise ValueError(f"{path}: refinement {i} does not match the model's sites")
-        inf._refinements[m["key"]] = ref
+        out[m["key"]] = ref
+    return out
 
 
-def _schedule_to_json(schedule):
-    fields = {k: float(v) for k, v in vars(schedule).items()}
-    return {"type": type(schedule).__name__, "fields": fields}
+def _load_refinement(i, spec, config, data, m):
+    from ._kde import KDE
+    from ._refine import Refinement, RoundInfo, high_generator
 
-
-def _schedule_from_json(d):
-    from . import _schedule
-
-    cls = getattr(_schedule, d["type"], None)
-    if cls is None:
-        raise ValueError(f"unknown schedule {d['type']!r} in the saved file")
-    return cls(**d["fields"])
+    kdes = tuple(
+        KDE(*(data[f"ref{i}_kde{r}_{k}"] for k in KDE._fields)) for r in range(len(m["counts"]))
+    )
+    d = spec.dim
+    like = high_generator(
+        jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), config.net_config, m.get("residual", True)
+    )
+    raw = data[f"ref{i}_generator"].tobytes()
+    try:
+        gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+    except Exception:  # noqa: BLE001 - a G_high saved before it was whitened
+        like = Generator(jax.random.PRNGKey(0), 0, d, **config.net_config)
+        gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+    return Refinement(
+        **{k: data[f"ref{i}_{k}"] for k in _REF_ARRAYS},
+        prior_count=m["prior_count"],
+        kdes=kdes,
+        counts=tuple(m["counts"]),
+        generator=gen,
+        rounds=tuple(RoundInfo.from_dict(r) for r in m["rounds"]),
+        num_high_fidelity=m["num_high_fidelity"],
+        ess_before=m["ess_before"],
+        smoothing=m.get("smoothing", 0.0),
+        lam=m.get("lam", 1.0),
+    )

@@ -1,52 +1,60 @@
-"""The user-facing inference object: a thin orchestrator over the pure modules."""
+"""The user-facing inference object: a thin orchestrator over the pure modules.
+
+:class:`MFDiff` holds a frozen :class:`~numpyro_mfdiff._config.Config` (its settings),
+a frozen :class:`~numpyro_mfdiff._state.State` (what the stages built: the simulations
+and their :class:`~numpyro_mfdiff._bank.PriorBank`, the triples, the generators) that
+each stage replaces, and the :class:`~numpyro_mfdiff._state.Diagnostics`.
+"""
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._checks import chain_count, group_chains, model_callable, positive_int, real
-from ._expfam import log_likelihood_natural, natural_form
-from ._label import label_triples, row_moments
-from ._network import Generator, fit_generator, generate
-from ._ode import SOLVERS, sample_pruned
+from ._bank import build_bank, check_generator, compile_ess, low_generator
+from ._checks import (
+    chain_count,
+    data_observations,
+    model_callable,
+    positive_int,
+    real,
+    split_run_arguments,
+)
+from ._config import Config
+from ._label import label_triples
+from ._network import fit_generator, generate
 from ._progress import progress
-from ._refine import OdeConfig, RefineContext, generator_off
-from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
-from ._score import batched_ess
+from ._refine import OdeConfig, RefineContext
+from ._sampling import compile_deterministic, finish, make_draws, ode_low, prior_fns
+from ._schedule import AbstractSchedule
+from ._state import Diagnostics, LabelStats, OdeStats, SimulationStats, State, Timings, obs_key
 
 __all__ = ["MFDiff"]
 
-_GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
-# G_low's check against its weighted prior points (MFDiff._check_low)
-LOW_CHECK_ROWS, LOW_CHECK_ESS, LOW_CHECK_DRAWS = 8, 400.0, 500
-# integer budgets, each validated as a positive integer
-_BUDGETS = (
-    "num_simulations",
-    "num_labels",
-    "num_steps",
-    "label_points",
-    "width",
-    "depth",
-    "heads",
-    "train_steps",
-    "batch_size",
-    "chunk_size",
-    "simulation_chunk_size",
-)
-# constructor arguments not kept in ``_settings`` (saved files): objects, or machine-specific
-_NOT_SAVED = ("self", "model", "schedule", "activation", "observed_sites")
-_NOT_SAVED += ("checkpoint_dir", "executor")
+
+def _setting(name, doc, settable=False):
+    """A property reading ``name`` of the config (settable: replacing the config)."""
+
+    def get(self):
+        return getattr(self._config, name)
+
+    def set_(self, value):
+        self._config = self._config.replace(**{name: value})
+
+    return property(get, set_ if settable else None, doc=doc)
+
+
+def _built(name, doc):
+    """A read-only property reading ``name`` of the state."""
+    return property(lambda self: getattr(self._state, name), doc=doc)
 
 
 class MFDiff:
@@ -120,6 +128,9 @@ class MFDiff:
             gathered in order: the same as without it.
     """
 
+    # internal switch: False forces the generic log_prob path in labelling (tests, benchmarks)
+    _fast_likelihood = True
+
     def __init__(
         self,
         model,
@@ -154,77 +165,72 @@ class MFDiff:
         executor=None,
     ):
         model_callable(model)
-        for name in _BUDGETS:
-            positive_int(name, locals()[name])
-        positive_int("num_simulations", num_simulations, minimum=2)
-        real("t_min", t_min, 0.0, 1.0, low_open=True, high_open=True)
-        real("t_max", t_max, 0.0, 1.0, low_open=True)
-        if not t_min < t_max:
-            raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
-        real("gate_scale", gate_scale, 0.0, low_open=True)
-        real("learning_rate", learning_rate, 0.0, low_open=True)
-        real("ess_warning", ess_warning, 0.0)
-        real("max_failure_fraction", max_failure_fraction, 0.0, 1.0, high_open=True)
-        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-            raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
-        if executor is not None and not callable(getattr(executor, "submit", None)):
-            raise TypeError(
-                "executor must be a concurrent.futures.Executor (with .submit), got "
-                f"{type(executor).__name__}"
-            )
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if grid not in _GRIDS:
-            raise ValueError(f"grid must be one of {tuple(_GRIDS)}, got {grid!r}")
-        if loss not in ("l1", "mse", "huber"):
-            raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {loss!r}")
-        real("prune_tol", prune_tol, 0.0, 1.0, high_open=True)
-        # plain settings, kept to rebuild an equal object in MFDiff.load
-        args = locals()
-        self._settings = {
-            k: args[k] for k in inspect.signature(MFDiff.__init__).parameters if k not in _NOT_SAVED
-        }
-        self._settings["activation"] = getattr(activation, "__name__", None)
-        self.model = model
-        self.num_simulations = int(num_simulations)
-        self.observed_sites = observed_sites
-        self.num_labels = int(num_labels)
-        self.num_steps = int(num_steps)
-        self.solver = solver
-        self.grid = _GRIDS[grid](num_steps, t_max=t_max, t_min=t_min)
-        self.schedule = schedule if schedule is not None else LinearSchedule()
-        self.label_points = int(label_points)
-        self.prune_tol = float(prune_tol)
-        self.label_smoothing = bool(label_smoothing)
-        self.net_config = dict(
-            width=int(width),
-            depth=int(depth),
+        config = Config(
+            num_simulations=num_simulations,
+            observed_sites=observed_sites,
+            num_labels=num_labels,
+            num_steps=num_steps,
+            solver=solver,
+            grid=grid,
+            t_min=t_min,
+            t_max=t_max,
+            schedule=schedule,
+            label_points=label_points,
+            prune_tol=prune_tol,
+            label_smoothing=label_smoothing,
+            width=width,
+            depth=depth,
             activation=activation,
-            heads=int(heads),
-            gate_scale=float(gate_scale),
-        )
-        self.fit_config = dict(
-            num_steps=int(train_steps),
-            batch_size=int(batch_size),
-            learning_rate=float(learning_rate),
+            heads=heads,
+            gate_scale=gate_scale,
+            train_steps=train_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
             loss=loss,
+            chunk_size=chunk_size,
+            simulation_chunk_size=simulation_chunk_size,
+            ess_warning=ess_warning,
+            progress_bar=progress_bar,
+            max_failure_fraction=max_failure_fraction,
+            checkpoint_dir=checkpoint_dir,
+            executor=executor,
         )
-        self.chunk_size = int(chunk_size)
-        self.simulation_chunk_size = int(simulation_chunk_size)
-        self.ess_warning = float(ess_warning)
-        self.progress_bar = bool(progress_bar)
-        self.max_failure_fraction = float(max_failure_fraction)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.executor = executor
-        self._args, self._kwargs = (), {}
-        self.default_observations = None
-        self.spec = None
-        self.simulations = None
-        self._natural = None
-        self.triples = None
-        self.generator = None
-        self.diagnostics = {}
-        self._refinements = {}
+        self._setup(model, config, State(), Diagnostics())
+
+    def _setup(self, model, config, state, diagnostics):
+        self.model = model
+        self._config, self._state, self.diagnostics = config, state, diagnostics
+        self._compiled = {}  # compiled functions of the state, built on first use
+        return self
+
+    # ------------------------------------------------------- read-only views
+    config = property(lambda self: self._config, doc="The settings (a frozen ``Config``).")
+    state = property(lambda self: self._state, doc="What the stages built (a frozen ``State``).")
+    bank = _built("bank", "The prior bank (``PriorBank``): the weighted prior points.")
+    spec = _built("spec", "The model's sites (``ModelSpec``), after :meth:`simulate`.")
+    simulations = _built("simulations", "The prior simulations (``Simulations``).")
+    triples = _built("triples", "The labelled triples of the last :meth:`label` (a dict).")
+    generator = _built("generator", "``G_low`` once fitted, else None.")
+    default_observations = _built("default_observations", "The data given to :meth:`run`.")
+    num_simulations = _setting("num_simulations", "Prior simulations ``N``.")
+    observed_sites = _setting("observed_sites", "The observed sites asked for (or None).")
+    num_labels = _setting("num_labels", "Labelled triples used to fit the generator.")
+    num_steps = _setting("num_steps", "ODE steps.")
+    solver = _setting("solver", "The ODE solver.")
+    grid = _setting("time_grid", "The ODE's decreasing times.")
+    schedule = _setting("schedule", "The forward-diffusion schedule.")
+    label_points = _setting("label_points", "Most prior points a labelling chunk weighs.")
+    prune_tol = _setting("prune_tol", "Likelihood mass the ODE may drop per observation.")
+    label_smoothing = _setting("label_smoothing", "Whether labels are kernel-smoothed.")
+    net_config = _setting("net_config", "The generator network's settings (a dict).")
+    fit_config = _setting("fit_config", "The generator fit's settings (a dict).")
+    chunk_size = _setting("chunk_size", "Triples labelled per compiled call.")
+    simulation_chunk_size = _setting("simulation_chunk_size", "Simulations per compiled call.")
+    ess_warning = _setting("ess_warning", "The ESS below which sampling warns.")
+    progress_bar = _setting("progress_bar", "Whether progress bars show.")
+    max_failure_fraction = _setting("max_failure_fraction", "Simulations that may fail.")
+    checkpoint_dir = _setting("checkpoint_dir", "Where simulations are checkpointed.", True)
+    executor = _setting("executor", "The executor of external simulators.", True)
 
     # ------------------------------------------------------------------ run
     def run(self, rng_key, *args, **kwargs):
@@ -251,17 +257,15 @@ class MFDiff:
         sites are supported.
         """
         k_sim, k_label, k_fit = jax.random.split(rng_key, 3)
-        timings = {}
         t0 = time.perf_counter()
         self.simulate(k_sim, *args, **kwargs)
-        timings["simulation"] = time.perf_counter() - t0
+        t_sim = time.perf_counter() - t0
         t0 = time.perf_counter()
         triples = self.label(k_label)
-        timings["labelling"] = time.perf_counter() - t0
+        t_label = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.fit(k_fit, triples)
-        timings["training"] = time.perf_counter() - t0
-        self.diagnostics["timings"] = timings
+        self.diagnostics.record(Timings(t_sim, t_label, time.perf_counter() - t0))
         return self
 
     def simulate(self, rng_key, *args, **kwargs):
@@ -273,74 +277,35 @@ class MFDiff:
         ``RuntimeError``. With ``checkpoint_dir`` finished chunks are written
         to disk and reused by a rerun with the same key.
         """
-        args, kwargs, data = _model.split_data_arguments(self.model, args, kwargs)
-        observed = self.observed_sites
-        if data and observed is not None:
-            names = [observed] if isinstance(observed, str) else list(observed)
-            extra = sorted(set(data) - set(names))
-            if extra:
-                raise ValueError(
-                    f"the model arguments observe site(s) {extra}, which are not among "
-                    f"observed_sites={sorted(names)}"
-                )
-        self._args, self._kwargs = args, kwargs
-        self.spec = _model.inspect_model(
-            self.model, args, kwargs, sorted(data) if data and observed is None else observed
+        cfg = self._config
+        args, kwargs, data, observed = split_run_arguments(
+            self.model, args, kwargs, cfg.observed_sites
         )
-        self.default_observations = self._data_observations(data)
-        ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / "prior"
-        with progress(self.num_simulations, "simulating", self.progress_bar) as update:
+        spec = _model.inspect_model(self.model, args, kwargs, observed)
+        default = data_observations(spec, data)
+        self._state = self._state.replace(
+            spec=spec, args=args, kwargs=kwargs, default_observations=default
+        )
+        ckpt = None if cfg.checkpoint_dir is None else cfg.checkpoint_dir / "prior"
+        with progress(cfg.num_simulations, "simulating", cfg.progress_bar) as update:
             sims = _model.simulate(
                 rng_key,
                 self.model,
-                self.spec,
-                self.num_simulations,
-                self._args,
-                self._kwargs,
-                self.simulation_chunk_size,
+                spec,
+                cfg.num_simulations,
+                args,
+                kwargs,
+                cfg.simulation_chunk_size,
                 update,
                 checkpoint=ckpt,
-                executor=self.executor,
-                max_failure_fraction=self.max_failure_fraction,
+                executor=cfg.executor,
+                max_failure_fraction=cfg.max_failure_fraction,
             )
-        n_valid = int(sims.valid.sum())
-        if n_valid < 2:
-            raise RuntimeError(
-                f"only {n_valid} of {self.num_simulations} prior simulations are finite"
-            )
-        failed = self.num_simulations - n_valid
-        if failed:
-            first = "; ".join(sims.errors[:3])
-            warnings.warn(
-                f"{failed} of {self.num_simulations} prior simulations failed (non-finite "
-                "output or a simulator error) and are left out"
-                + (f"; first errors: {first}" if first else ""),
-                stacklevel=2,
-            )
-        self._set_simulations(sims)
-        self.diagnostics.update(
-            num_simulations=self.num_simulations,
-            num_failed=failed,
-            simulation_errors=list(sims.errors),
-        )
+        failed = _count_failures(sims, cfg.num_simulations)
+        self._state = self._state.replace(simulations=sims, bank=build_bank(spec, sims))
+        self._compiled = {}
+        self.diagnostics.record(SimulationStats(cfg.num_simulations, failed, list(sims.errors)))
         return sims
-
-    # internal switch: False forces the generic log_prob path in labelling (benchmarks)
-    _fast_likelihood = True
-
-    def _loglik(self, y):
-        """``log p(y | theta_j)`` (N,) for flat ``y`` (M,): exact values (generic ``log_prob``)."""
-        return _model.log_likelihood(self.spec, self._dists, self._valid, y)
-
-    def _loglik_rows(self, y):
-        """:meth:`_loglik` up to a constant in ``y`` (its base measure ``h(y)``), (N,):
-        one matmul of sufficient statistics against natural parameters when every
-        observed site is an exponential family (:mod:`~numpyro_mfdiff._expfam`), else
-        :meth:`_loglik`. Only for uses that a per-observation constant cannot move
-        (softmax weights over the simulations)."""
-        if self._natural is None or not self._fast_likelihood:
-            return self._loglik(y)
-        return log_likelihood_natural(self._natural, y, base=False)
 
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
@@ -353,37 +318,36 @@ class MFDiff:
         sites call ``log_prob`` for every (observation, simulation) pair.
         """
         self._require_sims()
+        cfg, bank, sims = self._config, self.bank, self.simulations
         k_idx, k_z = jax.random.split(rng_key)
-        valid_idx = np.flatnonzero(self.simulations.valid)
-        T = self.num_labels
+        valid_idx = np.flatnonzero(sims.valid)
+        T = cfg.num_labels
         idx = np.asarray(jax.random.choice(k_idx, valid_idx, (T,), replace=T > valid_idx.size))
-        y = self.simulations.y[idx]
-        y_std = (y - self._y_mean) / self._y_scale
+        y = sims.y[idx]
+        y_std = bank.standardise_y(y)
         z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
-        with progress(T, "labelling", self.progress_bar) as update:
+        with progress(T, "labelling", cfg.progress_bar) as update:
             order, theta, dropped, used = label_triples(
                 y,
                 y_std,
                 z,
-                self._loglik_rows,
-                self._points,
-                self.schedule,
-                self.grid,
-                self.label_points,
-                self.solver,
-                self.chunk_size,
+                partial(bank.log_weights, fast=self._fast_likelihood),
+                bank.points,
+                cfg.schedule,
+                cfg.time_grid,
+                cfg.label_points,
+                cfg.solver,
+                cfg.chunk_size,
                 update,
-                tol=self.prune_tol,
-                smooth=self.label_smoothing,
+                tol=cfg.prune_tol,
+                smooth=cfg.label_smoothing,
             )
         y_std, z = y_std[order], z[order]
-        self.diagnostics.update(
-            label_dropped_mass_max=float(dropped.max()),
-            label_dropped_mass_mean=float(dropped.mean()),
-            label_points_mean=float(used.mean()),
-        )
-        self.triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
-        return self.triples
+        stats = LabelStats(float(dropped.max()), float(dropped.mean()), float(used.mean()))
+        self.diagnostics.record(stats)
+        triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
+        self._state = self._state.replace(triples=triples)
+        return triples
 
     def fit(self, rng_key, triples=None):
         """Stage 3: fit ``G_low`` on labelled triples (stored in ``.generator``).
@@ -396,10 +360,10 @@ class MFDiff:
             if self.triples is None:
                 raise RuntimeError("no labelled triples yet: call .label(rng_key) first")
             triples = self.triples
+        cfg = self._config
         k_init, k_fit = jax.random.split(rng_key)
-        gen = self._new_generator(k_init)
-        steps = self.fit_config["num_steps"]
-        with progress(steps, "training", self.progress_bar) as update:
+        gen = low_generator(k_init, self.spec, self.bank, cfg.net_config)
+        with progress(cfg.train_steps, "training", cfg.progress_bar) as update:
             gen, history = fit_generator(
                 k_fit,
                 gen,
@@ -407,57 +371,14 @@ class MFDiff:
                 triples["z"],
                 triples["theta"],
                 progress=update,
-                **self.fit_config,
+                **cfg.fit_config,
             )
-        self.generator = gen
-        self.diagnostics["train_history"] = history
-        self._make_draw()
-        self._check_low(jax.random.fold_in(rng_key, 1))
+        self._state = self._state.replace(generator=gen)
+        self.diagnostics.record(train_history=history)
+        sims, key = self.simulations, jax.random.fold_in(rng_key, 1)
+        check = check_generator(key, self.bank, gen, sims.y, sims.valid, self._fast_likelihood)
+        self.diagnostics.record(generator_check=check)
         return gen
-
-    def _check_low(self, key):
-        """``G_low`` against the weighted prior points it was fitted to, at up to
-        ``LOW_CHECK_ROWS`` simulated observations (spread over the prior simulations;
-        labels are drawn at them) whose likelihood-weight ESS is at least
-        ``LOW_CHECK_ESS`` (where the weighted moments are sharp enough to judge by):
-        ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted
-        sds and the sd ratios per coordinate (labels keep each row's weighted mean
-        and covariance, smoothed or not). Kept in ``diagnostics["generator_check"]``
-        (``None`` where no observation qualifies); warns when off
-        (:func:`~numpyro_mfdiff._refine.generator_off`)."""
-        if self.generator is None or self.simulations is None:
-            return
-        valid = np.flatnonzero(self.simulations.valid)
-        cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
-        # the simulated observations themselves (integer sites stay integers), weighed
-        # and summarised as labelling does (row_moments of the same log-likelihoods)
-        ys = self.simulations.y[cand]
-        ll = jax.vmap(self._loglik_rows)(jnp.asarray(ys))
-        mean, lam, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, self._points))
-        ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
-        rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
-        if not rows.size:
-            self.diagnostics["generator_check"] = None
-            return
-        z = jax.random.normal(key, (LOW_CHECK_DRAWS, self.spec.dim))
-        errors, ratios = [], []
-        for i in rows:
-            d = np.asarray(generate(self.generator, jnp.asarray(ys[i]), z), np.float64)
-            d = (d - self._theta_mean) / self._theta_scale  # the points' coordinates
-            sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, lam[i]), 1e-24))
-            errors.append(float(np.max(np.abs(d.mean(0) - mean[i]) / sd)))
-            ratios.extend((d.std(0) / sd).tolist())
-        esses = ess[rows].tolist()
-        check = dict(rows=len(rows), ess_min=min(esses), mean_error=max(errors), sd_ratio=ratios)
-        self.diagnostics["generator_check"] = check
-        if generator_off(check):
-            warnings.warn(
-                f"G_low is off the weighted prior simulations it was fitted to, at {len(rows)} "
-                f"simulated observations with likelihood ESS >= {LOW_CHECK_ESS:g}: mean error "
-                f"{check['mean_error']:.2f} sd, sd ratios {min(ratios):.2f}-{max(ratios):.2f}; "
-                "raise train_steps or num_labels",
-                stacklevel=3,
-            )
 
     # ------------------------------------------------------------- sampling
     def get_samples(
@@ -513,48 +434,17 @@ class MFDiff:
         if y.ndim == 1:
             out = self._draw_refined(refs[0], y, z)
         elif all(r is None for r in refs):
-            out = self._draw_batch(self.generator, jnp.asarray(y), z)
+            out = self._draws()[1](self.generator, jnp.asarray(y), z)
         else:
             outs = [self._draw_refined(r, yi, z) for r, yi in zip(refs, rows, strict=True)]
             out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-        return self._finish(out, y, group_by_chain, num_chains)
-
-    def _finish(self, samples, y, group_by_chain, num_chains):
-        """Latent draws (S, ...) or (B, S, ...) for flat ``y`` (M,) or (B, M), with the
-        deterministic sites added and, if asked, the draws split into chains."""
-        if self._deterministic() is not None:
-            n = jax.tree.leaves(samples)[0].shape[y.ndim - 1]
-            ys = jnp.broadcast_to(jnp.asarray(y)[..., None, :], y.shape[:-1] + (n, y.shape[-1]))
-            samples = self._with_deterministic(samples, ys)
-        return group_chains(samples, num_chains, y.ndim - 1) if group_by_chain else samples
-
-    def _with_deterministic(self, samples, ys):
-        """Latent draws (S, ...) or (B, S, ...) with the deterministic sites added, each
-        draw with its own flat observation in ``ys`` (S, M) or (B, S, M)."""
-        det = self._deterministic()
-        if det is None:
-            return samples
-        det = det if ys.ndim == 2 else jax.vmap(det)
-        return {**samples, **det(samples, jnp.asarray(ys))}
-
-    def _deterministic(self):
-        """Compiled ``(draws, ys) -> deterministic sites`` over draws (S, ...) and flat
-        observations (S, M), one per draw; None when the model has none."""
-        if getattr(self, "_deterministic_cache", None) is None:
-            fn = _model.deterministic_fn(self.model, self.spec, self._args, self._kwargs)
-            compiled = None
-            if fn is not None:
-                # blocks of 4096 draws bound the memory of the model's intermediates
-                compiled = jax.jit(
-                    lambda s, ys: jax.lax.map(lambda a: fn(*a), (s, ys), batch_size=4096)
-                )
-            self._deterministic_cache = (compiled,)
-        return self._deterministic_cache[0]
+        return finish(self._deterministic(), out, y, group_by_chain, num_chains)
 
     def _draw_refined(self, ref, y, z):
+        draw = self._draws()[0]
         if ref is None:
-            return self._draw(self.generator, jnp.asarray(y), z)
-        return self._draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
+            return draw(self.generator, jnp.asarray(y), z)
+        return draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
 
     def sample_ode(
         self,
@@ -591,13 +481,13 @@ class MFDiff:
             out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
         else:
             out = self._ode_constrained(rng_key, y, num_samples, batch_size, fidelity)
-        return self._finish(out, y, group_by_chain, num_chains)
+        return finish(self._deterministic(), out, y, group_by_chain, num_chains)
 
     def _ode_constrained(self, rng_key, y, num_samples, batch_size, fidelity):
         """Constrained latent ODE draws (S, ...) for one flat observation ``y`` (M,)."""
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         theta, n_points, dropped = self._ode_unconstrained(y, z, fidelity, batch_size)
-        self.diagnostics["last_ode"] = dict(points=n_points, dropped_mass=dropped)
+        self.diagnostics.record(OdeStats(n_points, dropped))
         return jax.vmap(self.spec.constrain)(jnp.asarray(theta))
 
     def _ode_unconstrained(self, y, z, fidelity=None, batch_size=4096):
@@ -608,19 +498,8 @@ class MFDiff:
         if ref is not None:
             from ._refine import ode_draw
 
-            return ode_draw(self.ode_config, ref, z, batch_size)
-        log_w = np.asarray(self._loglik(jnp.asarray(y)), np.float64)
-        u, n_points, dropped = sample_pruned(
-            z,
-            self._points,
-            log_w,
-            self.schedule,
-            self.grid,
-            self.solver,
-            self.prune_tol,
-            batch_size,
-        )
-        return self._theta_mean + self._theta_scale * np.asarray(u), n_points, dropped
+            return ode_draw(self._config.ode, ref, z, batch_size)
+        return ode_low(self.bank, self._config, y, z, batch_size)
 
     def ess(self, observations=None, fidelity=None):
         """Effective sample size of the weights the samplers use, per observation.
@@ -636,7 +515,8 @@ class MFDiff:
         y = self._check(observations, warn=False, fidelity=fidelity)
         rows = np.atleast_2d(y)
         refs = [self._refinement(yi, fidelity) for yi in rows]
-        out = np.asarray(self._ess_low(jnp.asarray(rows)), np.float64)  # one compiled call
+        ess_low = self._cached("ess", lambda: compile_ess(self.bank))
+        out = np.asarray(ess_low(jnp.asarray(rows)), np.float64)  # one compiled call
         out = np.asarray([out[i] if r is None else r.ess for i, r in enumerate(refs)])
         return float(out[0]) if y.ndim == 1 else out
 
@@ -790,23 +670,24 @@ class MFDiff:
             num_simulations=num_simulations,
             max_simulations=max_simulations,
             num_labels=num_labels or self.num_labels,
-            train_steps=train_steps or self.fit_config["num_steps"],
+            train_steps=train_steps or self._config.train_steps,
             inflation=inflation,
             prior_fraction=prior_fraction,
             target_ess=target_ess,
             smoothing=smoothing,
         )
+        st = self._state
         high = _refine.high_fidelity_model(
-            self.spec, self.model, self._args, self._kwargs, model, model_args, model_kwargs
+            st.spec, self.model, st.args, st.kwargs, model, model_args, model_kwargs
         )
         log_prior, prior_draw = self._prior_fns()
-        key = _obs_key(y)
-        ref = self._refinements.get(key)
+        key = obs_key(y)
+        ref = st.refinements.get(key)
         if ref is None:
-            prior_theta = self.simulations.theta if high.same else None
-            loglik_low = self._loglik(jnp.asarray(y))
-            ref = _refine.new_refinement(y, self.spec.dim, loglik_low, prior_theta, log_prior)
-        _refine.refine(
+            prior_theta = st.simulations.theta if high.same else None
+            log_w = st.bank.log_weights(jnp.asarray(y), fast=False)
+            ref = _refine.new_refinement(y, st.spec.dim, log_w, prior_theta, log_prior)
+        ref = _refine.refine(
             rng_key,
             y,
             ref,
@@ -817,40 +698,30 @@ class MFDiff:
             prior_draw=prior_draw,
             low_draw=self._low_draw,
         )
-        self._refinements[key] = ref
-        self.diagnostics.setdefault("refinements", {})[key] = dict(
-            observations={k: np.asarray(v).tolist() for k, v in observations.items()},
-            **ref.summary(),
-        )
+        self._state = self._state.with_refinement(key, ref)
+        self.diagnostics.record_refinement(key, observations, ref)
         return self
 
     @property
     def ode_config(self) -> OdeConfig:
         """The ODE settings (schedule, time grid, solver, ``prune_tol``) of the refined
         Monte Carlo-score ODE, as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
-        return OdeConfig(
-            schedule=self.schedule,
-            grid=self.grid,
-            grid_kind=self._settings["grid"],
-            num_steps=self.num_steps,
-            t_max=self._settings["t_max"],
-            solver=self.solver,
-            prune_tol=self.prune_tol,
-        )
+        return self._config.ode
 
     def _refine_context(self) -> RefineContext:
         """The settings :func:`~numpyro_mfdiff._refine.refine` reads."""
+        cfg = self._config
         return RefineContext(
             spec=self.spec,
-            ode=self.ode_config,
-            net_config=self.net_config,
-            fit_config=self.fit_config,
-            ess_warning=self.ess_warning,
-            progress_bar=self.progress_bar,
-            checkpoint_dir=self.checkpoint_dir,
-            executor=self.executor,
-            simulation_chunk_size=self.simulation_chunk_size,
-            max_failure_fraction=self.max_failure_fraction,
+            ode=cfg.ode,
+            net_config=cfg.net_config,
+            fit_config=cfg.fit_config,
+            ess_warning=cfg.ess_warning,
+            progress_bar=cfg.progress_bar,
+            checkpoint_dir=cfg.checkpoint_dir,
+            executor=cfg.executor,
+            simulation_chunk_size=cfg.simulation_chunk_size,
+            max_failure_fraction=cfg.max_failure_fraction,
         )
 
     def _low_draw(self, key, y, n):
@@ -861,24 +732,13 @@ class MFDiff:
             return np.asarray(generate(self.generator, jnp.asarray(y), z))
         return self._ode_unconstrained(y, z, fidelity="low")[0]
 
-    def _prior_fns(self):
-        """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""
-        if getattr(self, "_prior_cache", None) is None:
-            lp = _model.log_prior_fn(self.model, self.spec, self._args, self._kwargs)
-            spec, model, a, kw = self.spec, self.model, self._args, self._kwargs
-            self._prior_cache = (
-                jax.jit(jax.vmap(lp)),
-                jax.jit(jax.vmap(lambda k: _model._simulate_one(model, spec, a, kw, k)[0])),
-            )
-        return self._prior_cache
-
     def _refinement(self, y, fidelity):
         """The refinement record serving flat observation ``y`` (M,) at ``fidelity``, or None."""
         if fidelity not in (None, "low", "high"):
             raise ValueError(f"fidelity must be None, 'low' or 'high', got {fidelity!r}")
         if fidelity == "low":
             return None
-        ref = self._refinements.get(_obs_key(y))
+        ref = self._state.refinements.get(obs_key(y))
         if ref is None and fidelity == "high":
             raise ValueError(
                 "no high-fidelity generator for this observation: call .refine(key, "
@@ -905,7 +765,20 @@ class MFDiff:
             self._require_generator()
         self._require_sims()
         observations = self._observations(observations)
-        return to_inference_data(self, rng_key, observations, num_samples, **kwargs)
+        return to_inference_data(
+            rng_key,
+            observations,
+            num_samples,
+            model=self.model,
+            state=self._state,
+            check=partial(self._check, warn=False),
+            samplers={"generator": self.get_samples, "ode": self.sample_ode},
+            refinement=self._refinement,
+            low_ess=partial(self.ess, fidelity="low"),
+            deterministic=self._deterministic(),
+            diagnostics=self.diagnostics,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
@@ -920,7 +793,7 @@ class MFDiff:
         from ._io import save
 
         self._require_sims()
-        save(self, path)  # with default_observations, the data given to run
+        save(path, self._config, self._state, self.diagnostics)
 
     @classmethod
     def load(cls, path, model, *args, **kwargs):
@@ -937,69 +810,37 @@ class MFDiff:
         """
         from ._io import load
 
-        return load(cls, path, model, args, kwargs)
-
-    def _new_generator(self, key):
-        return Generator(
-            key,
-            self.spec.obs_dim,
-            self.spec.dim,
-            y_mean=self._y_mean,
-            y_scale=self._y_scale,
-            theta_mean=self._theta_mean,
-            theta_scale=self._theta_scale,
-            **self.net_config,
-        )
-
-    def _set_simulations(self, sims):
-        """Store simulations and the quantities derived from them."""
-        self.simulations = sims
-        th = sims.theta[sims.valid]
-        y = sims.y[sims.valid]
-        self._theta_mean, self._theta_scale = th.mean(0), _scale(th)
-        self._y_mean, self._y_scale = y.mean(0), _scale(y)
-        self._points = jnp.asarray((sims.theta - self._theta_mean) / self._theta_scale)
-        self._dists = jax.tree.map(jnp.asarray, sims.dists)
-        self._valid = jnp.asarray(sims.valid)
-        self._natural = natural_form(self.spec, self._dists, sims.valid, gaussian=False)
-        self._prior_cache = None
-        self._deterministic_cache = None
-        self._ess_low = batched_ess(self._loglik)
-        self._make_draw()
+        config, state, diagnostics = load(path, model, args, kwargs)
+        return cls.__new__(cls)._setup(model, config, state, diagnostics)
 
     # -------------------------------------------------------------- helpers
-    def _make_draw(self):
-        constrain = self.spec.constrain
+    def _cached(self, name, build):
+        """``build()``, compiled once per state of the simulations."""
+        if name not in self._compiled:
+            self._compiled[name] = build()
+        return self._compiled[name]
 
-        def draw(gen, y, z):
-            # blocks of 4096 keep activations in cache and memory bounded
-            # (measured 1.49 s -> 1.18 s for 10^6 samples on 2 CPU cores)
-            return jax.lax.map(lambda zi: constrain(gen(y, zi)), z, batch_size=4096)
+    def _draws(self):
+        """Compiled generator draws, single and batched (:func:`make_draws`)."""
+        return self._cached("draws", lambda: make_draws(self.spec.constrain))
 
-        self._draw = eqx.filter_jit(draw)
-        self._draw_batch = eqx.filter_jit(jax.vmap(draw, (None, 0, None)))
+    def _deterministic(self):
+        """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
+        st = self._state
+        return self._cached(
+            "deterministic", lambda: compile_deterministic(self.model, st.spec, st.args, st.kwargs)
+        )
 
-    def _data_observations(self, data):
-        """Validated default observations from data passed to :meth:`run` (or None)."""
-        if not data:
-            return None
-        missing = sorted(set(self.spec.observed_shapes) - set(data))
-        if missing:
-            raise ValueError(
-                f"the model arguments give data for site(s) {sorted(data)} but not for the "
-                f"observed site(s) {missing}: pass data for every observed site or for none"
-            )
-        try:
-            _model.check_observations(self.spec, data)
-        except ValueError as e:
-            raise ValueError(f"data passed to run: {e}") from e
-        return {k: np.asarray(v) for k, v in data.items()}
+    def _prior_fns(self):
+        """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""
+        st = self._state
+        return self._cached("prior", lambda: prior_fns(self.model, st.spec, st.args, st.kwargs))
 
     def _observations(self, observations):
         """``observations``, or the default ones (data given to :meth:`run`) when None."""
         if observations is not None:
             return observations
-        if getattr(self, "default_observations", None) is None:
+        if self.default_observations is None:
             raise ValueError(
                 "no observations given and none stored: pass observations={site: value}, "
                 "or pass the data to run as a model argument (run(key, ..., y=data))"
@@ -1030,11 +871,19 @@ class MFDiff:
             raise RuntimeError("no generator yet: call .run(rng_key, ...) first")
 
 
-def _obs_key(y) -> str:
-    """Dictionary key of a flat observation: its float32 values, exactly."""
-    return np.asarray(y, np.float32).tobytes().hex()
-
-
-def _scale(x):
-    s = x.std(0)
-    return np.where(s > 1e-8, s, 1.0).astype(np.float32)
+def _count_failures(sims, num_simulations) -> int:
+    """The failed simulations (a warning giving the first errors); a ``RuntimeError``
+    when fewer than two are finite."""
+    n_valid = int(sims.valid.sum())
+    if n_valid < 2:
+        raise RuntimeError(f"only {n_valid} of {num_simulations} prior simulations are finite")
+    failed = num_simulations - n_valid
+    if failed:
+        first = "; ".join(sims.errors[:3])
+        warnings.warn(
+            f"{failed} of {num_simulations} prior simulations failed (non-finite "
+            "output or a simulator error) and are left out"
+            + (f"; first errors: {first}" if first else ""),
+            stacklevel=3,
+        )
+    return failed

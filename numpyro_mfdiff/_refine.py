@@ -20,9 +20,10 @@ plain callables; the record of an observation is a :class:`Refinement`.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,7 +44,9 @@ __all__ = [
     "HighFidelity",
     "OdeConfig",
     "RefineContext",
+    "FitInfo",
     "Refinement",
+    "RoundInfo",
     "check_settings",
     "fit_high",
     "generator_check",
@@ -108,9 +111,45 @@ class HighFidelity(NamedTuple):
     same: bool
 
 
-@dataclass
+class FitInfo(NamedTuple):
+    """``G_high``'s fit at the end of a ``refine`` call: its :func:`generator_check`, the
+    points its labelling ODE used and the mass it dropped, and the timings (seconds of
+    the stages, of labelling and of training)."""
+
+    generator_check: dict
+    label_points: int
+    label_dropped_mass: float
+    timings: dict
+
+
+class RoundInfo(NamedTuple):
+    """One stage (a :class:`~numpyro_mfdiff._sequential.StageInfo`, or its dict as an
+    older file saved it) and, for the last stage of a ``refine`` call, ``G_high``'s
+    :class:`FitInfo`."""
+
+    stage: Any
+    fit: FitInfo | None = None
+
+    def as_dict(self) -> dict:
+        """The stage's fields and the fit's, as one dict (diagnostics, saved files)."""
+        out = self.stage._asdict() if hasattr(self.stage, "_asdict") else dict(self.stage)
+        return out if self.fit is None else {**out, **self.fit._asdict()}
+
+    @classmethod
+    def from_dict(cls, d) -> RoundInfo:
+        """The record of :meth:`as_dict`'s ``d`` (a dict kept as it is when its fields
+        are not those of this version)."""
+        stage_keys, fit_keys = _sequential.StageInfo._fields, FitInfo._fields
+        if set(d) not in (set(stage_keys), set(stage_keys) | set(fit_keys)):
+            return cls(dict(d))
+        fit = FitInfo(**{k: d[k] for k in fit_keys}) if fit_keys[0] in d else None
+        return cls(_sequential.StageInfo(**{k: d[k] for k in stage_keys}), fit)
+
+
+@dataclass(frozen=True)
 class Refinement:
-    """Everything refinement gathered for one observation.
+    """Everything refinement gathered for one observation (frozen: :func:`refine`
+    returns a new record).
 
     ``theta`` (n, D) unconstrained points with their high-fidelity
     log-likelihoods ``loglik`` (n,) and prior log densities ``logprior``
@@ -119,7 +158,7 @@ class Refinement:
     temperature ``lam``, 1 once tempering has reached the posterior);
     ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``;
     ``smoothing`` the kernel sd of the refined ODE's end point, in whitened
-    units (0: none).
+    units (0: none); ``rounds`` a :class:`RoundInfo` per stage.
     """
 
     y: np.ndarray
@@ -127,13 +166,13 @@ class Refinement:
     loglik: np.ndarray
     logprior: np.ndarray
     prior_count: int = 0
-    kdes: list = field(default_factory=list)
-    counts: list = field(default_factory=list)
+    kdes: tuple = ()
+    counts: tuple = ()
     log_w: np.ndarray | None = None
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     generator: Generator | None = None
-    rounds: list = field(default_factory=list)
+    rounds: tuple = ()
     num_high_fidelity: int = 0
     ess_before: float = 0.0
     smoothing: float = 0.0
@@ -154,7 +193,7 @@ class Refinement:
             temperature=self.lam,
             smoothing=self.smoothing,
             kde_bandwidth=[k.bandwidth.tolist() for k in self.kdes],
-            rounds=list(self.rounds),
+            rounds=[r.as_dict() for r in self.rounds],
         )
 
 
@@ -341,30 +380,37 @@ def new_refinement(y, dim, loglik_low, prior_theta=None, log_prior=None) -> Refi
     ``prior_theta`` (N, D), the prior simulations at the same fidelity, they join it as
     draws from the prior (temperature 0), with their prior log densities from
     ``log_prior`` (batched)."""
-    ref = Refinement(
+    ess_before = float(_ess(loglik_low))
+    if prior_theta is None:
+        return Refinement(
+            y=np.asarray(y, np.float32),
+            theta=np.zeros((0, dim), np.float32),
+            loglik=np.zeros(0, np.float32),
+            logprior=np.zeros(0, np.float32),
+            ess_before=ess_before,
+        )
+    theta = np.asarray(prior_theta, np.float32)
+    return Refinement(
         y=np.asarray(y, np.float32),
-        theta=np.zeros((0, dim), np.float32),
-        loglik=np.zeros(0, np.float32),
-        logprior=np.zeros(0, np.float32),
-        ess_before=float(_ess(loglik_low)),
+        theta=theta,
+        loglik=np.asarray(loglik_low, np.float32),
+        logprior=np.asarray(log_prior(jnp.asarray(theta)), np.float32),
+        prior_count=int(prior_theta.shape[0]),
+        ess_before=ess_before,
     )
-    if prior_theta is not None:
-        ref.theta = np.asarray(prior_theta, np.float32)
-        ref.loglik = np.asarray(loglik_low, np.float32)
-        ref.logprior = np.asarray(log_prior(jnp.asarray(ref.theta)), np.float32)
-        ref.prior_count = int(prior_theta.shape[0])
-    return ref
 
 
 def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
     """``(key, theta (n, D)) -> (loglik (n,), failed)``: the model of ``high`` run at
     ``theta`` (with the progress bar, checkpoints and executor of ``ctx``) and the
-    log-likelihood of ``y`` under each simulation."""
+    log-likelihood of ``y`` under each simulation; the calls are the stages after the
+    ``ref.rounds`` done so far."""
     loglik = jax.jit(partial(_model.log_likelihood, high.spec))
+    stages = itertools.count(len(ref.rounds) + 1)
 
     def simulate(key, theta):
         n = theta.shape[0]
-        stage = len(ref.rounds) + 1
+        stage = next(stages)
         ckpt = None
         if ctx.checkpoint_dir is not None:
             tag = ref.y.tobytes().hex()[:16]
@@ -391,12 +437,13 @@ def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
 
 
 def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
-    """The stages of one ``refine`` call; updates ``ref`` and returns the final pool."""
+    """The stages of one ``refine`` call from ``ref``'s pool: the final pool, the
+    :class:`~numpyro_mfdiff._sequential.StageInfo` of each stage and the simulations spent."""
     pool = _sequential.init(
         ref.theta, ref.loglik, ref.logprior, ref.kdes, ref.counts, ref.prior_count, ref.lam
     )
-    spent, stages = 0, 0
-    while s["max_stages"] is None or stages < s["max_stages"]:
+    spent, infos = 0, []
+    while s["max_stages"] is None or len(infos) < s["max_stages"]:
         left = s["budget"] - spent
         n = min(s["stage"], left)
         if s["max_stages"] is None and left - n < s["stage"] // 2:
@@ -418,12 +465,11 @@ def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
             prior_fraction=s["prior_fraction"],
             candidates=cands,
         )
-        spent, stages = spent + n, stages + 1
-        ref.rounds.append(info._asdict())
-        ref.num_high_fidelity += n
+        spent += n
+        infos.append(info)
         if s["target_ess"] is not None and pool.lam >= 1.0 and info.ess >= s["target_ess"]:
             break
-    return pool, stages
+    return pool, infos, spent
 
 
 def refine(
@@ -437,25 +483,37 @@ def refine(
     prior_draw,
     low_draw,
     **settings,
-):
+) -> Refinement:
     """Run the refinement stages for ``y`` (M,) within the budget of ``settings``
     (from :func:`check_settings`), simulating ``high``, then label and fit ``G_high``;
-    updates ``ref``. ``log_prior`` (theta (n, D) -> (n,)) and ``prior_draw`` (keys (n,)
-    -> theta (n, D)) are the prior's, batched; ``low_draw(key, y, n)`` gives the first
-    stage's candidates (n, D) of a new refinement from the low-fidelity sampler."""
+    returns the new record (``ref`` with the stages added). ``log_prior`` (theta (n, D)
+    -> (n,)) and ``prior_draw`` (keys (n,) -> theta (n, D)) are the prior's, batched;
+    ``low_draw(key, y, n)`` gives the first stage's candidates (n, D) of a new
+    refinement from the low-fidelity sampler."""
     k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
     simulate = _simulator(ctx, high, y, ref)
-    pool, stages = _run_stages(
+    pool, infos, spent = _run_stages(
         k_stages, y, ref, simulate, log_prior, prior_draw, low_draw, settings
     )
-    if stages == 0:
+    if not infos:
         raise ValueError("no refinement round ran: the simulation budget is below 2")
-    ref.theta, ref.loglik, ref.logprior = pool.theta, pool.loglik, pool.logprior
-    ref.kdes, ref.counts = list(pool.kdes), [int(c) for c in pool.counts[1:]]
-    ref.prior_count, ref.lam = int(pool.counts[0]), pool.lam
-    ref.log_w = _sequential.log_weights(pool, 1.0)
-    ref.mean, ref.scale = _weighted_standardisation(ref.theta, ref.log_w)
+    log_w = _sequential.log_weights(pool, 1.0)
+    mean, scale = _weighted_standardisation(pool.theta, log_w)
+    ref = replace(
+        ref,
+        theta=pool.theta,
+        loglik=pool.loglik,
+        logprior=pool.logprior,
+        kdes=tuple(pool.kdes),
+        counts=tuple(int(c) for c in pool.counts[1:]),
+        prior_count=int(pool.counts[0]),
+        lam=pool.lam,
+        log_w=log_w,
+        mean=mean,
+        scale=scale,
+        num_high_fidelity=ref.num_high_fidelity + spent,
+    )
     if ref.ess < ctx.ess_warning:
         warnings.warn(
             f"the importance ESS after refinement is {ref.ess:.1f} (< {ctx.ess_warning:g}): "
@@ -463,23 +521,26 @@ def refine(
             "or raise max_simulations",
             stacklevel=3,
         )
-    mean, chol = _sequential.whitening(ref.theta, ref.log_w)
+    w_mean, chol = _sequential.whitening(ref.theta, ref.log_w)
     h, clusters = _sequential.smoothing_bandwidth(
-        _sequential.whiten(ref.theta, mean, chol), ref.log_w
+        _sequential.whiten(ref.theta, w_mean, chol), ref.log_w
     )
-    ref.smoothing = float(h if settings["smoothing"] is None else settings["smoothing"])
+    ref = replace(
+        ref, smoothing=float(h if settings["smoothing"] is None else settings["smoothing"])
+    )
     t_rounds = time.perf_counter() - t_start
     # a residual from z suits one cluster; separate modes need the network's switch
-    fit_high(
+    gen, fit = fit_high(
         k_label, ref, ctx, settings["num_labels"], settings["train_steps"], t_rounds, clusters == 1
     )
-    return ref
+    rounds = [RoundInfo(i) for i in infos[:-1]] + [RoundInfo(infos[-1], fit)]
+    return replace(ref, generator=gen, rounds=ref.rounds + tuple(rounds))
 
 
 def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, residual=True):
-    """Label ``(z, theta)`` pairs with the weighted ODE of ``ref`` and fit ``G_high(z)``
-    (``ref.generator``); its check against the labels and the timings (``t_rounds``: the
-    stages') go to the last of ``ref.rounds``."""
+    """Label ``(z, theta)`` pairs with the weighted ODE of ``ref`` and fit ``G_high(z)``.
+    Returns the generator and its :class:`FitInfo` (its check against the labels and
+    the timings; ``t_rounds``: the stages')."""
     t0 = time.perf_counter()
     k_z, k_init, k_fit = jax.random.split(key, 3)
     z = jax.random.normal(k_z, (num_labels, ctx.spec.dim))
@@ -494,7 +555,6 @@ def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, re
         gen, _ = fit_generator(
             k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
         )
-    ref.generator = gen
     fit_check = generator_check(np.asarray(generate(gen, jnp.zeros((0,)), z)), theta)
     if generator_off(fit_check):
         warnings.warn(
@@ -503,9 +563,5 @@ def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, re
             "raise train_steps or num_labels, or draw with sample_ode",
             stacklevel=4,
         )
-    ref.rounds[-1].update(
-        generator_check=fit_check,
-        label_points=n_pts,
-        label_dropped_mass=dropped,
-        timings=dict(rounds=t_rounds, labelling=t_label, training=time.perf_counter() - t0),
-    )
+    timings = dict(rounds=t_rounds, labelling=t_label, training=time.perf_counter() - t0)
+    return gen, FitInfo(fit_check, n_pts, dropped, timings)

@@ -232,9 +232,9 @@ def test_unsupported_falls_back(kind):
     assert _expfam.natural_form(spec, dists, valid) is None
     inf = MFDiff(model, num_simulations=100, progress_bar=False)
     inf.simulate(jax.random.PRNGKey(0))
-    assert inf._natural is None
+    assert inf.bank.natural is None
     yj = jnp.asarray(inf.simulations.y[0])
-    np.testing.assert_array_equal(inf._loglik_rows(yj), inf._loglik(yj))
+    np.testing.assert_array_equal(inf.bank.log_weights(yj), inf.bank.log_likelihood(yj))
 
 
 def test_gaussian_sites_keep_log_prob():
@@ -242,7 +242,7 @@ def test_gaussian_sites_keep_log_prob():
     model with a count site among Gaussian ones gets the natural form."""
     inf = MFDiff(two_sites, num_simulations=200, progress_bar=False)
     inf.simulate(jax.random.PRNGKey(0))
-    assert inf._natural is not None
+    assert inf.bank.natural is not None
     spec, dists, valid, _ = _simulations(normal_fixed, n=100)
     assert _expfam.natural_form(spec, dists, valid) is not None
     assert _expfam.natural_form(spec, dists, valid, gaussian=False) is None
@@ -255,7 +255,7 @@ def test_labels_match_generic_path():
         binomial_logits, num_simulations=2000, num_labels=128, num_steps=20, progress_bar=False
     )
     inf.simulate(jax.random.PRNGKey(0))
-    assert inf._natural is not None and inf._natural.eta.shape == (2000, 6)
+    assert inf.bank.natural is not None and inf.bank.natural.eta.shape == (2000, 6)
     key = jax.random.PRNGKey(1)
     fast = dict(inf.label(key))
     used_fast = inf.diagnostics["label_points_mean"]
@@ -307,7 +307,7 @@ def test_binomial_generator_grid_posterior(seed):
         progress_bar=False,
     )
     inf.run(jax.random.PRNGKey(seed))
-    assert inf._natural is not None
+    assert inf.bank.natural is not None
     for i, counts in enumerate(COUNTS):
         s = inf.get_samples(jax.random.PRNGKey(10 + i), {"y": counts}, 50_000)["p"]
         assert _grid_kl(np.asarray(s), counts) <= 0.005

@@ -153,7 +153,7 @@ def test_several_observed_sites():
 def _check_loglik_matches(inf, obs, site_dist):
     """``_loglik`` equals the site's own log_prob at integer data, simulation by simulation."""
     y = _model.check_observations(inf.spec, obs)
-    ll = np.asarray(inf._loglik(jnp.asarray(y)))
+    ll = np.asarray(inf.bank.log_likelihood(jnp.asarray(y)))
     theta = jax.vmap(inf.spec.constrain)(jnp.asarray(inf.simulations.theta[:5]))
     data = jnp.asarray(obs["y"], inf.spec.observed_dtypes["y"])
     for j in range(5):
@@ -228,7 +228,8 @@ def test_covariates_as_model_arguments():
 
 def test_data_keyword_is_taken_out_and_becomes_the_default(regression_with_data):
     inf = regression_with_data
-    assert inf._args[0] is X and "y" not in inf._kwargs  # simulations ran without the data
+    # simulations ran without the data
+    assert inf.state.args[0] is X and "y" not in inf.state.kwargs
     assert not np.all(inf.simulations.y == Y)  # ... so y was simulated, not copied
     np.testing.assert_array_equal(inf.default_observations["y"], Y)
     # the same prior simulations and generator as without the data argument
@@ -247,7 +248,7 @@ def test_data_keyword_is_taken_out_and_becomes_the_default(regression_with_data)
 
 def test_data_positional_argument(regression_with_data):
     inf = _run(regression, X, Y)
-    assert inf._args[1] is None
+    assert inf.state.args[1] is None
     np.testing.assert_array_equal(inf.default_observations["y"], Y)
     k = jax.random.PRNGKey(5)
     np.testing.assert_array_equal(

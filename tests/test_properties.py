@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from models import quadratic
 
 from numpyro_mfdiff import MFDiff, _model
-from numpyro_mfdiff._mfdiff import _BUDGETS as BUDGETS
+from numpyro_mfdiff._config import BUDGETS
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 KEY = jax.random.PRNGKey(0)
@@ -174,7 +174,7 @@ def test_non_positive_or_non_integer_budgets_name_the_setting(name, value):
 @given(st.sampled_from(BUDGETS), st.integers(2, 10**6))
 def test_positive_budgets_are_accepted(name, value):
     inf = MFDiff(quadratic, **{name: value})
-    assert inf._settings[name] == value
+    assert inf.config.to_json()[name] == value
 
 
 @SETTINGS
@@ -184,7 +184,7 @@ def test_positive_budgets_are_accepted(name, value):
 )
 def test_fractions_must_lie_in_zero_one(name, value):
     if 0.0 <= value < 1.0:
-        assert MFDiff(quadratic, **{name: value})._settings[name] == value
+        assert MFDiff(quadratic, **{name: value}).config.to_json()[name] == value
     else:
         with pytest.raises(ValueError, match=name):
             MFDiff(quadratic, **{name: value})

@@ -1,5 +1,7 @@
 """Refinement: the KDE proposal, the importance weights and the MFDiff.refine API."""
 
+import copy
+import dataclasses
 import functools
 import threading
 
@@ -188,7 +190,7 @@ def test_refine_same_key_same_result():
         a.get_samples(k, X_OBS, 50)["b"], b.get_samples(k, X_OBS, 50)["b"]
     )
     # same fidelity: the 2000 prior simulations count as prior draws of the mixture
-    (ref,) = a._refinements.values()
+    (ref,) = a.state.refinements.values()
     assert ref.prior_count == 2000 + 30 and ref.theta.shape[0] == 2300
 
 
@@ -217,8 +219,8 @@ def test_refine_stops_at_target_ess_or_budget():
         max_simulations=700,
         train_steps=20,
     )
-    (ref,) = inf._refinements.values()
-    assert [r["simulations"] for r in ref.rounds] == [400, 300]
+    (ref,) = inf.state.refinements.values()
+    assert [r.stage.simulations for r in ref.rounds] == [400, 300]
     inf.refine(
         jax.random.PRNGKey(2),
         X_OBS,
@@ -230,8 +232,9 @@ def test_refine_stops_at_target_ess_or_budget():
     # rounds accumulate; ESS after rounds 3, 4, 5 (measured with target_ess=1e9):
     # 1378, 1727, 2061, so the target stops the second new round: a refine that
     # ignored the target (5 rounds) or stopped after one new round (3) fails here
+    (ref,) = inf.state.refinements.values()  # the record refine returned
     assert len(ref.rounds) == 4
-    assert ref.rounds[2]["ess"] < 1500.0 <= ref.rounds[3]["ess"]
+    assert ref.rounds[2].stage.ess < 1500.0 <= ref.rounds[3].stage.ess
     assert ref.num_high_fidelity == 1500
 
 
@@ -293,13 +296,21 @@ def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
     log_w = -0.5 * (((theta - mu) / s) ** 2).sum(1) + 0.5 * (
         ((theta - mu - 0.2) / (1.5 * s)) ** 2
     ).sum(1)
-    ref = Refinement(y=np.zeros(1), theta=theta, loglik=log_w, logprior=0 * log_w, log_w=log_w)
-    ref.mean, ref.scale = _weighted_standardisation(theta, log_w)
+    mean, scale = _weighted_standardisation(theta, log_w)
+    ref = Refinement(
+        y=np.zeros(1),
+        theta=theta,
+        loglik=log_w,
+        logprior=0 * log_w,
+        log_w=log_w,
+        mean=mean,
+        scale=scale,
+    )
     inf = MFDiff(linear_gaussian, **SMALL)
     z = jax.random.normal(jax.random.PRNGKey(0), (4000, 3))
     raw, _, _ = ode_draw(inf.ode_config, ref, z)
     assert np.unique(np.round(raw, 3), axis=0).shape[0] < 0.9 * 4000
-    ref.smoothing = 0.3
+    ref = dataclasses.replace(ref, smoothing=0.3)
     smooth, _, _ = ode_draw(inf.ode_config, ref, z)
     assert np.unique(np.round(smooth, 3), axis=0).shape[0] == 4000
     assert np.all(np.abs(smooth.mean(0) - ref.mean) < 0.05 * ref.scale)
@@ -323,15 +334,14 @@ def test_save_load_keeps_refinements(refined, tmp_path):
 
 
 def test_save_load_keeps_the_smoothing(refined, tmp_path):
-    (ref,) = refined._refinements.values()
-    ref.smoothing = 0.2
-    try:
-        refined.save(tmp_path / "smoothed.npz")
-        want = refined.sample_ode(jax.random.PRNGKey(9), X_OBS, 100)["a"]
-    finally:
-        ref.smoothing = 0.0
+    smoothed = _with_refinements(
+        copy.copy(refined),
+        {k: dataclasses.replace(r, smoothing=0.2) for k, r in refined.state.refinements.items()},
+    )
+    smoothed.save(tmp_path / "smoothed.npz")
+    want = smoothed.sample_ode(jax.random.PRNGKey(9), X_OBS, 100)["a"]
     back = MFDiff.load(tmp_path / "smoothed.npz", linear_gaussian_shifted)
-    (back_ref,) = back._refinements.values()
+    (back_ref,) = back.state.refinements.values()
     assert back_ref.smoothing == 0.2
     np.testing.assert_array_equal(back.sample_ode(jax.random.PRNGKey(9), X_OBS, 100)["a"], want)
 
@@ -350,7 +360,7 @@ def test_load_rejects_a_corrupted_refinement(refined, tmp_path):
     with pytest.raises(ValueError, match="refinement 0 is incomplete or corrupted"):
         bad = np.zeros(16, np.uint8)
         MFDiff.load(_rewrite(path, tmp_path / "b.npz", ref0_generator=bad), linear_gaussian_shifted)
-    (ref,) = refined._refinements.values()
+    (ref,) = refined.state.refinements.values()
     theta = np.zeros((ref.theta.shape[0], 2), np.float32)
     with pytest.raises(ValueError, match="refinement 0 does not match the model's sites"):
         MFDiff.load(_rewrite(path, tmp_path / "c.npz", ref0_theta=theta), linear_gaussian_shifted)
@@ -366,15 +376,21 @@ def linear_gaussian_offset(offset, x=None):
 
 def _refine_once(low, **kw):
     """One small refinement of ``X_OBS`` on ``low`` (left without refinements): its record."""
-    low._refinements.clear()
+    _with_refinements(low, {})
     try:
         low.refine(
             jax.random.PRNGKey(1), X_OBS, num_simulations=100, rounds=1, train_steps=10, **kw
         )
-        (ref,) = low._refinements.values()
+        (ref,) = low.state.refinements.values()
         return ref
     finally:
-        low._refinements.clear()
+        _with_refinements(low, {})
+
+
+def _with_refinements(inf, refinements):
+    """``inf`` with its refinements replaced by ``refinements`` (key -> record)."""
+    inf._state = inf.state.replace(refinements=refinements)
+    return inf
 
 
 @pytest.mark.filterwarnings("ignore:G_high is off")  # 10 training steps: a crude G_high
@@ -448,7 +464,7 @@ def test_refine_runs_external_simulators_on_the_executor_and_resumes_from_checkp
     with RecordingThreadPool(2) as ex:
         again = refined(ex)
     assert ex.submitted == 0 and len(log.read_text().splitlines()) == 200
-    (a,), (b,) = first._refinements.values(), again._refinements.values()
+    (a,), (b,) = first.state.refinements.values(), again.state.refinements.values()
     assert_same((a.theta, a.loglik, a.log_w), (b.theta, b.loglik, b.log_w))
     k = jax.random.PRNGKey(2)
     assert_same(first.get_samples(k, obs, 100), again.get_samples(k, obs, 100))

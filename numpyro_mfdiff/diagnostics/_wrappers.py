@@ -49,7 +49,7 @@ def _prior_predictive(inf, rng_key, num, model, model_args, model_kwargs):
     from .._refine import high_fidelity_model
 
     model, args, kwargs, spec, _ = high_fidelity_model(
-        inf.spec, inf.model, inf._args, inf._kwargs, model, model_args, model_kwargs
+        inf.spec, inf.model, inf.state.args, inf.state.kwargs, model, model_args, model_kwargs
     )
     sims = _model.simulate(
         rng_key,
@@ -197,8 +197,11 @@ def misspecification(inf, rng_key, observations=None, num_datasets: int = 1000) 
     rows = np.atleast_2d(y)
     fid = ["low" if inf._refinement(r, None) is None else "high" for r in rows]
     _, y_ref = _prior_predictive(inf, rng_key, num_datasets, None, None, None)
+    bank = inf.bank
     stats = jax.jit(
-        lambda ys: jax.lax.map(lambda yi: _ess_and_evidence(inf._loglik(yi)), ys, batch_size=16)
+        lambda ys: jax.lax.map(
+            lambda yi: _ess_and_evidence(bank.log_weights(yi, fast=False)), ys, batch_size=16
+        )
     )
     ess_obs, ev_obs = (np.asarray(x, np.float64) for x in stats(jnp.asarray(rows)))
     ess_ref, ev_ref = (np.asarray(x, np.float64) for x in stats(jnp.asarray(y_ref)))

@@ -1,0 +1,173 @@
+"""The prior bank: the weighted points that stand for the prior in every Monte Carlo
+score (labelling, :meth:`MFDiff.sample_ode`, the ESS, ``G_low``'s check, a same-fidelity
+refinement's first pool).
+
+A :class:`PriorBank` holds the simulations' standardised parameters, their observed-site
+distributions and a per-point ``log_weight`` (zeros for prior simulations), so that
+``log_weights(y) = log p(y | theta_j) + log_weight_j`` are the weights of the posterior
+at ``y``; importance-weighted simulations can join it with their log-weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _model
+from ._expfam import log_likelihood_natural, natural_form
+from ._label import row_moments
+from ._network import Generator, generate
+from ._refine import generator_off
+from ._score import batched_ess
+
+__all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator", "compile_ess"]
+
+# G_low's check against its weighted prior points (check_generator)
+LOW_CHECK_ROWS, LOW_CHECK_ESS, LOW_CHECK_DRAWS = 8, 400.0, 500
+
+
+class PriorBank(eqx.Module):
+    """The weighted points of the prior simulations.
+
+    ``points`` (N, D): unconstrained parameters standardised by ``theta_mean``/
+    ``theta_scale`` (D,) (over the valid simulations); ``y_mean``/``y_scale`` (M,) the
+    observations' standardisation; ``dists``: the batched observed-site distributions;
+    ``valid`` (N,): finite simulations; ``natural``: their exponential-family form
+    (:mod:`~numpyro_mfdiff._expfam`) or None; ``log_weight`` (N,): the points' own
+    log-weights (zeros for draws from the prior).
+    """
+
+    spec: _model.ModelSpec
+    points: Any
+    theta_mean: Any
+    theta_scale: Any
+    y_mean: Any
+    y_scale: Any
+    dists: Any
+    valid: Any
+    natural: Any
+    log_weight: Any
+
+    def log_likelihood(self, y):
+        """``log p(y | theta_j)`` (N,) for flat ``y`` (M,): exact values (generic
+        ``log_prob``), ``-inf`` for failed simulations."""
+        return _model.log_likelihood(self.spec, self.dists, self.valid, y)
+
+    def log_weights(self, y, fast=True):
+        """The points' log-weights at flat ``y`` (M,), (N,): :meth:`log_likelihood` plus
+        ``log_weight``. With ``fast`` and a natural form, the likelihood is one matmul of
+        sufficient statistics against natural parameters, exact up to a constant in
+        ``y`` (its base measure): only for uses a per-observation constant cannot move
+        (softmax weights over the points)."""
+        if self.natural is None or not fast:
+            return self.log_likelihood(y) + self.log_weight
+        return log_likelihood_natural(self.natural, y, base=False) + self.log_weight
+
+    def standardise_y(self, y):
+        return (y - self.y_mean) / self.y_scale
+
+    def unstandardise(self, u):
+        """Unconstrained parameters from standardised ``u`` (S, D)."""
+        return self.theta_mean + self.theta_scale * np.asarray(u)
+
+
+def build_bank(spec, sims, log_weight=None) -> PriorBank:
+    """The bank of simulations ``sims`` (:class:`~numpyro_mfdiff._model.Simulations`)
+    with per-point ``log_weight`` (N,) (default zeros: draws from the prior)."""
+    th = sims.theta[sims.valid]
+    y = sims.y[sims.valid]
+    theta_mean, theta_scale = th.mean(0), _scale(th)
+    dists = jax.tree.map(jnp.asarray, sims.dists)
+    n = sims.theta.shape[0]
+    return PriorBank(
+        spec=spec,
+        points=jnp.asarray((sims.theta - theta_mean) / theta_scale),
+        theta_mean=theta_mean,
+        theta_scale=theta_scale,
+        y_mean=y.mean(0),
+        y_scale=_scale(y),
+        dists=dists,
+        valid=jnp.asarray(sims.valid),
+        natural=natural_form(spec, dists, sims.valid, gaussian=False),
+        log_weight=jnp.zeros(n, jnp.float32) if log_weight is None else jnp.asarray(log_weight),
+    )
+
+
+def compile_ess(bank: PriorBank):
+    """Compiled ``ys (B, M) -> ESS (B,)`` of the bank's exact log-weights."""
+    return batched_ess(lambda y: bank.log_weights(y, fast=False))
+
+
+def low_generator(key, spec, bank: PriorBank, net_config) -> Generator:
+    """A new ``G_low(y, z)`` standardised by the bank."""
+    return Generator(
+        key,
+        spec.obs_dim,
+        spec.dim,
+        y_mean=bank.y_mean,
+        y_scale=bank.y_scale,
+        theta_mean=bank.theta_mean,
+        theta_scale=bank.theta_scale,
+        **net_config,
+    )
+
+
+class GeneratorCheck(NamedTuple):
+    """``G_low`` against its weighted prior points at ``rows`` simulated observations
+    (likelihood ESS at least ``ess_min``): the largest mean error in weighted sds and
+    the sd ratio per coordinate and row."""
+
+    rows: int
+    ess_min: float
+    mean_error: float
+    sd_ratio: list
+
+
+def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
+    """``G_low`` against the weighted prior points it was fitted to, at up to
+    ``LOW_CHECK_ROWS`` simulated observations (spread over the simulations ``ys`` (N, M)
+    with ``valid`` (N,); labels are drawn at them) whose likelihood-weight ESS is at
+    least ``LOW_CHECK_ESS`` (where the weighted moments are sharp enough to judge by):
+    ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted sds
+    and the sd ratios per coordinate (labels keep each row's weighted mean and
+    covariance, smoothed or not). Returns a :class:`GeneratorCheck`, or ``None`` where
+    no observation qualifies; warns when off (:func:`~numpyro_mfdiff._refine.generator_off`)."""
+    valid = np.flatnonzero(valid)
+    cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
+    # the simulated observations themselves (integer sites stay integers), weighed
+    # and summarised as labelling does (row_moments of the same log-weights)
+    ys = ys[cand]
+    ll = jax.vmap(lambda y: bank.log_weights(y, fast))(jnp.asarray(ys))
+    mean, lam, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
+    ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
+    rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
+    if not rows.size:
+        return None
+    z = jax.random.normal(key, (LOW_CHECK_DRAWS, bank.spec.dim))
+    errors, ratios = [], []
+    for i in rows:
+        d = np.asarray(generate(generator, jnp.asarray(ys[i]), z), np.float64)
+        d = (d - bank.theta_mean) / bank.theta_scale  # the points' coordinates
+        sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, lam[i]), 1e-24))
+        errors.append(float(np.max(np.abs(d.mean(0) - mean[i]) / sd)))
+        ratios.extend((d.std(0) / sd).tolist())
+    check = GeneratorCheck(len(rows), min(ess[rows].tolist()), max(errors), ratios)
+    if generator_off(check._asdict()):
+        warnings.warn(
+            f"G_low is off the weighted prior simulations it was fitted to, at {len(rows)} "
+            f"simulated observations with likelihood ESS >= {LOW_CHECK_ESS:g}: mean error "
+            f"{check.mean_error:.2f} sd, sd ratios {min(ratios):.2f}-{max(ratios):.2f}; "
+            "raise train_steps or num_labels",
+            stacklevel=3,
+        )
+    return check
+
+
+def _scale(x):
+    s = x.std(0)
+    return np.where(s > 1e-8, s, 1.0).astype(np.float32)

@@ -1,0 +1,212 @@
+"""The settings of an inference, frozen: :class:`Config`, built from :class:`MFDiff`'s
+constructor arguments, owns their validation and their JSON form (saved files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from ._checks import positive_int, real
+from ._ode import SOLVERS
+from ._refine import OdeConfig
+from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+
+__all__ = ["Config", "GRIDS", "BUDGETS"]
+
+GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
+# integer budgets, each validated as a positive integer (in this order)
+BUDGETS = (
+    "num_simulations",
+    "num_labels",
+    "num_steps",
+    "label_points",
+    "width",
+    "depth",
+    "heads",
+    "train_steps",
+    "batch_size",
+    "chunk_size",
+    "simulation_chunk_size",
+)
+_REALS = ("t_min", "t_max", "prune_tol", "gate_scale", "learning_rate", "ess_warning")
+_REALS += ("max_failure_fraction",)
+# fields that are not plain JSON: written by name or not at all (see Config.to_json)
+_OBJECTS = ("observed_sites", "schedule", "activation", "checkpoint_dir", "executor")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Config:
+    """The settings of :class:`MFDiff` (its constructor arguments but the model), validated.
+
+    ``num_steps`` are the ODE's steps and ``train_steps`` the generator's;
+    ``grid`` is the kind of time grid (:attr:`time_grid` the times). A ``ValueError``
+    (``TypeError`` for ``checkpoint_dir`` and ``executor``) names the first bad
+    argument. :meth:`to_json` holds the plain settings (the activation by name, the
+    schedule as its type and fields); ``observed_sites``, ``checkpoint_dir`` and
+    ``executor`` are not saved (the sites come from the saved shapes; the others are
+    machine-specific).
+    """
+
+    num_simulations: int = 20_000
+    observed_sites: Sequence[str] | str | None = None
+    num_labels: int = 20_000
+    num_steps: int = 100
+    solver: str = "dpm2m"
+    grid: str = "geometric"
+    t_min: float = 1e-4
+    t_max: float = 1.0 - 1e-4
+    schedule: AbstractSchedule | None = None
+    label_points: int = 65_536
+    prune_tol: float = 1e-6
+    label_smoothing: bool = True
+    width: int = 128
+    depth: int = 3
+    activation: Any = jax.nn.gelu
+    heads: int = 4
+    gate_scale: float = 10.0
+    train_steps: int = 10_000
+    batch_size: int = 512
+    learning_rate: float = 5e-3
+    loss: str = "l1"
+    chunk_size: int = 256
+    simulation_chunk_size: int = 10_000
+    ess_warning: float = 50.0
+    progress_bar: bool = True
+    max_failure_fraction: float = 0.2
+    checkpoint_dir: str | os.PathLike | None = None
+    executor: Any = None
+
+    def __post_init__(self):
+        for name in BUDGETS:
+            positive_int(name, getattr(self, name))
+        positive_int("num_simulations", self.num_simulations, minimum=2)
+        real("t_min", self.t_min, 0.0, 1.0, low_open=True, high_open=True)
+        real("t_max", self.t_max, 0.0, 1.0, low_open=True)
+        if not self.t_min < self.t_max:
+            raise ValueError(f"t_min must be < t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        real("gate_scale", self.gate_scale, 0.0, low_open=True)
+        real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        real("ess_warning", self.ess_warning, 0.0)
+        real("max_failure_fraction", self.max_failure_fraction, 0.0, 1.0, high_open=True)
+        ckpt, executor = self.checkpoint_dir, self.executor
+        if ckpt is not None and not isinstance(ckpt, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path, got {type(ckpt).__name__}")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (with .submit), got "
+                f"{type(executor).__name__}"
+            )
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid must be one of {tuple(GRIDS)}, got {self.grid!r}")
+        if self.loss not in ("l1", "mse", "huber"):
+            raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {self.loss!r}")
+        real("prune_tol", self.prune_tol, 0.0, 1.0, high_open=True)
+        # the checked values, converted
+        plain = {k: int(getattr(self, k)) for k in BUDGETS}
+        plain.update({k: float(getattr(self, k)) for k in _REALS})
+        plain.update(
+            label_smoothing=bool(self.label_smoothing), progress_bar=bool(self.progress_bar)
+        )
+        plain["schedule"] = LinearSchedule() if self.schedule is None else self.schedule
+        plain["checkpoint_dir"] = None if ckpt is None else Path(ckpt)
+        for k, v in plain.items():
+            object.__setattr__(self, k, v)
+
+    def replace(self, **changes) -> Config:
+        """A copy with ``changes``, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    @cached_property
+    def time_grid(self):
+        """The ODE's decreasing times, ``num_steps + 1`` of them from ``t_max`` to ``t_min``."""
+        return GRIDS[self.grid](self.num_steps, t_max=self.t_max, t_min=self.t_min)
+
+    @property
+    def net_config(self) -> dict:
+        """The keyword arguments of the generator network (``Generator``)."""
+        return dict(
+            width=self.width,
+            depth=self.depth,
+            activation=self.activation,
+            heads=self.heads,
+            gate_scale=self.gate_scale,
+        )
+
+    @property
+    def fit_config(self) -> dict:
+        """The keyword arguments of the generator fit (``fit_generator``)."""
+        return dict(
+            num_steps=self.train_steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            loss=self.loss,
+        )
+
+    @property
+    def ode(self) -> OdeConfig:
+        """The ODE settings as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
+        return OdeConfig(
+            schedule=self.schedule,
+            grid=self.time_grid,
+            grid_kind=self.grid,
+            num_steps=self.num_steps,
+            t_max=self.t_max,
+            solver=self.solver,
+            prune_tol=self.prune_tol,
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict:
+        """The saved settings: every plain field, ``activation`` by its name and
+        ``schedule`` as ``{"type", "fields"}`` (not ``observed_sites``,
+        ``checkpoint_dir``, ``executor``)."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _OBJECTS
+        }
+        out["activation"] = getattr(self.activation, "__name__", None)
+        out["schedule"] = _schedule_to_json(self.schedule)
+        return out
+
+    @classmethod
+    def from_json(cls, settings: dict, *, observed_sites=None, where="the saved file") -> Config:
+        """The config of :meth:`to_json`'s ``settings`` (a ``ValueError`` naming ``where``
+        for an activation that is not in ``jax.nn`` or an unknown schedule)."""
+        settings = dict(settings)
+        settings.setdefault("label_smoothing", False)  # files written before it existed
+        act = settings.pop("activation")
+        if not hasattr(jax.nn, str(act)):
+            raise ValueError(
+                f"{where}: the generator's activation {act!r} is not in jax.nn; "
+                "rebuild it with MFDiff(...).run instead"
+            )
+        schedule = _schedule_from_json(settings.pop("schedule"))
+        return cls(
+            activation=getattr(jax.nn, act),
+            schedule=schedule,
+            observed_sites=observed_sites,
+            **settings,
+        )
+
+
+def _schedule_to_json(schedule):
+    fields = {k: float(v) for k, v in vars(schedule).items()}
+    return {"type": type(schedule).__name__, "fields": fields}
+
+
+def _schedule_from_json(d):
+    from . import _schedule
+
+    cls = getattr(_schedule, d["type"], None)
+    if cls is None:
+        raise ValueError(f"unknown schedule {d['type']!r} in the saved file")
+    return cls(**d["fields"])

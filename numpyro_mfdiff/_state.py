@@ -1,0 +1,118 @@
+"""What an inference has built (:class:`State`, frozen) and what it reports
+(:class:`Diagnostics`: typed records per stage, read as the dict users index)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._bank import GeneratorCheck, PriorBank
+
+__all__ = [
+    "State",
+    "Diagnostics",
+    "SimulationStats",
+    "LabelStats",
+    "Timings",
+    "OdeStats",
+    "GeneratorCheck",
+    "obs_key",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """The model's ``spec`` and arguments (``args``/``kwargs``, the data left out), the
+    ``default_observations`` (the data given to ``run``), the prior ``simulations`` and
+    their ``bank``, the labelled ``triples``, ``G_low`` (``generator``) and the
+    ``refinements`` by observation (:func:`obs_key` -> :class:`~numpyro_mfdiff._refine.Refinement`).
+    Each stage returns a new state (:meth:`replace`)."""
+
+    spec: Any = None
+    args: tuple = ()
+    kwargs: Mapping = dataclasses.field(default_factory=dict)
+    default_observations: dict | None = None
+    simulations: Any = None
+    bank: PriorBank | None = None
+    triples: dict | None = None
+    generator: Any = None
+    refinements: Mapping = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes) -> State:
+        return dataclasses.replace(self, **changes)
+
+    def with_refinement(self, key, ref) -> State:
+        return self.replace(refinements={**self.refinements, key: ref})
+
+
+def obs_key(y) -> str:
+    """Dictionary key of a flat observation: its float32 values, exactly."""
+    return np.asarray(y, np.float32).tobytes().hex()
+
+
+class SimulationStats(NamedTuple):
+    """Stage 1: simulations run, how many failed, the first errors."""
+
+    num_simulations: int
+    num_failed: int
+    simulation_errors: list
+
+
+class LabelStats(NamedTuple):
+    """Stage 2: the likelihood mass labelling dropped (largest, mean) and the points it
+    weighed per triple (mean)."""
+
+    label_dropped_mass_max: float
+    label_dropped_mass_mean: float
+    label_points_mean: float
+
+
+class Timings(NamedTuple):
+    """Seconds of the three stages of ``run``."""
+
+    simulation: float
+    labelling: float
+    training: float
+
+
+class OdeStats(NamedTuple):
+    """The last :meth:`MFDiff.sample_ode` call: points used, likelihood mass dropped."""
+
+    points: int
+    dropped_mass: float
+
+
+# records kept under one key; the others (SimulationStats, LabelStats) spread their fields
+_KEYS = {Timings: "timings", OdeStats: "last_ode", GeneratorCheck: "generator_check"}
+
+
+class Diagnostics(dict):
+    """The diagnostics of an inference: a dict (``num_simulations``, ``num_failed``,
+    ``simulation_errors``, ``label_dropped_mass_max``/``_mean``, ``label_points_mean``,
+    ``train_history``, ``generator_check``, ``timings``, ``last_ode``,
+    ``refinements``), filled from typed records by :meth:`record`."""
+
+    def record(self, *records, **plain):
+        """Add typed records (a ``GeneratorCheck``, ``Timings``, ``OdeStats`` under their
+        key; ``SimulationStats`` and ``LabelStats`` field by field) and plain entries."""
+        for r in records:
+            if type(r) in _KEYS:
+                self[_KEYS[type(r)]] = r._asdict()
+            else:
+                self.update(r._asdict())
+        self.update({k: v._asdict() if hasattr(v, "_asdict") else v for k, v in plain.items()})
+        return self
+
+    def record_refinement(self, key, observations, ref):
+        """The summary of refinement ``ref`` of ``observations`` under ``key``."""
+        self.setdefault("refinements", {})[key] = dict(
+            observations={k: np.asarray(v).tolist() for k, v in observations.items()},
+            **ref.summary(),
+        )
+
+    def saved(self) -> dict:
+        """The JSON part (without ``train_history``)."""
+        return {k: v for k, v in self.items() if k != "train_history"}
