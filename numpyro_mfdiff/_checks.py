@@ -4,13 +4,14 @@ observations and data, and the chain layout."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from . import _model
 
 __all__ = ["model_callable", "positive_int", "real", "chain_count", "group_chains"]
-__all__ += ["data_observations", "split_run_arguments"]
+__all__ += ["data_observations", "split_run_arguments", "count_failures"]
 
 
 def positive_int(name, value, minimum=1):
@@ -97,3 +98,21 @@ def split_run_arguments(model, args, kwargs, observed_sites):
             )
     observed = sorted(data) if data and observed_sites is None else observed_sites
     return args, kwargs, data, observed
+
+
+def count_failures(sims, num_simulations) -> int:
+    """The failed simulations (a warning giving the first errors); a ``RuntimeError``
+    when fewer than two are finite."""
+    n_valid = int(sims.valid.sum())
+    if n_valid < 2:
+        raise RuntimeError(f"only {n_valid} of {num_simulations} prior simulations are finite")
+    failed = num_simulations - n_valid
+    if failed:
+        first = "; ".join(sims.errors[:3])
+        warnings.warn(
+            f"{failed} of {num_simulations} prior simulations failed (non-finite "
+            "output or a simulator error) and are left out"
+            + (f"; first errors: {first}" if first else ""),
+            stacklevel=3,
+        )
+    return failed

@@ -14,7 +14,7 @@ import jax
 
 from ._checks import positive_int, real
 from ._ode import SOLVERS
-from ._refine import OdeConfig
+from ._refinement import OdeConfig, RefineContext
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
 
 __all__ = ["Config", "GRIDS", "BUDGETS"]
@@ -161,6 +161,21 @@ class Config:
             t_max=self.t_max,
             solver=self.solver,
             prune_tol=self.prune_tol,
+        )
+
+    def refine_context(self, spec) -> RefineContext:
+        """The settings :func:`~numpyro_mfdiff._refine.refine` reads, for the model's ``spec``."""
+        return RefineContext(
+            spec=spec,
+            ode=self.ode,
+            net_config=self.net_config,
+            fit_config=self.fit_config,
+            ess_warning=self.ess_warning,
+            progress_bar=self.progress_bar,
+            checkpoint_dir=self.checkpoint_dir,
+            executor=self.executor,
+            simulation_chunk_size=self.simulation_chunk_size,
+            max_failure_fraction=self.max_failure_fraction,
         )
 
     # ------------------------------------------------------------------ JSON

@@ -22,6 +22,7 @@ from . import _model
 from ._bank import build_bank, check_generator, compile_ess, low_generator
 from ._checks import (
     chain_count,
+    count_failures,
     data_observations,
     model_callable,
     positive_int,
@@ -32,7 +33,7 @@ from ._config import Config
 from ._label import label_triples
 from ._network import fit_generator, generate
 from ._progress import progress
-from ._refine import OdeConfig, RefineContext
+from ._refinement import OdeConfig
 from ._sampling import compile_deterministic, finish, make_draws, ode_low, prior_fns
 from ._schedule import AbstractSchedule
 from ._state import Diagnostics, LabelStats, OdeStats, SimulationStats, State, Timings, obs_key
@@ -301,7 +302,7 @@ class MFDiff:
                 executor=cfg.executor,
                 max_failure_fraction=cfg.max_failure_fraction,
             )
-        failed = _count_failures(sims, cfg.num_simulations)
+        failed = count_failures(sims, cfg.num_simulations)
         self._state = self._state.replace(simulations=sims, bank=build_bank(spec, sims))
         self._compiled = {}
         self.diagnostics.record(SimulationStats(cfg.num_simulations, failed, list(sims.errors)))
@@ -692,7 +693,7 @@ class MFDiff:
             y,
             ref,
             high,
-            self._refine_context(),
+            self._config.refine_context(st.spec),
             **settings,
             log_prior=log_prior,
             prior_draw=prior_draw,
@@ -707,22 +708,6 @@ class MFDiff:
         """The ODE settings (schedule, time grid, solver, ``prune_tol``) of the refined
         Monte Carlo-score ODE, as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
         return self._config.ode
-
-    def _refine_context(self) -> RefineContext:
-        """The settings :func:`~numpyro_mfdiff._refine.refine` reads."""
-        cfg = self._config
-        return RefineContext(
-            spec=self.spec,
-            ode=cfg.ode,
-            net_config=cfg.net_config,
-            fit_config=cfg.fit_config,
-            ess_warning=cfg.ess_warning,
-            progress_bar=cfg.progress_bar,
-            checkpoint_dir=cfg.checkpoint_dir,
-            executor=cfg.executor,
-            simulation_chunk_size=cfg.simulation_chunk_size,
-            max_failure_fraction=cfg.max_failure_fraction,
-        )
 
     def _low_draw(self, key, y, n):
         """Unconstrained (n, D) draws for flat ``y`` (M,) from the low-fidelity sampler:
@@ -869,21 +854,3 @@ class MFDiff:
     def _require_generator(self):
         if self.generator is None:
             raise RuntimeError("no generator yet: call .run(rng_key, ...) first")
-
-
-def _count_failures(sims, num_simulations) -> int:
-    """The failed simulations (a warning giving the first errors); a ``RuntimeError``
-    when fewer than two are finite."""
-    n_valid = int(sims.valid.sum())
-    if n_valid < 2:
-        raise RuntimeError(f"only {n_valid} of {num_simulations} prior simulations are finite")
-    failed = num_simulations - n_valid
-    if failed:
-        first = "; ".join(sims.errors[:3])
-        warnings.warn(
-            f"{failed} of {num_simulations} prior simulations failed (non-finite "
-            "output or a simulator error) and are left out"
-            + (f"; first errors: {first}" if first else ""),
-            stacklevel=3,
-        )
-    return failed
