@@ -76,11 +76,16 @@ class PriorBank(eqx.Module):
         return self.theta_mean + self.theta_scale * np.asarray(u)
 
 
-def build_bank(spec, sims, log_weight=None) -> PriorBank:
+def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
     """The bank of simulations ``sims`` (:class:`~numpyro_mfdiff._model.Simulations`)
-    with per-point ``log_weight`` (N,) (default zeros: draws from the prior)."""
-    th = sims.theta[sims.valid]
-    y = sims.y[sims.valid]
+    with per-point ``log_weight`` (N,) (default zeros: draws from the prior), standardised
+    over the valid ones among the first ``num_prior`` (default all: the prior
+    simulations, which pooled refinement simulations follow)."""
+    first = np.arange(sims.theta.shape[0]) < (
+        sims.theta.shape[0] if num_prior is None else num_prior
+    )
+    th = sims.theta[sims.valid & first]
+    y = sims.y[sims.valid & first]
     theta_mean, theta_scale = th.mean(0), _scale(th)
     dists = jax.tree.map(jnp.asarray, sims.dists)
     n = sims.theta.shape[0]

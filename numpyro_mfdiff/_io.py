@@ -1,12 +1,15 @@
 """Saving and loading prior simulations, labelled triples and generators (one .npz file).
 
-Format version 2 (version 1 had no triples and no model-argument fingerprint):
+Format version 3 (version 2 had no batched refinements, version 1 no triples and no
+model-argument fingerprint; version 2 files still load):
 ``meta`` (JSON: version, site shapes, settings, schedule, diagnostics, what
 is present), ``theta``/``y``/``valid``/``dist<name>`` (simulations; the
 observed-site distribution parameters stored by name, e.g. ``dist['y'].loc``),
 ``triple_<name>`` (labelled triples, optional) and ``generator`` (bytes of
 ``eqx.tree_serialise_leaves``, optional) and ``default_obs_<site>`` (the
-data passed to ``run`` as model arguments, optional; older files have none).
+data passed to ``run`` as model arguments, optional; older files have none);
+after a batched refinement, ``bank_log_weight`` (the bank's per-point log-weights),
+``focus`` (the batch's observations) and ``pool_kde<r>_<field>`` (its proposals).
 The zip container checks a CRC per
 array, so a damaged file fails to load instead of loading wrong numbers.
 """
@@ -27,7 +30,8 @@ from ._config import Config
 from ._network import Generator
 from ._state import Diagnostics, State
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_READS = (2, 3)
 _TRIPLE_KEYS = ("y", "z", "theta", "dropped")
 
 
@@ -58,6 +62,7 @@ def save(path, config, state, diagnostics):
     if state.triples is not None:
         arrays.update({f"triple_{k}": np.asarray(state.triples[k]) for k in _TRIPLE_KEYS})
     meta["refinements"] = _save_refinements(state.refinements, arrays)
+    meta["pooled"] = _save_pooled(state, arrays)
     default = state.default_observations or {}
     meta["default_observations"] = sorted(default)
     arrays.update({f"default_obs_{k}": np.asarray(v) for k, v in default.items()})
@@ -89,10 +94,10 @@ def load(path, model, args, kwargs):
         meta = json.loads(str(data["meta"]))
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
         raise ValueError(f"{path} is not a numpyro_mfdiff file or is corrupted: {e}") from e
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in _READS:
         raise ValueError(
             f"{path} has format version {meta.get('format_version')}; this "
-            f"numpyro_mfdiff reads version {FORMAT_VERSION} only: rerun (or resume from a "
+            f"numpyro_mfdiff reads versions {list(_READS)} only: rerun (or resume from a "
             "checkpoint_dir) and save again"
         )
     need_meta = ("settings", "schedule", "latent_shapes", "observed_shapes", "dist_names")
@@ -130,8 +135,10 @@ def _load(path, model, args, kwargs, data, meta):
         if saved != now:
             raise ValueError(f"{path} was saved for {kind} sites {saved}; the model has {now}")
     sims = _simulations(path, model, spec, args, kwargs, data, meta)
-    bank = build_bank(spec, sims)
+    proposals, focus, log_weight = _load_pooled(path, data, meta.get("pooled"))
+    bank = build_bank(spec, sims, log_weight, num_prior=config.num_simulations)
     state = State(spec=spec, args=args, kwargs=kwargs, simulations=sims, bank=bank)
+    state = state.replace(proposals=proposals, focus=focus)
     if meta["has_triples"]:
         state = state.replace(triples=_triples(path, spec, data))
     if meta["has_generator"]:
@@ -200,6 +207,36 @@ def _triples(path, spec, data):
         if t[k].shape != shape:
             raise ValueError(f"{path}: triples {k} has shape {t[k].shape}, expected {shape}")
     return t
+
+
+def _save_pooled(state, arrays):
+    """Put a batched refinement's bank weights, observations and KDEs in ``arrays``;
+    return its metadata (None without one)."""
+    p = state.proposals
+    if p is None:
+        return None
+    arrays["bank_log_weight"] = np.asarray(state.bank.log_weight)
+    arrays["focus"] = np.asarray(state.focus)
+    for r, kde in enumerate(p.kdes):
+        arrays.update({f"pool_kde{r}_{k}": np.asarray(v) for k, v in kde._asdict().items()})
+    return dict(prior_count=p.prior_count, counts=list(p.counts))
+
+
+def _load_pooled(path, data, m):
+    """``(proposals, focus, log_weight)`` of a batched refinement, or Nones."""
+    if m is None:
+        return None, None, None
+    from ._kde import KDE
+    from ._pooled import Proposals
+
+    try:
+        kdes = tuple(
+            KDE(*(data[f"pool_kde{r}_{k}"] for k in KDE._fields)) for r in range(len(m["counts"]))
+        )
+        proposals = Proposals(int(m["prior_count"]), kdes, tuple(int(c) for c in m["counts"]))
+        return proposals, data["focus"], data["bank_log_weight"]
+    except Exception as e:  # noqa: BLE001 - the same clear error for any inconsistency
+        raise ValueError(f"{path}: the batched refinement is incomplete or corrupted: {e}") from e
 
 
 _REF_ARRAYS = ("y", "theta", "loglik", "logprior", "log_w", "mean", "scale")

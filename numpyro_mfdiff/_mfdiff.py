@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model
+from . import _model, _pooled
 from ._bank import build_bank, check_generator, compile_ess, low_generator
 from ._checks import (
     chain_count,
@@ -32,6 +32,7 @@ from ._checks import (
 from ._config import Config
 from ._label import label_triples
 from ._network import fit_generator, generate
+from ._pooled import FOCUS_SHARE, batch_checks
 from ._progress import progress
 from ._refinement import OdeConfig
 from ._sampling import compile_deterministic, finish, make_draws, ode_low, prior_fns
@@ -313,7 +314,9 @@ class MFDiff:
 
         Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
         (standardised coordinates) and ``dropped`` (T,); also kept in
-        ``.triples`` (saved by :meth:`save`). The log-likelihoods of observed sites that
+        ``.triples`` (saved by :meth:`save`). The observations are the simulated ones,
+        drawn uniformly; after a batched :meth:`refine`, a quarter of the labels are at
+        the batch's observations instead. The log-likelihoods of observed sites that
         are exponential families (Normal, Binomial, Poisson, Bernoulli, Categorical,
         Gamma, ...: :mod:`~numpyro_mfdiff._expfam`) are one matmul per chunk; other
         sites call ``log_prob`` for every (observation, simulation) pair.
@@ -323,8 +326,16 @@ class MFDiff:
         k_idx, k_z = jax.random.split(rng_key)
         valid_idx = np.flatnonzero(sims.valid)
         T = cfg.num_labels
-        idx = np.asarray(jax.random.choice(k_idx, valid_idx, (T,), replace=T > valid_idx.size))
+        focus = self._state.focus
+        n_focus = 0 if focus is None else int(FOCUS_SHARE * T)
+        idx = np.asarray(
+            jax.random.choice(
+                k_idx, valid_idx, (T - n_focus,), replace=T - n_focus > valid_idx.size
+            )
+        )
         y = sims.y[idx]
+        if n_focus:  # after a batched refinement, a share at the batch's observations
+            y = np.concatenate([y, np.asarray(focus)[np.arange(n_focus) % focus.shape[0]]])
         y_std = bank.standardise_y(y)
         z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
         with progress(T, "labelling", cfg.progress_bar) as update:
@@ -664,8 +675,6 @@ class MFDiff:
 
         self._require_sims()
         y = _model.check_observations(self.spec, observations)
-        if y.ndim != 1:
-            raise ValueError("refine takes a single observation, not a batch")
         settings = _refine.check_settings(
             rounds=rounds,
             num_simulations=num_simulations,
@@ -681,13 +690,25 @@ class MFDiff:
         high = _refine.high_fidelity_model(
             st.spec, self.model, st.args, st.kwargs, model, model_args, model_kwargs
         )
+        if y.ndim == 2:
+            given = dict(num_simulations=num_simulations, target_ess=target_ess)
+            given.update(num_labels=num_labels, train_steps=train_steps, smoothing=smoothing)
+            batch_checks(high.same, {k: v for k, v in given.items() if v is not None})
+            return self._refine_batch(rng_key, y, settings)
         log_prior, prior_draw = self._prior_fns()
         key = obs_key(y)
         ref = st.refinements.get(key)
         if ref is None:
             prior_theta = st.simulations.theta if high.same else None
-            log_w = st.bank.log_weights(jnp.asarray(y), fast=False)
-            ref = _refine.new_refinement(y, st.spec.dim, log_w, prior_theta, log_prior)
+            ref = _refine.new_refinement(
+                y,
+                st.spec.dim,
+                st.bank.log_likelihood(jnp.asarray(y)),
+                prior_theta,
+                log_prior,
+                st.proposals,
+                st.bank.log_weight,
+            )
         ref = _refine.refine(
             rng_key,
             y,
@@ -702,6 +723,67 @@ class MFDiff:
         self._state = self._state.with_refinement(key, ref)
         self.diagnostics.record_refinement(key, observations, ref)
         return self
+
+    def _refine_batch(self, rng_key, ys, s):
+        """The rounds of a batched refinement of flat observations ``ys`` (B, M) with the
+        settings ``s`` of ``check_settings`` (:mod:`~numpyro_mfdiff._pooled`)."""
+        cfg, st = self._config, self._state
+        plans = _pooled.plan_rounds(s["budget"], ys.shape[0], s["max_stages"], s["prior_fraction"])
+        log_prior, prior_draw = self._prior_fns()
+        proposals = st.proposals or _pooled.Proposals(int(st.simulations.theta.shape[0]))
+        ess_before = self._cached("ess", lambda: compile_ess(self.bank))(jnp.asarray(ys))
+        record = self.diagnostics.get("pooled") or dict(num_simulations=0, rounds=[])
+        for plan in plans:
+            t0 = time.perf_counter()
+            rng_key, k_prop, k_sim, k_label, k_fit = jax.random.split(rng_key, 5)
+            theta, kde = _pooled.propose(
+                k_prop, self._low_draw, ys, plan, prior_draw, s["inflation"], self.spec.dim
+            )
+            stage = len(proposals.kdes) + 1
+            new = self._simulate_at(k_sim, theta, f"refining the batch (round {stage})", stage)
+            sims = _pooled.join(st.simulations, new)
+            proposals = _pooled.add_round(proposals, kde, plan)
+            lw = _pooled.bank_log_weight(log_prior(jnp.asarray(sims.theta)), proposals, sims.theta)
+            bank = build_bank(self.spec, sims, lw, num_prior=cfg.num_simulations)
+            self._state = st = st.replace(
+                simulations=sims, bank=bank, proposals=proposals, focus=np.asarray(ys)
+            )
+            self._compiled = {}
+            ess = np.asarray(self._cached("ess", lambda: compile_ess(self.bank))(jnp.asarray(ys)))
+            self.fit(k_fit, self.label(k_label))
+            record["num_simulations"] += theta.shape[0]
+            record["rounds"].append(_pooled.round_record(plan, new, ess, time.perf_counter() - t0))
+        record.update(
+            num_observations=int(ys.shape[0]),
+            ess_before=np.asarray(ess_before).tolist(),
+            ess_after=ess.tolist(),
+        )
+        self.diagnostics.record(pooled=record)
+        return self
+
+    def _simulate_at(self, key, theta, desc, stage):
+        """Simulations (:class:`~numpyro_mfdiff._model.Simulations`) of this inference's
+        model at unconstrained ``theta`` (n, D), with its progress bar, checkpoints
+        (``<checkpoint_dir>/pooled/round-<stage>``) and executor."""
+        cfg, st = self._config, self._state
+        ckpt = None
+        if cfg.checkpoint_dir is not None:
+            ckpt = cfg.checkpoint_dir / "pooled" / f"round-{stage}"
+        with progress(theta.shape[0], desc, cfg.progress_bar) as update:
+            return _model.simulate(
+                key,
+                self.model,
+                st.spec,
+                theta.shape[0],
+                st.args,
+                st.kwargs,
+                cfg.simulation_chunk_size,
+                update,
+                theta=jnp.asarray(theta),
+                checkpoint=ckpt,
+                executor=cfg.executor,
+                max_failure_fraction=cfg.max_failure_fraction,
+            )
 
     @property
     def ode_config(self) -> OdeConfig:

@@ -270,13 +270,18 @@ def _same_arguments(a, b) -> bool:
         return all(x is y for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
-def new_refinement(y, dim, loglik_low, prior_theta=None, log_prior=None) -> Refinement:
+def new_refinement(
+    y, dim, loglik_low, prior_theta=None, log_prior=None, proposals=None, log_weight=None
+) -> Refinement:
     """An empty record for ``y`` with ``dim`` latent coordinates, whose low-fidelity
-    log-likelihoods over the prior simulations are ``loglik_low`` (N,); with
-    ``prior_theta`` (N, D), the prior simulations at the same fidelity, they join it as
-    draws from the prior (temperature 0), with their prior log densities from
-    ``log_prior`` (batched)."""
-    ess_before = float(_ess(loglik_low))
+    log-likelihoods over the prior bank are ``loglik_low`` (N,); with ``prior_theta``
+    (N, D), the bank's points at the same fidelity, they join it (temperature 0), with
+    their prior log densities from ``log_prior`` (batched): as draws from the prior, or
+    after a batched refinement from the bank's ``proposals``
+    (:class:`~numpyro_mfdiff._pooled.Proposals`), whose ``log_weight`` (N,) also enters
+    the ESS before refinement."""
+    lw = np.asarray(loglik_low, np.float64)
+    ess_before = float(_ess(loglik_low if log_weight is None else lw + np.asarray(log_weight)))
     if prior_theta is None:
         return Refinement(
             y=np.asarray(y, np.float32),
@@ -286,11 +291,16 @@ def new_refinement(y, dim, loglik_low, prior_theta=None, log_prior=None) -> Refi
             ess_before=ess_before,
         )
     theta = np.asarray(prior_theta, np.float32)
+    kdes, counts, prior_count = (), (), int(prior_theta.shape[0])
+    if proposals is not None and proposals.kdes:
+        kdes, counts, prior_count = proposals.kdes, proposals.counts, proposals.prior_count
     return Refinement(
         y=np.asarray(y, np.float32),
         theta=theta,
         loglik=np.asarray(loglik_low, np.float32),
         logprior=np.asarray(log_prior(jnp.asarray(theta)), np.float32),
-        prior_count=int(prior_theta.shape[0]),
+        prior_count=prior_count,
+        kdes=tuple(kdes),
+        counts=tuple(int(c) for c in counts),
         ess_before=ess_before,
     )

@@ -28,7 +28,10 @@ class State:
     """The model's ``spec`` and arguments (``args``/``kwargs``, the data left out), the
     ``default_observations`` (the data given to ``run``), the prior ``simulations`` and
     their ``bank``, the labelled ``triples``, ``G_low`` (``generator``) and the
-    ``refinements`` by observation (:func:`obs_key` -> :class:`~numpyro_mfdiff._refine.Refinement`).
+    ``refinements`` by observation (:func:`obs_key` -> :class:`~numpyro_mfdiff._refine.Refinement`);
+    after a batched refinement, the ``proposals`` the bank's points came from
+    (:class:`~numpyro_mfdiff._pooled.Proposals`) and the batch's observations ``focus``
+    (B, M), where a share of ``G_low``'s labels is placed.
     Each stage returns a new state (:meth:`replace`)."""
 
     spec: Any = None
@@ -40,6 +43,8 @@ class State:
     triples: dict | None = None
     generator: Any = None
     refinements: Mapping = dataclasses.field(default_factory=dict)
+    proposals: Any = None
+    focus: Any = None
 
     def replace(self, **changes) -> State:
         return dataclasses.replace(self, **changes)
