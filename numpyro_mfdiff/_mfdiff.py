@@ -607,7 +607,7 @@ class MFDiff:
         model_args=None,
         model_kwargs=None,
     ):
-        """Refine the posterior of one observation with (high-fidelity) simulations.
+        """Refine the posterior of one observation (or a batch) with more simulations.
 
         Adaptive sequential importance sampling (METHOD.md, sections 5 and 8),
         in stages. Each stage targets ``p(theta) p(y | theta)^lam``, raising the
@@ -631,9 +631,26 @@ class MFDiff:
         simulations of ``hf`` and chooses the rest: stages of ``B / 10``
         (100 to 2,000), the temperatures, and the smoothing.
 
+        A batch of observations (a leading axis ``B`` on every site) shares one
+        budget and one amortized generator instead, at the same fidelity: each
+        round draws from ``G_low`` at every observation of the batch, puts a
+        Gaussian kernel on each draw (Scott's factor times ``inflation`` on the
+        covariance of that observation's draws), adds a ``prior_fraction`` of
+        prior draws, and simulates this inference's model there. The simulations
+        join the prior bank, every point weighted ``p(theta) / q(theta)`` with
+        ``q`` the mixture of the prior and all rounds' kernels, and ``G_low`` is
+        relabelled from the weighted bank (a quarter of its labels at the batch's
+        observations) and fitted again. The budget goes into two equal rounds
+        (the second proposes from the relabelled ``G_low``) when each gives every
+        observation at least two kernels, else one; ``rounds`` overrides it.
+        Afterwards :meth:`get_samples`, :meth:`sample_ode` and :meth:`ess` use
+        the weighted bank for any observation; the rounds, the simulations and
+        the batch's ESS before and after are in ``diagnostics["pooled"]``.
+
         Args:
             rng_key: a ``jax.random`` key.
-            observations: one observation (dict site name -> value).
+            observations: one observation (dict site name -> value), or a batch
+                of them (a leading axis on every site; see above).
             model: the high-fidelity NumPyro model, with the same latent and
                 observed sites (names, shapes, supports). Default: the model
                 of this inference (sequential refinement at the same fidelity,

@@ -311,6 +311,30 @@ def test_load_rejects_other_format_versions(small_quadratic, tmp_path):
         MFDiff.load(old, quadratic)
 
 
+def test_load_reads_format_2(small_quadratic, tmp_path):
+    """A file of format 2 (before batched refinements: no ``pooled`` entry) still loads,
+    with the same samples."""
+    import json
+
+    path = tmp_path / "inf.npz"
+    small_quadratic.save(path)
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data["meta"]))
+    assert meta.pop("pooled") is None
+    meta["format_version"] = 2
+    data["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez(old, **data)
+    back = MFDiff.load(old, quadratic)
+    key = jax.random.PRNGKey(3)
+    obs = {"y": np.array(1.0)}
+    np.testing.assert_array_equal(
+        back.get_samples(key, obs, 20)["theta"], small_quadratic.get_samples(key, obs, 20)["theta"]
+    )
+    assert back.state.proposals is None
+
+
 def _rewrite(path, out, drop=(), meta=None, **arrays):
     """Copy the saved file ``path`` to ``out`` without the arrays ``drop``, with
     ``meta`` edited by the function ``meta`` and ``arrays`` replaced."""
