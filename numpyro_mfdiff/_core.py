@@ -1,0 +1,80 @@
+"""What the methods of :class:`~numpyro_mfdiff.MFDiff` share: its config, state and
+diagnostics, compiled functions of the state, and the checks of observations."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _model
+from ._sampling import compile_deterministic, make_draws, prior_fns
+
+__all__ = ["Core"]
+
+
+class Core:
+    """The config, state and diagnostics of an inference, and helpers over them."""
+
+    def _setup(self, model, config, state, diagnostics):
+        self.model = model
+        self._config, self._state, self.diagnostics = config, state, diagnostics
+        self._compiled = {}  # compiled functions of the state, built on first use
+        return self
+
+    # -------------------------------------------------------------- helpers
+    def _cached(self, name, build):
+        """``build()``, compiled once per state of the simulations."""
+        if name not in self._compiled:
+            self._compiled[name] = build()
+        return self._compiled[name]
+
+    def _draws(self):
+        """Compiled generator draws, single and batched (:func:`make_draws`)."""
+        return self._cached("draws", lambda: make_draws(self.spec.constrain))
+
+    def _deterministic(self):
+        """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
+        st = self._state
+        return self._cached(
+            "deterministic", lambda: compile_deterministic(self.model, st.spec, st.args, st.kwargs)
+        )
+
+    def _prior_fns(self):
+        """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""
+        st = self._state
+        return self._cached("prior", lambda: prior_fns(self.model, st.spec, st.args, st.kwargs))
+
+    def _observations(self, observations):
+        """``observations``, or the default ones (data given to :meth:`run`) when None."""
+        if observations is not None:
+            return observations
+        if self.default_observations is None:
+            raise ValueError(
+                "no observations given and none stored: pass observations={site: value}, "
+                "or pass the data to run as a model argument (run(key, ..., y=data))"
+            )
+        return self.default_observations
+
+    def _check(self, observations, warn=True, fidelity=None):
+        self._require_sims()
+        observations = self._observations(observations)
+        y = _model.check_observations(self.spec, observations)
+        if warn:
+            e = np.atleast_1d(self.ess(observations, fidelity=fidelity))
+            if np.any(e < self.ess_warning):
+                warnings.warn(
+                    f"the effective sample size of the likelihood weights is {e.min():.1f} "
+                    f"(< {self.ess_warning:g}): few prior simulations inform this posterior; "
+                    "increase num_simulations or refine",
+                    stacklevel=3,
+                )
+        return y
+
+    def _require_sims(self):
+        if self.simulations is None:
+            raise RuntimeError("no prior simulations yet: call .run(rng_key, ...) first")
+
+    def _require_generator(self):
+        if self.generator is None:
+            raise RuntimeError("no generator yet: call .run(rng_key, ...) first")
