@@ -273,8 +273,10 @@ def test_refine_rejects_bad_models_and_arguments_before_simulating(low, no_simul
         low.refine(k, X_OBS, smoothing=1.0)
     with pytest.raises(ValueError, match="num_simulations"):
         low.refine(k, X_OBS, num_simulations=0)
-    with pytest.raises(ValueError, match="single observation"):
-        low.refine(k, {"x": np.zeros((2, 4))})
+    # a batch refines G_low at the same fidelity (tests/test_pooled.py): no other model,
+    # no per-observation settings
+    with pytest.raises(ValueError, match="apply to one observation only"):
+        low.refine(k, {"x": np.zeros((2, 4))}, smoothing=0.1)
     with pytest.raises(ValueError, match="shape"):
         low.refine(k, {"x": np.zeros(3)})
     # a budget below one stage of 2: no round runs, an error rather than a G_high of nothing
