@@ -87,7 +87,7 @@ def main():
         inf._state = inf.state.replace(refinements={key: dataclasses.replace(r, smoothing=h)})
         print(f"C2ST refined ODE at smoothing {h:.4f}: ", end="")
         print(f"{score(inf.sample_ode(jax.random.PRNGKey(4), obs, n)):.3f}")
-    r.smoothing = h
+    inf._state = inf.state.replace(refinements={key: r})  # the chosen smoothing back
 
 
 if __name__ == "__main__":
