@@ -81,6 +81,7 @@ class Config:
     max_failure_fraction: float = 0.2
     checkpoint_dir: str | os.PathLike | None = None
     executor: Any = None
+    reparam: str | None = "auto"
 
     def __post_init__(self):
         for name in BUDGETS:
@@ -109,6 +110,10 @@ class Config:
         if self.loss not in ("l1", "mse", "huber"):
             raise ValueError(f"loss must be 'l1', 'mse' or 'huber', got {self.loss!r}")
         real("prune_tol", self.prune_tol, 0.0, 1.0, high_open=True)
+        if self.reparam is not None and not (
+            isinstance(self.reparam, str) and self.reparam == "auto"
+        ):
+            raise ValueError(f"reparam must be 'auto' or None, got {self.reparam!r}")
         # the checked values, converted
         plain = {k: int(getattr(self, k)) for k in BUDGETS}
         plain.update({k: float(getattr(self, k)) for k in _REALS})
@@ -198,6 +203,7 @@ class Config:
         for an activation that is not in ``jax.nn`` or an unknown schedule)."""
         settings = dict(settings)
         settings.setdefault("label_smoothing", False)  # files written before it existed
+        settings.setdefault("reparam", None)  # likewise: those models ran centred
         act = settings.pop("activation")
         if not hasattr(jax.nn, str(act)):
             raise ValueError(

@@ -37,13 +37,35 @@ class Core:
         """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
         st = self._state
         return self._cached(
-            "deterministic", lambda: compile_deterministic(self.model, st.spec, st.args, st.kwargs)
+            "deterministic",
+            lambda: compile_deterministic(
+                self._inner_model(), st.spec, st.args, st.kwargs, _model.hidden_sites(st.reparam)
+            ),
         )
 
     def _prior_fns(self):
         """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""
         st = self._state
-        return self._cached("prior", lambda: prior_fns(self.model, st.spec, st.args, st.kwargs))
+        return self._cached(
+            "prior", lambda: prior_fns(self._inner_model(), st.spec, st.args, st.kwargs)
+        )
+
+    def _inner_model(self, model=None):
+        """``model`` (default: this inference's) as the inference runs it: with the latent
+        sites of ``state.reparam`` non-centred (``reparam="auto"``)."""
+        return _model.reparam_model(self.model if model is None else model, self._state.reparam)
+
+    def _high_model(self, model):
+        """A high-fidelity ``model`` given to :meth:`refine` non-centred as this inference's
+        (None, or this inference's own model: None, the same fidelity)."""
+        return None if model is None or model is self.model else self._inner_model(model)
+
+    @property
+    def _user_latents(self) -> list:
+        """The user's latent site names: the spec's, non-centred sites by their own name."""
+        hidden = set(_model.hidden_sites(self._state.reparam))
+        names = [n for n in self.spec.latent_shapes if n not in hidden]
+        return sorted([*names, *self._state.reparam])
 
     def _observations(self, observations):
         """``observations``, or the default ones (data given to :meth:`run`) when None."""

@@ -126,6 +126,11 @@ def _load(path, model, args, kwargs, data, meta):
             f"{path} was saved with other model arguments than the ones given to load; "
             "pass the args/kwargs used in run"
         )
+    # the sites run non-centred: chosen again as simulate chose them (same model and arguments)
+    sites = ()
+    if config.reparam == "auto":
+        sites = _model.auto_reparam_sites(model, args, kwargs, config.observed_sites)
+    model = _model.reparam_model(model, sites)
     spec = _model.inspect_model(model, args, kwargs, config.observed_sites)
     for kind, saved, now in (
         ("latent", meta["latent_shapes"], spec.latent_shapes),
@@ -137,7 +142,7 @@ def _load(path, model, args, kwargs, data, meta):
     sims = _simulations(path, model, spec, args, kwargs, data, meta)
     proposals, focus, log_weight = _load_pooled(path, data, meta.get("pooled"))
     bank = build_bank(spec, sims, log_weight, num_prior=config.num_simulations)
-    state = State(spec=spec, args=args, kwargs=kwargs, simulations=sims, bank=bank)
+    state = State(spec=spec, args=args, kwargs=kwargs, simulations=sims, bank=bank, reparam=sites)
     state = state.replace(proposals=proposals, focus=focus)
     if meta["has_triples"]:
         state = state.replace(triples=_triples(path, spec, data))

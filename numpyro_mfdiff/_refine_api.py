@@ -141,7 +141,13 @@ class RefineMethods(Core):
         )
         st = self._state
         high = _refine.high_fidelity_model(
-            st.spec, self.model, st.args, st.kwargs, model, model_args, model_kwargs
+            st.spec,
+            self._inner_model(),
+            st.args,
+            st.kwargs,
+            self._high_model(model),
+            model_args,
+            model_kwargs,
         )
         if y.ndim == 2:
             given = dict(num_simulations=num_simulations, target_ess=target_ess)
@@ -225,7 +231,7 @@ class RefineMethods(Core):
         with progress(theta.shape[0], desc, cfg.progress_bar) as update:
             return _model.simulate(
                 key,
-                self.model,
+                self._inner_model(),
                 st.spec,
                 theta.shape[0],
                 st.args,

@@ -4,6 +4,9 @@ low-fidelity ODE over the prior bank."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -30,24 +33,35 @@ def make_draws(constrain):
     return eqx.filter_jit(draw), eqx.filter_jit(jax.vmap(draw, (None, 0, None)))
 
 
-def compile_deterministic(model, spec, args, kwargs):
+class Deterministic(NamedTuple):
+    """Compiled ``fn(draws, ys) -> deterministic sites`` and the latent sites ``hidden``
+    from the draws returned (the ``*_decentered`` sites of a non-centred model)."""
+
+    fn: Callable
+    hidden: tuple = ()
+
+
+def compile_deterministic(model, spec, args, kwargs, hidden=()):
     """Compiled ``(draws, ys) -> deterministic sites`` over draws (S, ...) and flat
-    observations (S, M), one per draw; None when the model has none."""
+    observations (S, M), one per draw, as a :class:`Deterministic` with ``hidden``;
+    None when the model has none."""
     fn = _model.deterministic_fn(model, spec, args, kwargs)
     if fn is None:
         return None
     # blocks of 4096 draws bound the memory of the model's intermediates
-    return jax.jit(lambda s, ys: jax.lax.map(lambda a: fn(*a), (s, ys), batch_size=4096))
+    jitted = jax.jit(lambda s, ys: jax.lax.map(lambda a: fn(*a), (s, ys), batch_size=4096))
+    return Deterministic(jitted, tuple(hidden))
 
 
 def with_deterministic(det, samples, ys):
     """Latent draws (S, ...) or (B, S, ...) with the deterministic sites of ``det``
-    (:func:`compile_deterministic`) added, each draw with its own flat observation in
-    ``ys`` (S, M) or (B, S, M)."""
+    (:func:`compile_deterministic`) added and its hidden sites left out, each draw
+    with its own flat observation in ``ys`` (S, M) or (B, S, M)."""
     if det is None:
         return samples
-    det = det if ys.ndim == 2 else jax.vmap(det)
-    return {**samples, **det(samples, jnp.asarray(ys))}
+    fn = det.fn if ys.ndim == 2 else jax.vmap(det.fn)
+    out = {**samples, **fn(samples, jnp.asarray(ys))}
+    return {k: v for k, v in out.items() if k not in det.hidden}
 
 
 def finish(det, samples, y, group_by_chain, num_chains):

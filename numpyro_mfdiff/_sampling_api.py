@@ -205,7 +205,7 @@ class SamplingMethods(Core):
             rng_key, observations, num_samples, fidelity, group_by_chain=True, num_chains=num_chains
         )
         if exclude_deterministic:
-            samples = {k: v for k, v in samples.items() if k in self.spec.latent_shapes}
+            samples = {k: v for k, v in samples.items() if k in self._user_latents}
         print_summary({k: np.asarray(v) for k, v in samples.items()}, prob=prob)
         ref = self._refinement(y, fidelity)
         ess = self.ess(observations, fidelity=fidelity)

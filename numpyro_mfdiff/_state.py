@@ -31,7 +31,8 @@ class State:
     ``refinements`` by observation (:func:`obs_key` -> :class:`~numpyro_mfdiff._refine.Refinement`);
     after a batched refinement, the ``proposals`` the bank's points came from
     (:class:`~numpyro_mfdiff._pooled.Proposals`) and the batch's observations ``focus``
-    (B, M), where a share of ``G_low``'s labels is placed.
+    (B, M), where a share of ``G_low``'s labels is placed; ``reparam``, the latent
+    sites non-centred (:mod:`~numpyro_mfdiff._model._reparam`).
     Each stage returns a new state (:meth:`replace`)."""
 
     spec: Any = None
@@ -45,6 +46,7 @@ class State:
     refinements: Mapping = dataclasses.field(default_factory=dict)
     proposals: Any = None
     focus: Any = None
+    reparam: tuple = ()
 
     def replace(self, **changes) -> State:
         return dataclasses.replace(self, **changes)

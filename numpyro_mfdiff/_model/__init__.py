@@ -7,11 +7,13 @@ observation vectors ``y`` of size ``M``.
 
 Modules: ``_sites`` (tracing, site kinds, data arguments), ``_spec`` (the model's
 :class:`ModelSpec` and the checks against it), ``_sims`` (prior simulations),
-``_density`` (prior, likelihood and deterministic sites). Callers use this
+``_density`` (prior, likelihood and deterministic sites), ``_reparam`` (automatic
+non-centring). Callers use this
 package's names (``_model.simulate``...), so that tests can patch them here.
 """
 
 from ._density import deterministic_fn, log_likelihood, log_prior_fn
+from ._reparam import REPARAM, auto_reparam_sites, hidden_sites, reparam_model
 
 # private helpers other modules use: _io and _mfdiff (_simulate_one), the baselines
 # (_is_factor), tests/test_model_features.py (_same_support)
@@ -45,4 +47,8 @@ __all__ = [
     "check_high_fidelity",
     "log_prior_fn",
     "deterministic_fn",
+    "REPARAM",
+    "auto_reparam_sites",
+    "reparam_model",
+    "hidden_sites",
 ]

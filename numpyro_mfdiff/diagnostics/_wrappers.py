@@ -49,7 +49,13 @@ def _prior_predictive(inf, rng_key, num, model, model_args, model_kwargs):
     from .._refine import high_fidelity_model
 
     model, args, kwargs, spec, _ = high_fidelity_model(
-        inf.spec, inf.model, inf.state.args, inf.state.kwargs, model, model_args, model_kwargs
+        inf.spec,
+        inf._inner_model(),
+        inf.state.args,
+        inf.state.kwargs,
+        inf._high_model(model),
+        model_args,
+        model_kwargs,
     )
     sims = _model.simulate(
         rng_key,
