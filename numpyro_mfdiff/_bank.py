@@ -81,11 +81,9 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
     with per-point ``log_weight`` (N,) (default zeros: draws from the prior), standardised
     over the valid ones among the first ``num_prior`` (default all: the prior
     simulations, which pooled refinement simulations follow)."""
-    first = np.arange(sims.theta.shape[0]) < (
-        sims.theta.shape[0] if num_prior is None else num_prior
-    )
-    th = sims.theta[sims.valid & first]
-    y = sims.y[sims.valid & first]
+    prior = slice(None, num_prior)
+    valid = np.asarray(sims.valid[prior])
+    th, y = sims.theta[prior][valid], sims.y[prior][valid]
     theta_mean, theta_scale = th.mean(0), _scale(th)
     dists = jax.tree.map(jnp.asarray, sims.dists)
     n = sims.theta.shape[0]

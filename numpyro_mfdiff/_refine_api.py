@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model, _pooled
-from ._bank import build_bank, compile_ess
+from ._bank import build_bank
 from ._core import Core
 from ._network import generate
 from ._pooled import batch_checks
@@ -190,7 +190,7 @@ class RefineMethods(Core):
         plans = _pooled.plan_rounds(s["budget"], ys.shape[0], s["max_stages"], s["prior_fraction"])
         log_prior, prior_draw = self._prior_fns()
         proposals = st.proposals or _pooled.Proposals(int(st.simulations.theta.shape[0]))
-        ess_before = self._cached("ess", lambda: compile_ess(self.bank))(jnp.asarray(ys))
+        ess_before = self._low_ess(ys)
         record = self.diagnostics.get("pooled") or dict(num_simulations=0, rounds=[])
         for plan in plans:
             t0 = time.perf_counter()
@@ -208,7 +208,7 @@ class RefineMethods(Core):
                 simulations=sims, bank=bank, proposals=proposals, focus=np.asarray(ys)
             )
             self._compiled = {}
-            ess = np.asarray(self._cached("ess", lambda: compile_ess(self.bank))(jnp.asarray(ys)))
+            ess = np.asarray(self._low_ess(ys))
             self.fit(k_fit, self.label(k_label))
             record["num_simulations"] += theta.shape[0]
             record["rounds"].append(_pooled.round_record(plan, new, ess, time.perf_counter() - t0))

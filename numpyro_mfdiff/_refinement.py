@@ -280,8 +280,10 @@ def new_refinement(
     after a batched refinement from the bank's ``proposals``
     (:class:`~numpyro_mfdiff._pooled.Proposals`), whose ``log_weight`` (N,) also enters
     the ESS before refinement."""
-    lw = np.asarray(loglik_low, np.float64)
-    ess_before = float(_ess(loglik_low if log_weight is None else lw + np.asarray(log_weight)))
+    weights = loglik_low
+    if log_weight is not None:
+        weights = np.asarray(loglik_low, np.float64) + np.asarray(log_weight)
+    ess_before = float(_ess(weights))
     if prior_theta is None:
         return Refinement(
             y=np.asarray(y, np.float32),

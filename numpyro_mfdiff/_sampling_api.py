@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._bank import compile_ess
 from ._checks import (
     chain_count,
     positive_int,
@@ -161,8 +160,7 @@ class SamplingMethods(Core):
         y = self._check(observations, warn=False, fidelity=fidelity)
         rows = np.atleast_2d(y)
         refs = [self._refinement(yi, fidelity) for yi in rows]
-        ess_low = self._cached("ess", lambda: compile_ess(self.bank))
-        out = np.asarray(ess_low(jnp.asarray(rows)), np.float64)  # one compiled call
+        out = np.asarray(self._low_ess(rows), np.float64)  # one compiled call
         out = np.asarray([out[i] if r is None else r.ess for i, r in enumerate(refs)])
         return float(out[0]) if y.ndim == 1 else out
 
