@@ -8,6 +8,9 @@ numpyro.set_platform("cpu")
 
 import pytest  # noqa: E402
 
+# in-process pytest sessions for the checks of these hooks (tests/test_ci_guards.py)
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def no_simulation(monkeypatch):
@@ -80,3 +83,38 @@ def _site_signature(model):
 def site_signature():
     """:func:`_site_signature`: what must agree between two fidelities of a model."""
     return _site_signature
+
+
+# ------------------------------------------------------------- no silent skips
+# Every test dependency is declared in pyproject.toml ("test" extra), so a skipped test
+# means a broken install or a test that stopped running: the session fails. A skip
+# that is meant to happen names itself here, by a substring of its reason.
+ALLOWED_SKIPS: tuple[str, ...] = ()
+_unexpected_skips: list[str] = []
+
+
+def _record_skip(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if not any(allowed in reason for allowed in ALLOWED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report):
+    _record_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _record_skip(report)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unexpected_skips:
+        terminalreporter.section("unexpected skips (fail the session)", red=True)
+        for line in _unexpected_skips:
+            terminalreporter.line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexpected_skips and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

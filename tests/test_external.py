@@ -217,7 +217,8 @@ def test_process_pool_executor_gives_the_serial_result(tmp_path, monkeypatch):
 def test_dask_local_cluster_gives_the_serial_result(tmp_path, monkeypatch):
     """Same result as serial, every call submitted through the Dask executor (40) and
     run in the two worker processes, none in this one."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     log = tmp_path / "calls.txt"
     log.touch()
     monkeypatch.setenv("MFDIFF_TEST_CALL_LOG", str(log))  # inherited by the workers

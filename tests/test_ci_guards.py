@@ -1,0 +1,36 @@
+"""The suite cannot pass by not running: an unexpected skip fails the session."""
+
+from pathlib import Path
+
+CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+
+
+def test_an_unexpected_skip_fails_the_session(pytester):
+    """A test that skips, and a module whose import is skipped (``importorskip`` of a
+    missing package), each fail the session and are named in its summary; without them
+    the same session passes."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_a="import pytest\n\ndef test_ok():\n    pass\n\n"
+        "def test_skips():\n    pytest.skip('no such thing')\n",
+        test_b="import pytest\n\npytest.importorskip('no_such_package_here')\n",
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=2)
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "unexpected skips" in out
+    assert "test_a.py::test_skips: Skipped: no such thing" in out
+    assert "test_b.py: Skipped: could not import 'no_such_package_here'" in out
+    (pytester.path / "test_a.py").write_text("def test_ok():\n    pass\n")
+    (pytester.path / "test_b.py").unlink()
+    assert pytester.runpytest("-p", "no:cacheprovider").ret == 0
+
+
+def test_declared_test_dependencies_import():
+    """The packages some tests need, all in the "test" extra of pyproject.toml: a missing
+    one is a broken install, which fails here rather than skipping a file."""
+    import diffrax  # noqa: F401
+    import distributed  # noqa: F401
+    import matplotlib  # noqa: F401
+    import scipy.special  # noqa: F401
