@@ -1,7 +1,9 @@
 """The suite cannot pass by not running: an unexpected skip fails the session."""
 
+import re
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
 
 
@@ -34,3 +36,13 @@ def test_declared_test_dependencies_import():
     import distributed  # noqa: F401
     import matplotlib  # noqa: F401
     import scipy.special  # noqa: F401
+
+
+def test_ci_runs_the_readme_test_command():
+    """The README's test command is a line of ``.ci/run``, word for word, and CI builds
+    its virtual environment afresh (``--clear``)."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"^(pytest[^#\n]*?)\s*#", readme, re.MULTILINE)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in ci, (command, ci)
+    assert "python3 -m venv --clear .ci-venv" in ci
