@@ -32,6 +32,32 @@ def tiny():
     return dict(TINY, ess_warning=0.0)
 
 
+# ------------------------------------------- small builds shared by the session
+# Each is built once per session and read by several files; a test that would refine,
+# refit or otherwise change one builds its own instead.
+@pytest.fixture(scope="session")
+def quadratic_small():
+    """``MFDiff(quadratic, 2000, **models.SMALL).run(PRNGKey(0))``, read-only."""
+    import jax
+    from models import SMALL, quadratic
+
+    from numpyro_mfdiff import MFDiff
+
+    return MFDiff(quadratic, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="session")
+def linear_gaussian_small():
+    """``MFDiff(linear_gaussian, 2000, **models.SMALL).run(PRNGKey(0))``, read-only
+    (a test may refine it if it leaves it without refinements, as it found it)."""
+    import jax
+    from models import SMALL, linear_gaussian
+
+    from numpyro_mfdiff import MFDiff
+
+    return MFDiff(linear_gaussian, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
+
+
 def _fidelity_pairs():
     """``(name, low, high)`` for each example of ``numpyro_mfdiff.examples`` with two
     fidelities: every public ``*_low`` with its ``*_high``, and ``quadratic_coarse`` with

@@ -15,9 +15,6 @@ from models import (
     moments_agree,
     stack_linear,
 )
-from test_mfdiff import SMALL
-
-from numpyro_mfdiff import MFDiff
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -25,8 +22,9 @@ with warnings.catch_warnings():
 
 
 @pytest.fixture(scope="module")
-def inf():
-    return MFDiff(linear_gaussian, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
+def inf(linear_gaussian_small):
+    """The session's small linear-Gaussian build (``conftest.linear_gaussian_small``)."""
+    return linear_gaussian_small
 
 
 def test_inference_data_groups_and_shapes(inf):

@@ -5,9 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from models import assert_wrong_answers_fail, moment_errors, moments_agree
+from models import SMALL, assert_wrong_answers_fail, moment_errors, moments_agree
 from numpyro import handlers
-from test_mfdiff import SMALL
 
 from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff.examples import (

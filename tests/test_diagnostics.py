@@ -7,7 +7,6 @@ wrappers are checked on the quadratic example with a small ``G_low``.
 """
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,6 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from test_mfdiff import SMALL  # the tiny budget of the MFDiff tests
 
 from numpyro_mfdiff import MFDiff, external_simulator
 from numpyro_mfdiff import diagnostics as dg
@@ -195,8 +193,9 @@ FAST = dict(num_labels=1000, train_steps=500, batch_size=256, progress_bar=False
 
 
 @pytest.fixture(scope="module")
-def quad():
-    return MFDiff(quadratic, num_simulations=1000, **SMALL).run(jax.random.PRNGKey(0))
+def quad(quadratic_small):
+    """The session's small quadratic build (``conftest.quadratic_small``)."""
+    return quadratic_small
 
 
 def test_posterior_draws_shapes_and_keys(quad):
@@ -252,12 +251,17 @@ def test_misspecification_flags_an_observation_outside_the_prior_predictive(quad
 
 
 def test_reference_simulations_go_through_the_executor():
+    """The 40 reference simulations of ``misspecification`` are submitted to MFDiff's
+    executor (40 submits) and run on its threads, none on this one: a misspecification
+    that ignored the executor (40 calls on this thread, no submit) fails."""
+    from test_external import RecordingThreadPool
+
     calls = []
     lock = threading.Lock()
 
     def square(theta):
         with lock:
-            calls.append(float(theta))
+            calls.append(threading.get_ident())
         return np.float32(theta) ** 2
 
     sim = external_simulator(square, jax.ShapeDtypeStruct((), jnp.float32))
@@ -266,9 +270,11 @@ def test_reference_simulations_go_through_the_executor():
         theta = numpyro.sample("theta", dist.Uniform(-2.0, 2.0))
         numpyro.sample("y", dist.Normal(sim(theta), 0.1), obs=y)
 
-    with ThreadPoolExecutor(2) as pool:
+    with RecordingThreadPool(2) as pool:
         inf = MFDiff(model, num_simulations=200, progress_bar=False, executor=pool)
         inf.simulate(jax.random.PRNGKey(0))
-        n = len(calls)
+        n, submitted = len(calls), pool.submitted
         m = dg.misspecification(inf, jax.random.PRNGKey(1), {"y": 1.0}, 40)
     assert len(calls) - n == 40 and m.reference_ess.shape == (40,)
+    assert pool.submitted - submitted == 40
+    assert threading.get_ident() not in calls[n:] and set(calls[n:]) <= pool.threads

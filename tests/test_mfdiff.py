@@ -22,8 +22,9 @@ from numpyro_mfdiff import MFDiff
 
 
 @pytest.fixture(scope="module")
-def small_quadratic():
-    return MFDiff(quadratic, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
+def small_quadratic(quadratic_small):
+    """The session's small quadratic build (``conftest.quadratic_small``)."""
+    return quadratic_small
 
 
 def test_observed_sites_are_inferred_and_shapes(small_quadratic):
@@ -39,9 +40,11 @@ def test_observed_sites_are_inferred_and_shapes(small_quadratic):
     assert so["theta"].shape == (2, 50)
 
 
-def test_same_key_same_samples():
-    a = MFDiff(quadratic, num_simulations=1000, **SMALL).run(jax.random.PRNGKey(3))
-    b = MFDiff(quadratic, num_simulations=1000, **SMALL).run(jax.random.PRNGKey(3))
+def test_same_key_same_samples(small_quadratic):
+    """A second build with the session build's settings and key gives its draws bit
+    for bit; another draw key gives other draws."""
+    a = small_quadratic
+    b = MFDiff(quadratic, num_simulations=2000, **SMALL).run(jax.random.PRNGKey(0))
     k = jax.random.PRNGKey(4)
     np.testing.assert_array_equal(
         a.get_samples(k, {"y": 1.0}, 200)["theta"], b.get_samples(k, {"y": 1.0}, 200)["theta"]

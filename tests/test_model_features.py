@@ -1,10 +1,17 @@
 """Ordinary NumPyro model features end to end, and clear errors for unsupported ones.
 
-Tiny budgets: each assertion is loose but fails if the feature is broken
-(wrong sites or shapes, samples outside the support, a posterior that ignores
-the data). Posterior moments are checked against exact conjugate answers on
-the Monte Carlo-score ODE (``sample_ode``), which does not depend on the
-200-step generator fit.
+Tiny budgets for the mechanics (sites, shapes, supports, errors). Posterior moments
+are checked against the exact conjugate answers on the Monte Carlo-score ODE
+(``sample_ode``, 2000 draws over 1000 prior simulations), which does not depend on
+the generator fit: every coordinate's mean within ``MEAN_TOL`` = 0.22 posterior sd
+and sd within a factor ``SD_FACTOR`` = 1.3. Measured over simulation keys
+``PRNGKey(0-4)`` (``MFDiff.simulate`` with these budgets, ODE draw key 2;
+2026-12-06), largest mean error in sds / largest |log sd ratio| (bound log 1.3 = 0.26):
+plates 0.028-0.104 / 0.058-0.151; deterministic 0.000-0.023 / 0.018-0.080; two
+observed sites 0.002-0.078 / 0.007-0.051; Bernoulli 0.001-0.066 / 0.005-0.068;
+Poisson 0.009-0.034 / 0.006-0.056; regression 0.025-0.157 / 0.022-0.071. Each test
+also checks that the four wrong answers built from 4000 exact draws (prior draws,
+shifted by 0.3 sd: 0.3 +- 0.02, sd halved or doubled: 0.69) fail the same bound.
 """
 
 import jax
@@ -13,18 +20,44 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from models import SMALL, assert_wrong_answers_fail, moment_errors, moments_agree
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import ImproperUniform
-from test_mfdiff import SMALL
+from scipy import stats
 
 from numpyro_mfdiff import MFDiff, _model
 
 TINY = dict(SMALL, num_labels=500, ess_warning=0.0)
 KEY = jax.random.PRNGKey(0)
+MEAN_TOL, SD_FACTOR = 0.22, 1.3  # measured spread: the module docstring
 
 
 def _run(model, *args, num_simulations=1000, **kwargs):
     return MFDiff(model, num_simulations=num_simulations, **TINY).run(KEY, *args, **kwargs)
+
+
+def _assert_exact(draws, mean, sd, exact, prior):
+    """``draws`` (S, ...) have the exact posterior's ``mean`` and ``sd`` per coordinate
+    (``MEAN_TOL`` sds, a factor ``SD_FACTOR``), and the wrong answers made from
+    ``exact`` draws and ``prior`` draws fail the same bound."""
+
+    def check(d):
+        return moments_agree(d, mean, sd, MEAN_TOL, SD_FACTOR)
+
+    assert check(draws), moment_errors(draws, mean, sd)
+    assert_wrong_answers_fail(check, exact.reshape(len(exact), -1), prior.reshape(len(prior), -1))
+
+
+def _assert_scipy(draws, post, prior):
+    """:func:`_assert_exact` for a scalar posterior ``post`` and prior (scipy laws)."""
+    exact, wrong = post.rvs(4000, random_state=0), prior.rvs(4000, random_state=1)
+    _assert_exact(draws, post.mean(), post.std(), exact, wrong)
+
+
+def _normal_draws(mean, sd, n=4000, seed=0):
+    """``n`` draws (n, D) of independent normals: exact posteriors and priors."""
+    mean, sd = np.atleast_1d(mean), np.atleast_1d(sd)
+    return mean + sd * np.random.default_rng(seed).normal(size=(n, mean.size))
 
 
 # ------------------------------------------------------- supports (bug 1)
@@ -69,14 +102,30 @@ def test_vector_bounded_prior(box_inf):
     assert s[:, 2].mean() > 1.5 and s[:, 4].mean() < -1.0
 
 
-# a tiny budget: refinement may warn that its ESS is small; the point is that it runs
-@pytest.mark.filterwarnings("ignore::UserWarning")
+# 200 training steps on 200 simulations: a crude G_high, which refine's own check reports
+@pytest.mark.filterwarnings("ignore:G_high is off")
 def test_refine_with_the_same_vector_bounded_model(box_inf):
+    """Refinement keeps the box: the refined draws (G_high and the refined ODE) are
+    inside it, and they are the refinement's, not G_low's. Mechanics only: at this
+    budget (importance ESS 1-6 over keys 0-2) the refined posterior is 0.5-2 sd off,
+    and with 2000 + 1000 simulations still 0.15-0.3 sd (measured 2026-12-06), so no
+    bound on it here would reject a wrong answer; refinement's accuracy is checked in
+    test_refine.py and test_refine_accuracy.py."""
     inf = box_inf
+    k = jax.random.PRNGKey(3)
+    low = np.asarray(inf.get_samples(k, Y_BOX, 200)["theta"])
     inf.refine(jax.random.PRNGKey(2), Y_BOX, model=inf.model, num_simulations=200)
-    assert inf.fidelity(Y_BOX) == "high"
-    s = np.asarray(inf.get_samples(jax.random.PRNGKey(3), Y_BOX, 200)["theta"])
-    assert s.shape == (200, 5) and np.all(np.abs(s) < 3.0)
+    try:
+        assert inf.fidelity(Y_BOX) == "high"
+        s = np.asarray(inf.get_samples(k, Y_BOX, 200)["theta"])
+        ode = np.asarray(inf.sample_ode(k, Y_BOX, 200)["theta"])
+        assert s.shape == ode.shape == (200, 5)
+        assert np.all(np.abs(s) <= 3.0) and np.all(np.abs(ode) <= 3.0)
+        assert not np.array_equal(s, low)
+        (ref,) = inf.state.refinements.values()
+        assert ref.theta.shape[1] == 5 and np.all(np.isfinite(ref.log_w))
+    finally:  # the module's other tests see G_low only
+        inf._state = inf.state.replace(refinements={})
 
 
 def _other_box(y=None):
@@ -107,8 +156,8 @@ def test_plates_over_latents_and_data():
     s = inf.get_samples(jax.random.PRNGKey(1), {"y": y}, 300)
     assert s["mu"].shape == (300, 3)
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": y}, 2000)["mu"])
-    np.testing.assert_allclose(ode.mean(0), exact, atol=0.25)
-    assert np.all(ode.std(0) < 0.75)  # posterior sd 0.45, prior sd 1
+    sd = np.full(3, 5**-0.5)  # posterior sd 0.45, prior sd 1
+    _assert_exact(ode, exact, sd, _normal_draws(exact, sd), _normal_draws(np.zeros(3), 1.0))
 
 
 # ----------------------------------------------------------- deterministic
@@ -127,7 +176,8 @@ def test_deterministic_site_is_neither_latent_nor_observed():
     np.testing.assert_allclose(s["mean"], 2.0 * s["theta"], rtol=1e-6)
     # exact: precision 1 + 4, mean 2 * 2 / 5
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": 2.0}, 2000)["theta"])
-    assert abs(ode.mean() - 0.8) < 0.15
+    sd = 5**-0.5
+    _assert_exact(ode, 0.8, sd, _normal_draws(0.8, sd), _normal_draws(0.0, 1.0))
 
 
 # ---------------------------------------------------- several observed sites
@@ -143,8 +193,8 @@ def test_several_observed_sites():
     obs = {"y1": 1.0, "y2": np.array([0.5, 1.0])}
     exact = (1.0 + 4 * 1.5) / 10.0  # precision 1 + 1 + 2 * 4
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), obs, 2000)["theta"])
-    assert abs(ode.mean() - exact) < 0.15
-    assert abs(ode.std() - 10**-0.5) < 0.12
+    sd = 10**-0.5
+    _assert_exact(ode, exact, sd, _normal_draws(exact, sd), _normal_draws(0.0, 1.0))
     with pytest.raises(ValueError, match=r"missing observation for site\(s\) \['y2'\]"):
         inf.get_samples(KEY, {"y1": 1.0}, 10)
 
@@ -175,7 +225,7 @@ def test_bernoulli_observed_site():
     s = np.asarray(inf.get_samples(jax.random.PRNGKey(1), {"y": y}, 300)["p"])
     assert s.shape == (300,) and np.all((s > 0) & (s < 1))
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": y}, 2000)["p"])
-    assert abs(ode.mean() - 10 / 14) < 0.06  # Beta(2 + 8, 2 + 2)
+    _assert_scipy(ode, stats.beta(2 + 8, 2 + 2), stats.beta(2, 2))
 
 
 def poisson_model(y=None):
@@ -192,7 +242,7 @@ def test_poisson_observed_site():
     s = np.asarray(inf.get_samples(jax.random.PRNGKey(1), {"y": y}, 300)["rate"])
     assert s.shape == (300,) and np.all(s > 0)
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": y}, 2000)["rate"])
-    assert abs(ode.mean() - 23 / 6) < 0.4  # Gamma(3 + 20, 1 + 5)
+    _assert_scipy(ode, stats.gamma(3 + 20, scale=1 / (1 + 5)), stats.gamma(3.0))
 
 
 # --------------------------------------------------- data as model arguments
@@ -212,34 +262,48 @@ def _regression_posterior_mean():
     return np.linalg.solve(prec, X.T @ Y / SD**2)
 
 
+def _assert_regression_posterior(ode):
+    """ODE draws (S, 2) of ``beta`` against the closed-form regression posterior."""
+    mean, cov = _regression_posterior_mean(), np.linalg.inv(np.eye(2) + X.T @ X / SD**2)
+    exact = np.random.default_rng(0).multivariate_normal(mean, cov, 4000)
+    _assert_exact(ode, mean, np.sqrt(np.diag(cov)), exact, _normal_draws(np.zeros(2), 1.0))
+
+
 @pytest.fixture(scope="module")
 def regression_with_data():
     return _run(regression, X, y=Y)
 
 
-def test_covariates_as_model_arguments():
-    inf = _run(regression, X)
+@pytest.fixture(scope="module")
+def regression_without_data():
+    return _run(regression, X)
+
+
+def test_covariates_as_model_arguments(regression_without_data):
+    inf = regression_without_data
     assert inf.default_observations is None
     with pytest.raises(ValueError, match="no observations given and none stored"):
         inf.get_samples(KEY)
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), {"y": Y}, 2000)["beta"])
-    np.testing.assert_allclose(ode.mean(0), _regression_posterior_mean(), atol=0.2)
+    _assert_regression_posterior(ode)
 
 
-def test_data_keyword_is_taken_out_and_becomes_the_default(regression_with_data):
+def test_data_keyword_is_taken_out_and_becomes_the_default(
+    regression_with_data, regression_without_data
+):
     inf = regression_with_data
     # simulations ran without the data
     assert inf.state.args[0] is X and "y" not in inf.state.kwargs
     assert not np.all(inf.simulations.y == Y)  # ... so y was simulated, not copied
     np.testing.assert_array_equal(inf.default_observations["y"], Y)
     # the same prior simulations and generator as without the data argument
-    plain = _run(regression, X)
+    plain = regression_without_data
     k = jax.random.PRNGKey(5)
     a = inf.get_samples(k, num_samples=200)["beta"]
     np.testing.assert_array_equal(a, plain.get_samples(k, {"y": Y}, 200)["beta"])
     np.testing.assert_array_equal(a, inf.get_samples(k, {"y": Y}, 200)["beta"])
     ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(2), num_samples=2000)["beta"])
-    np.testing.assert_allclose(ode.mean(0), _regression_posterior_mean(), atol=0.2)
+    _assert_regression_posterior(ode)
     assert inf.ess() > 10
     idata = inf.to_inference_data(jax.random.PRNGKey(3), num_samples=100)
     np.testing.assert_allclose(idata.observed_data["y"].values, Y)

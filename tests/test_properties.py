@@ -131,7 +131,18 @@ def test_public_entry_points_accept_any_finite_observation(y):
     inf = small()
     e = np.atleast_1d(inf.ess({"y": y}))
     assert e.shape == np.atleast_1d(y).shape
-    assert np.all((e >= 1.0 - 1e-3) & (e <= 300 + 1e-3))
+    # each row's ESS is Kish's (sum w)^2 / sum w^2 of its own log-weights over the 300
+    # simulations, computed here in float64 one row at a time: a batch that mixed rows,
+    # dropped the weights (ESS 300) or read another observation fails. Far outside the
+    # prior predictive (y in [0, 4] +- 0.1) the float32 log-weights tie, so there only
+    # "one or two simulations carry the weight" is checked.
+    for yi, ei in zip(np.atleast_1d(y), e, strict=True):
+        if abs(yi) > 10:
+            assert 1.0 - 1e-3 <= ei < 3.0, (yi, ei)
+            continue
+        log_w = np.asarray(inf.bank.log_weights(np.reshape(yi, (1,))), np.float64)
+        w = np.exp(log_w - log_w.max())
+        np.testing.assert_allclose(ei, w.sum() ** 2 / (w**2).sum(), rtol=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the small-ESS warning
         s = np.asarray(inf.get_samples(KEY, {"y": y}, 16)["theta"])

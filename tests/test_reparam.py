@@ -160,8 +160,11 @@ def test_refine_with_own_model(tiny):
     inf.refine(jax.random.PRNGKey(3), {"y": Y8 + 1.0}, model=eight_schools_high, **opts)
     s = inf.get_samples(jax.random.PRNGKey(4), {"y": Y8 + 1.0}, 6)
     assert {k: v.shape for k, v in s.items()} == {"mu": (6,), "tau": (6,), "theta": (6, 8)}
-    # a centred high-fidelity model is non-centred too: not a mismatch of latent sites
-    assert inf.state.refinements
+    # a centred high-fidelity model is non-centred too (else refine raises a mismatch of
+    # latent sites): both observations are refined, in the 10 non-centred coordinates
+    assert inf.fidelity({"y": Y8}) == inf.fidelity({"y": Y8 + 1.0}) == "high"
+    refs = list(inf.state.refinements.values())
+    assert len(refs) == 2 and all(r.theta.shape[1] == 10 for r in refs)
 
 
 def _check(draws, mean, cov, tol_mean=0.15, tol_sd=0.12):
