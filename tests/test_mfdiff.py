@@ -188,6 +188,7 @@ def _quadratic_abs_close(theta, ref):
     )
 
 
+@pytest.mark.slow  # 20,000 simulations, a statistical check: 62 s of the default suite under load
 def test_ode_sampler_linear_gaussian_multiple_sites():
     """Closed-form posterior in 3-D from the ODE sampler (latent sites of two shapes)."""
     x = np.array([0.8, -0.4, 0.3, 1.0])

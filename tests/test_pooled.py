@@ -31,6 +31,8 @@ def _build():
     )
 
 
+# 2,000 labels, 1,500 training steps and a batched refinement: the tests that use it
+# run with the slow checks
 @pytest.fixture(scope="module")
 def pooled():
     """(inference after a batched refinement of XS, its ESS before)."""
@@ -72,6 +74,7 @@ def test_bank_log_weight_is_prior_over_mixture():
     assert np.all(bank_log_weight(lp, Proposals(10), theta) == 0.0)
 
 
+@pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_spends_the_budget_and_raises_every_ess(pooled):
     inf, before = pooled
     rec = inf.diagnostics["pooled"]
@@ -84,6 +87,7 @@ def test_spends_the_budget_and_raises_every_ess(pooled):
     assert inf.fidelity({"x": XS[0]}) == "low"
 
 
+@pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_weighted_bank_is_the_posterior_and_unweighted_is_not(pooled):
     """The ODE over the pooled bank (ESS 215-330): means within 0.15 posterior sd, sds
     within 10%. Measured over refine keys 3/13/23 x sampling keys 1/11/21: 0.044-0.115 and
@@ -101,6 +105,7 @@ def test_weighted_bank_is_the_posterior_and_unweighted_is_not(pooled):
     assert err > 0.15 or np.any(np.abs(ratio - 1) > 0.1), (err, ratio)
 
 
+@pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_relabelled_generator_near_the_batch(pooled):
     """G_low after pooling, at the batch's observations (1,500 training steps): means
     within 0.2 sd, sds within 10% (measured at the keys above: 0.064-0.157, 0.94-1.06); a
@@ -114,6 +119,7 @@ def test_relabelled_generator_near_the_batch(pooled):
     assert focus.sum() == int(0.25 * 2000) and theta.shape == (2000, 2)
 
 
+@pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_save_load_keeps_the_pooled_bank(pooled, tmp_path):
     inf, _ = pooled
     inf.save(tmp_path / "p.npz")
@@ -127,6 +133,7 @@ def test_save_load_keeps_the_pooled_bank(pooled, tmp_path):
     np.testing.assert_array_equal(back.state.focus, XS)
 
 
+@pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_one_observation_after_a_batch_starts_from_the_weighted_bank(pooled):
     """A same-fidelity refinement's first pool is the pooled bank with its proposals: its
     ESS before refinement is the bank's, not that of the pooled points taken as prior
