@@ -55,6 +55,7 @@ def test_kernel_rule_smooths_one_mode_and_spares_modes_and_spikes():
     assert float(stop[1]) == 0.0 and float(stop[2]) == 0.0
 
 
+@pytest.mark.slow  # a statistical check: 47 s of the default suite under load
 def test_smoothed_labels_keep_the_weighted_moments_and_are_not_the_points():
     """A row's smoothed labels have the weighted mean (0.05 sd: 4 Monte Carlo errors of 8,000
     draws) and sd (3%), where the kernel

@@ -477,6 +477,9 @@ def test_the_settings_check_rejects_wrong_answers():
     assert_wrong_answers_fail(_right_linear, exact, rng.normal(size=(4000, 3)))
 
 
+# five builds, a statistical check each (about 70 s of the loaded default suite); that the
+# settings take effect and survive save/load stays in the default suite (the test below)
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [

@@ -175,6 +175,7 @@ def _check(draws, mean, cov, tol_mean=0.15, tol_sd=0.12):
     return bool(np.all(err <= tol_mean) and np.all(np.abs(ratio - 1) <= tol_sd)), err, ratio
 
 
+@pytest.mark.slow  # 10,000 simulations, a statistical check
 def test_hierarchical_posterior_exact():
     """The ODE over 10^4 prior simulations of the non-centred model, mapped back to
     (mu, theta), against the exact Gaussian posterior (4000 draws): per coordinate the
