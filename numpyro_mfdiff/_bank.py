@@ -83,8 +83,8 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
     simulations, which pooled refinement simulations follow)."""
     prior = slice(None, num_prior)
     valid = np.asarray(sims.valid[prior])
-    th, y = sims.theta[prior][valid], sims.y[prior][valid]
-    theta_mean, theta_scale = th.mean(0), _scale(th)
+    theta_mean, theta_scale = _moments(sims.theta[prior][valid], "latent")
+    y_mean, y_scale = _moments(sims.y[prior][valid], "observed")
     dists = jax.tree.map(jnp.asarray, sims.dists)
     n = sims.theta.shape[0]
     return PriorBank(
@@ -92,8 +92,8 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
         points=jnp.asarray((sims.theta - theta_mean) / theta_scale),
         theta_mean=theta_mean,
         theta_scale=theta_scale,
-        y_mean=y.mean(0),
-        y_scale=_scale(y),
+        y_mean=y_mean,
+        y_scale=y_scale,
         dists=dists,
         valid=jnp.asarray(sims.valid),
         natural=natural_form(spec, dists, sims.valid, gaussian=False),
@@ -171,6 +171,26 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     return check
 
 
-def _scale(x):
-    s = x.std(0)
-    return np.where(s > 1e-8, s, 1.0).astype(np.float32)
+# largest spread of a standardised coordinate: beyond it float32 arithmetic on the
+# values (squares in likelihoods, sums over simulations) is near its limit (3.4e38)
+MAX_SCALE = 1e30
+
+
+def _moments(x, what):
+    """Means and scales (sds; ``max(|mean|, 1)`` where a coordinate is constant) of ``x`` (N, K), as
+    float32 (K,), computed in float64 on the host so that values up to float32's
+    limit (1e38) cannot overflow the squares; a ``ValueError`` suggesting a rescaling
+    beyond :data:`MAX_SCALE`."""
+    x = np.asarray(x, np.float64)
+    mean, sd = x.mean(0), x.std(0)
+    big = np.flatnonzero(~(np.abs(mean) + sd <= MAX_SCALE))
+    if big.size:
+        raise ValueError(
+            f"the simulated {what} values reach {np.max(np.abs(x[:, big])):.3g} (flat "
+            f"coordinate(s) {big[:5].tolist()}), beyond {MAX_SCALE:g}: float32 arithmetic "
+            "cannot weigh them; rescale the model (e.g. simulate in units of 1e19 and "
+            "multiply in a numpyro.deterministic site)"
+        )
+    size = np.maximum(np.abs(mean), 1.0)
+    scale = np.where(sd > 1e-8 * size, sd, size)  # a constant coordinate: its size
+    return mean.astype(np.float32), scale.astype(np.float32)
