@@ -137,6 +137,15 @@ class MFDiff(SamplingMethods, RefineMethods):
             describes the coordinates the inference runs in (``theta_decentered``)
             and ``state.reparam`` names the non-centred sites. ``None``: the model
             as it is written.
+        domain_check: what :meth:`get_samples` (and so :meth:`print_summary`,
+            :meth:`to_inference_data`) does when an observation ``G_low`` serves lies
+            outside the simulated observations it was trained on (its Monte Carlo
+            prior-predictive log evidence below that of all of 1,000 prior
+            simulations, each leaving itself out, or no finite likelihood weight):
+            ``"warn"`` (default; a prior-predictive observation is flagged about
+            0.1% of the time), ``"error"`` (a ``ValueError``) or ``None`` (no check).
+            It costs one likelihood evaluation per simulation and observation, the
+            ESS's own (shared with it).
     """
 
     # internal switch: False forces the generic log_prob path in labelling (tests, benchmarks)
@@ -175,6 +184,7 @@ class MFDiff(SamplingMethods, RefineMethods):
         checkpoint_dir: str | os.PathLike | None = None,
         executor=None,
         reparam: str | None = "auto",
+        domain_check: str | None = "warn",
     ):
         model_callable(model)
         config = Config(
@@ -207,6 +217,7 @@ class MFDiff(SamplingMethods, RefineMethods):
             checkpoint_dir=checkpoint_dir,
             executor=executor,
             reparam=reparam,
+            domain_check=domain_check,
         )
         self._setup(model, config, State(), Diagnostics())
 
@@ -238,6 +249,7 @@ class MFDiff(SamplingMethods, RefineMethods):
     max_failure_fraction = _setting("max_failure_fraction", "Simulations that may fail.")
     checkpoint_dir = _setting("checkpoint_dir", "Where simulations are checkpointed.", True)
     executor = _setting("executor", "The executor of external simulators.", True)
+    domain_check = _setting("domain_check", "The domain check of G_low's answers.", True)
 
     # ------------------------------------------------------------------ run
     def run(self, rng_key, *args, **kwargs):
