@@ -17,6 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 
 from . import _model
 from ._expfam import log_likelihood_natural, natural_form
@@ -26,6 +27,7 @@ from ._refine import generator_off
 from ._score import batched_ess
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator", "compile_ess"]
+__all__ += ["read_entries"]
 
 # G_low's check against its weighted prior points (check_generator)
 LOW_CHECK_ROWS, LOW_CHECK_ESS, LOW_CHECK_DRAWS = 8, 400.0, 500
@@ -36,7 +38,10 @@ class PriorBank(eqx.Module):
 
     ``points`` (N, D): unconstrained parameters standardised by ``theta_mean``/
     ``theta_scale`` (D,) (over the valid simulations); ``y_mean``/``y_scale`` (M,) the
-    observations' standardisation; ``dists``: the batched observed-site distributions;
+    observations' standardisation (0 and ``inf`` for masked entries, which no
+    likelihood reads: any finite value there standardises to 0, so neither the
+    labels' inputs nor an observation's filler reach the network as values);
+    ``dists``: the batched observed-site distributions;
     ``valid`` (N,): finite simulations; ``natural``: their exponential-family form
     (:mod:`~numpyro_mfdiff._expfam`) or None; ``log_weight`` (N,): the points' own
     log-weights (zeros for draws from the prior).
@@ -85,6 +90,9 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
     valid = np.asarray(sims.valid[prior])
     theta_mean, theta_scale = _moments(sims.theta[prior][valid], "latent")
     y_mean, y_scale = _moments(sims.y[prior][valid], "observed")
+    # entries no likelihood reads (masked) standardise to 0 whatever their value
+    unread = ~read_entries(spec, sims.dists, sims.valid)
+    y_mean, y_scale = np.where(unread, 0.0, y_mean), np.where(unread, np.inf, y_scale)
     dists = jax.tree.map(jnp.asarray, sims.dists)
     n = sims.theta.shape[0]
     return PriorBank(
@@ -99,6 +107,35 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
         natural=natural_form(spec, dists, sims.valid, gaussian=False),
         log_weight=jnp.zeros(n, jnp.float32) if log_weight is None else jnp.asarray(log_weight),
     )
+
+
+def read_entries(spec, dists, valid) -> np.ndarray:
+    """Which flat observed entries (M,) the likelihood reads: False where the first
+    valid simulation's site distribution masks them (``dist.mask(mask)``, ``obs_mask``,
+    ``handlers.mask``; through ``to_event`` and ``expand``)."""
+    i = int(np.argmax(np.asarray(valid)))
+    out = []
+    for name, shape in spec.observed_shapes.items():
+        d = jax.tree.map(lambda x: x[i], dists[name])
+        m = _read_mask(d, tuple(shape))
+        out.append(np.ones(shape, bool) if m is None else np.broadcast_to(m, shape))
+    return np.concatenate([m.ravel() for m in out]) if out else np.zeros(0, bool)
+
+
+def _read_mask(d, shape):
+    """The entries of a value of ``shape`` that ``d.log_prob`` reads (bool), or None: all."""
+    if isinstance(d, dist.MaskedDistribution):
+        m = np.asarray(d._mask, bool)
+        m = np.broadcast_to(m.reshape(m.shape + (1,) * d.event_dim), shape)
+        inner = _read_mask(d.base_dist, shape)
+        return m if inner is None else m & inner
+    if isinstance(d, dist.Independent):
+        return _read_mask(d.base_dist, shape)
+    if isinstance(d, dist.ExpandedDistribution):
+        base = d.base_dist
+        inner = _read_mask(base, tuple(base.batch_shape) + tuple(base.event_shape))
+        return None if inner is None else np.broadcast_to(inner, shape)
+    return None
 
 
 def compile_ess(bank: PriorBank):
