@@ -76,6 +76,17 @@ def data_observations(spec, data):
             f"the model arguments give data for site(s) {sorted(data)} but not for the "
             f"observed site(s) {missing}: pass data for every observed site or for none"
         )
+    for name, shape in spec.observed_shapes.items():
+        got = np.shape(data[name])
+        if got != tuple(shape):
+            raise ValueError(
+                f"data passed to run for site '{name}' has shape {got}, but the site "
+                f"simulates shape {tuple(shape)}: MCMC.run would read the data as one data "
+                "set of that shape, which these simulations cannot weigh. Give the site "
+                f"that shape in the model (e.g. numpyro.plate('data', {got[0] if got else 1})"
+                " around it, or .expand), or, for separate observations, run without the "
+                f"data and pass a batch to get_samples(key, {{'{name}': data}})"
+            )
     try:
         _model.check_observations(spec, data)
     except ValueError as e:

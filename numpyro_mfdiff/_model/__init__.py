@@ -33,6 +33,7 @@ from ._spec import (
     check_observations,
     check_same_latents,
     inspect_model,
+    obs_tag,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "auto_reparam_sites",
     "reparam_model",
     "hidden_sites",
+    "obs_tag",
 ]
