@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import equinox as eqx
 import jax
@@ -87,7 +88,9 @@ def load(path, model, args, kwargs):
     """``(config, state, diagnostics)`` of the file ``path`` written by :func:`save`, for
     ``model`` with ``args``/``kwargs`` (data among them replaces the saved data); a
     ``ValueError`` for a file of another version, incomplete, corrupted, or saved for
-    other sites or model arguments."""
+    other sites or model arguments; ``FileNotFoundError`` when there is no such file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no file {os.fspath(path)!r} to load (written by MFDiff.save)")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}

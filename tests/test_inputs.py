@@ -38,3 +38,58 @@ def test_checkpoint_tags_hash_the_whole_observation(tiny, tmp_path):
         inf.refine(jax.random.PRNGKey(1 + i), {"x": x}, num_simulations=100, rounds=1)
     tags = sorted(p.name for p in tmp_path.glob("refine-*"))
     assert tags == sorted(f"refine-{_model.obs_tag(x)}" for x in (a, b)), tags
+
+
+def _hierarchical(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    with numpyro.plate("j", 3):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        numpyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+
+def test_unknown_observed_site_lists_the_users_names(no_simulation):
+    """Main listed the internal ``theta_decentered`` of the automatic non-centring."""
+    with pytest.raises(ValueError, match=r"\['mu', 'tau', 'theta', 'y'\]"):
+        MFDiff(_hierarchical, 10, observed_sites=["nope"]).run(jax.random.PRNGKey(0))
+
+
+def test_load_of_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file"):
+        MFDiff.load(tmp_path / "absent.npz", scalar_site)
+
+
+def test_misspecification_repr_is_compact():
+    from numpyro_mfdiff.diagnostics import Misspecification
+
+    refs = np.linspace(-5.0, 0.0, 1000)
+    text = repr(Misspecification(12.5, -450.0, 0.001, 0.001, refs, refs, "low"))
+    assert "references=1000" in text and "log_evidence=-450" in text and len(text) < 200
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-simulations", "abc"], "not an integer"),
+        (["--num-samples", "0"], "must be >= 1"),
+        (["--y", "nan"], "must be finite"),
+        (["--plot", "/nonexistent-dir/q.png"], "cannot write there"),
+    ],
+)
+def test_cli_refuses_bad_values_before_the_build(argv, message, capsys, no_simulation):
+    """argparse errors (exit 2, the argument named) instead of tracebacks, and ``--y nan``
+    or an unwritable ``--plot`` before the build (main: after minutes of it)."""
+    from numpyro_mfdiff import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "quadratic", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_version(capsys):
+    from numpyro_mfdiff import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and "numpyro-mfdiff" in capsys.readouterr().out

@@ -144,9 +144,17 @@ def _observed_sites(model, args, kwargs, sites, observed_sites):
         )
         unknown = [n for n in observed_sites if n not in sites]
         if unknown:
+            # the user's names: a non-centred x (x_decentered sampled, x deterministic) as x
+            tr = _dry_trace(model, args, kwargs)
+            names = {
+                n[: -len("_decentered")]
+                if n.endswith("_decentered") and n[: -len("_decentered")] in tr
+                else n
+                for n in sites
+            }
             raise ValueError(
                 f"observed site(s) {unknown} not found in the model; its sample sites are "
-                f"{sorted(sites)}"
+                f"{sorted(names)}"
             )
         obs = observed_sites
     else:
