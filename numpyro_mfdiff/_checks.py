@@ -95,10 +95,13 @@ def data_observations(spec, data):
 
 
 def split_run_arguments(model, args, kwargs, observed_sites):
-    """The model arguments of ``run`` without the data, the data, and the observed sites
-    to inspect (``observed_sites``, else the sites the data observes, else None); a
+    """The model arguments of ``run`` without the data, the data, the observed sites
+    to inspect (``observed_sites``, else the sites the data observes, else None) and the
+    arguments that carried the data (:func:`~numpyro_mfdiff._model.data_arguments`); a
     ``ValueError`` for data observing a site outside ``observed_sites``."""
+    args0, kwargs0 = tuple(args), dict(kwargs)
     args, kwargs, data = _model.split_data_arguments(model, args, kwargs)
+    data_args = _model.data_arguments(args0, kwargs0, args, kwargs, data)
     if data and observed_sites is not None:
         names = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
         extra = sorted(set(data) - set(names))
@@ -108,7 +111,7 @@ def split_run_arguments(model, args, kwargs, observed_sites):
                 f"observed_sites={sorted(names)}"
             )
     observed = sorted(data) if data and observed_sites is None else observed_sites
-    return args, kwargs, data, observed
+    return args, kwargs, data, observed, data_args
 
 
 def count_failures(sims, num_simulations) -> int:

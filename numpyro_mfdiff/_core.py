@@ -41,7 +41,12 @@ class Core:
         return self._cached(
             "deterministic",
             lambda: compile_deterministic(
-                self._inner_model(), st.spec, st.args, st.kwargs, _model.hidden_sites(st.reparam)
+                self._inner_model(),
+                st.spec,
+                st.args,
+                st.kwargs,
+                _model.hidden_sites(st.reparam),
+                st.data_args,
             ),
         )
 

@@ -297,13 +297,13 @@ class MFDiff(SamplingMethods, RefineMethods):
         to disk and reused by a rerun with the same key.
         """
         cfg = self._config
-        args, kwargs, data, observed = split_run_arguments(
+        args, kwargs, data, observed, data_args = split_run_arguments(
             self.model, args, kwargs, cfg.observed_sites
         )
         sites = ()
         if cfg.reparam == "auto":
             sites = _model.auto_reparam_sites(self.model, args, kwargs, observed)
-        self._state = self._state.replace(reparam=sites)
+        self._state = self._state.replace(reparam=sites, data_args=data_args)
         model = self._inner_model()
         spec = _model.inspect_model(model, args, kwargs, observed)
         default = data_observations(spec, data)

@@ -24,7 +24,9 @@ from ._sims import (
 )
 from ._sites import (
     _is_factor,  # noqa: F401
+    data_arguments,
     split_data_arguments,
+    with_data,
 )
 from ._spec import (
     ModelSpec,
@@ -41,6 +43,8 @@ __all__ = [
     "Simulations",
     "inspect_model",
     "split_data_arguments",
+    "data_arguments",
+    "with_data",
     "simulate",
     "log_likelihood",
     "check_observations",
