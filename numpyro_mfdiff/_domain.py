@@ -14,8 +14,16 @@ observations, each leaving its own simulation out, so that a fresh prior-predict
 observation and a reference are exchangeable: an observation whose ``log Z`` is below
 every reference (or not finite: no simulation gives it a finite likelihood) is outside
 the domain. A prior-predictive observation is flagged with probability about
-``1 / (K + 1)``: 0.1% for ``K = 1000`` (measured: docs in the report of issue 25 and
-``tests/test_domain.py``).
+``1 / (K + 1)``: 0.1% for ``K = 1000``.
+
+Measured (2 CPU cores): on 5,000 fresh prior-predictive observations per bank (the
+quadratic at N = 2,000 and 20,000, the linear Gaussian at 2,000 and 20,000, a
+LogNormal of scale 1e19 at 2,000; keys 0-2) 0-0.42% are flagged, 0.11% on average.
+The quadratic at y = -3, -1, -0.6, 4.6, 5, 6, 10 (it cannot produce them) and at
+1e18, +-1e19, 1e30 (no finite likelihood) is flagged at every key, at 0-3.9 never.
+Cost: 0.012 s for 100 observations (N = 20,000), in the ESS's own compiled call
+(``get_samples`` of 100 x 1,000 draws: 0.278 s with the check, 0.266 s without);
+the references, once per bank, 0.08 s after compilation.
 """
 
 from __future__ import annotations
