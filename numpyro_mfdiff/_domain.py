@@ -43,10 +43,21 @@ REFERENCES = 1000
 DOMAIN_CHECKS = ("warn", "error", None)
 
 
+# how far below the lowest reference an observation must fall, in interquartile ranges
+# of the references (their spread grows with the data's dimension)
+MARGIN_IQR = 10.0
+
+
 class Domain(NamedTuple):
-    """The reference log evidences (K,) of prior simulations' observations, sorted."""
+    """The reference log evidences (K,) of prior simulations' observations, sorted, and
+    the threshold below which an observation is outside (:data:`MARGIN_IQR`)."""
 
     log_evidence: np.ndarray
+
+    @property
+    def threshold(self) -> float:
+        q1, q3 = np.quantile(self.log_evidence, [0.25, 0.75])
+        return float(self.log_evidence[0] - MARGIN_IQR * (q3 - q1))
 
 
 def compile_summary(bank):
@@ -79,9 +90,10 @@ def reference(summary, ys, valid, num_prior) -> Domain:
 
 
 def outside(domain: Domain, log_z) -> np.ndarray:
-    """Which observations (B,) lie outside: ``log Z`` below every reference, or not finite."""
+    """Which observations (B,) lie outside: ``log Z`` below the lowest reference by more
+    than :data:`MARGIN_IQR` interquartile ranges of the references, or not finite."""
     log_z = np.asarray(log_z, np.float64)
-    return ~(log_z >= domain.log_evidence[0])
+    return ~(log_z >= domain.threshold)
 
 
 def check(policy, domain: Domain, log_z, ess, rows, index) -> np.ndarray:
@@ -99,9 +111,10 @@ def check(policy, domain: Domain, log_z, ess, rows, index) -> np.ndarray:
     what = (
         "no prior simulation gives it a finite likelihood"
         if not np.isfinite(log_z[i])
-        else f"its prior-predictive log evidence {float(log_z[i]):.4g} is below that of "
-        f"all {k} reference simulations (lowest {domain.log_evidence[0]:.4g}; "
-        f"p < {1 / (k + 1):.2g})"
+        else f"its prior-predictive log evidence {float(log_z[i]):.4g} is far below that "
+        f"of all {k} reference simulations (lowest {domain.log_evidence[0]:.4g}, median "
+        f"{np.median(domain.log_evidence):.4g}; threshold {domain.threshold:.4g}, p < "
+        f"{1 / (k + 1):.2g})"
     )
     msg = (
         f"observation {int(index[i])} (flat y = {value}) lies outside the simulated "
