@@ -139,9 +139,9 @@ class MFDiff(SamplingMethods, RefineMethods):
             as it is written.
         domain_check: ``"warn"`` (default), ``"error"`` or ``None``: what
             :meth:`get_samples` does for an observation outside the simulated ones
-            ``G_low`` was trained on (:mod:`~numpyro_mfdiff._domain`: below all of
+            ``G_low`` was trained on (:mod:`~numpyro_mfdiff._domain`: far below all of
             1,000 prior simulations in prior-predictive log evidence; measured false
-            alarms on prior-predictive observations 0-0.4%, about 0.1% on average).
+            alarms on prior-predictive observations 0-0.02%).
     """
 
     # internal switch: False forces the generic log_prob path in labelling (tests, benchmarks)

@@ -65,9 +65,9 @@ def test_error_and_silence_settings(quad, tmp_path):
 
 def test_prior_predictive_observations_pass(quad):
     """Fresh prior-predictive observations are flagged at most 1% of the time (measured
-    on 2,000 of them: 0.05-0.4% over models and keys, about 1/(K+1) = 0.2% for the
-    K = 500 references of this bank), and a batch of them draws without a warning; the
-    package's own observations (quadratic at 0.25-3.5) pass."""
+    on 5,000 per bank over five banks and keys 0-2: 0-0.02%; here 0 of 2,000 against
+    the K = 500 references), and a batch of them draws without a warning; the package's
+    own observations (quadratic at 0.25-3.5) pass."""
     y = _fresh_observations(2000)
     log_z, ess = quad._low_summary(y[:, None])
     rate = _domain.outside(quad._domain(), log_z).mean()
