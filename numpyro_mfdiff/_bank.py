@@ -17,6 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 
 from . import _model
 from ._expfam import log_likelihood_natural, natural_form
@@ -26,6 +27,7 @@ from ._refine import generator_off
 from ._score import batched_ess
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator", "compile_ess"]
+__all__ += ["read_entries"]
 
 # G_low's check against its weighted prior points (check_generator)
 LOW_CHECK_ROWS, LOW_CHECK_ESS, LOW_CHECK_DRAWS = 8, 400.0, 500
@@ -36,7 +38,10 @@ class PriorBank(eqx.Module):
 
     ``points`` (N, D): unconstrained parameters standardised by ``theta_mean``/
     ``theta_scale`` (D,) (over the valid simulations); ``y_mean``/``y_scale`` (M,) the
-    observations' standardisation; ``dists``: the batched observed-site distributions;
+    observations' standardisation (0 and ``inf`` for masked entries, which no
+    likelihood reads: any finite value there standardises to 0, so neither the
+    labels' inputs nor an observation's filler reach the network as values);
+    ``dists``: the batched observed-site distributions;
     ``valid`` (N,): finite simulations; ``natural``: their exponential-family form
     (:mod:`~numpyro_mfdiff._expfam`) or None; ``log_weight`` (N,): the points' own
     log-weights (zeros for draws from the prior).
@@ -83,8 +88,11 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
     simulations, which pooled refinement simulations follow)."""
     prior = slice(None, num_prior)
     valid = np.asarray(sims.valid[prior])
-    th, y = sims.theta[prior][valid], sims.y[prior][valid]
-    theta_mean, theta_scale = th.mean(0), _scale(th)
+    theta_mean, theta_scale = _moments(sims.theta[prior][valid], "latent")
+    y_mean, y_scale = _moments(sims.y[prior][valid], "observed")
+    # entries no likelihood reads (masked) standardise to 0 whatever their value
+    unread = ~read_entries(spec, sims.dists, sims.valid)
+    y_mean, y_scale = np.where(unread, 0.0, y_mean), np.where(unread, np.inf, y_scale)
     dists = jax.tree.map(jnp.asarray, sims.dists)
     n = sims.theta.shape[0]
     return PriorBank(
@@ -92,13 +100,42 @@ def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
         points=jnp.asarray((sims.theta - theta_mean) / theta_scale),
         theta_mean=theta_mean,
         theta_scale=theta_scale,
-        y_mean=y.mean(0),
-        y_scale=_scale(y),
+        y_mean=y_mean,
+        y_scale=y_scale,
         dists=dists,
         valid=jnp.asarray(sims.valid),
         natural=natural_form(spec, dists, sims.valid, gaussian=False),
         log_weight=jnp.zeros(n, jnp.float32) if log_weight is None else jnp.asarray(log_weight),
     )
+
+
+def read_entries(spec, dists, valid) -> np.ndarray:
+    """Which flat observed entries (M,) the likelihood reads: False where the first
+    valid simulation's site distribution masks them (``dist.mask(mask)``, ``obs_mask``,
+    ``handlers.mask``; through ``to_event`` and ``expand``)."""
+    i = int(np.argmax(np.asarray(valid)))
+    out = []
+    for name, shape in spec.observed_shapes.items():
+        d = jax.tree.map(lambda x: x[i], dists[name])
+        m = _read_mask(d, tuple(shape))
+        out.append(np.ones(shape, bool) if m is None else np.broadcast_to(m, shape))
+    return np.concatenate([m.ravel() for m in out]) if out else np.zeros(0, bool)
+
+
+def _read_mask(d, shape):
+    """The entries of a value of ``shape`` that ``d.log_prob`` reads (bool), or None: all."""
+    if isinstance(d, dist.MaskedDistribution):
+        m = np.asarray(d._mask, bool)
+        m = np.broadcast_to(m.reshape(m.shape + (1,) * d.event_dim), shape)
+        inner = _read_mask(d.base_dist, shape)
+        return m if inner is None else m & inner
+    if isinstance(d, dist.Independent):
+        return _read_mask(d.base_dist, shape)
+    if isinstance(d, dist.ExpandedDistribution):
+        base = d.base_dist
+        inner = _read_mask(base, tuple(base.batch_shape) + tuple(base.event_shape))
+        return None if inner is None else np.broadcast_to(inner, shape)
+    return None
 
 
 def compile_ess(bank: PriorBank):
@@ -171,6 +208,26 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     return check
 
 
-def _scale(x):
-    s = x.std(0)
-    return np.where(s > 1e-8, s, 1.0).astype(np.float32)
+# largest spread of a standardised coordinate: beyond it float32 arithmetic on the
+# values (squares in likelihoods, sums over simulations) is near its limit (3.4e38)
+MAX_SCALE = 1e30
+
+
+def _moments(x, what):
+    """Means and scales (sds; ``max(|mean|, 1)`` where a coordinate is constant) of ``x`` (N, K), as
+    float32 (K,), computed in float64 on the host so that values up to float32's
+    limit (1e38) cannot overflow the squares; a ``ValueError`` suggesting a rescaling
+    beyond :data:`MAX_SCALE`."""
+    x = np.asarray(x, np.float64)
+    mean, sd = x.mean(0), x.std(0)
+    big = np.flatnonzero(~(np.abs(mean) + sd <= MAX_SCALE))
+    if big.size:
+        raise ValueError(
+            f"the simulated {what} values reach {np.max(np.abs(x[:, big])):.3g} (flat "
+            f"coordinate(s) {big[:5].tolist()}), beyond {MAX_SCALE:g}: float32 arithmetic "
+            "cannot weigh them; rescale the model (e.g. simulate in units of 1e19 and "
+            "multiply in a numpyro.deterministic site)"
+        )
+    size = np.maximum(np.abs(mean), 1.0)
+    scale = np.where(sd > 1e-8 * size, sd, size)  # a constant coordinate: its size
+    return mean.astype(np.float32), scale.astype(np.float32)

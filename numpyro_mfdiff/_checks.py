@@ -76,6 +76,17 @@ def data_observations(spec, data):
             f"the model arguments give data for site(s) {sorted(data)} but not for the "
             f"observed site(s) {missing}: pass data for every observed site or for none"
         )
+    for name, shape in spec.observed_shapes.items():
+        got = np.shape(data[name])
+        if got != tuple(shape):
+            raise ValueError(
+                f"data passed to run for site '{name}' has shape {got}, but the site "
+                f"simulates shape {tuple(shape)}: MCMC.run would read the data as one data "
+                "set of that shape, which these simulations cannot weigh. Give the site "
+                f"that shape in the model (e.g. numpyro.plate('data', {got[0] if got else 1})"
+                " around it, or .expand), or, for separate observations, run without the "
+                f"data and pass a batch to get_samples(key, {{'{name}': data}})"
+            )
     try:
         _model.check_observations(spec, data)
     except ValueError as e:
@@ -84,10 +95,13 @@ def data_observations(spec, data):
 
 
 def split_run_arguments(model, args, kwargs, observed_sites):
-    """The model arguments of ``run`` without the data, the data, and the observed sites
-    to inspect (``observed_sites``, else the sites the data observes, else None); a
+    """The model arguments of ``run`` without the data, the data, the observed sites
+    to inspect (``observed_sites``, else the sites the data observes, else None) and the
+    arguments that carried the data (:func:`~numpyro_mfdiff._model.data_arguments`); a
     ``ValueError`` for data observing a site outside ``observed_sites``."""
+    args0, kwargs0 = tuple(args), dict(kwargs)
     args, kwargs, data = _model.split_data_arguments(model, args, kwargs)
+    data_args = _model.data_arguments(args0, kwargs0, args, kwargs, data)
     if data and observed_sites is not None:
         names = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
         extra = sorted(set(data) - set(names))
@@ -97,7 +111,7 @@ def split_run_arguments(model, args, kwargs, observed_sites):
                 f"observed_sites={sorted(names)}"
             )
     observed = sorted(data) if data and observed_sites is None else observed_sites
-    return args, kwargs, data, observed
+    return args, kwargs, data, observed, data_args
 
 
 def count_failures(sims, num_simulations) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from ._checks import positive_int, real
+from ._domain import DOMAIN_CHECKS
 from ._ode import SOLVERS
 from ._refinement import OdeConfig, RefineContext
 from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
@@ -82,6 +83,7 @@ class Config:
     checkpoint_dir: str | os.PathLike | None = None
     executor: Any = None
     reparam: str | None = "auto"
+    domain_check: str | None = "warn"
 
     def __post_init__(self):
         for name in BUDGETS:
@@ -114,6 +116,10 @@ class Config:
             isinstance(self.reparam, str) and self.reparam == "auto"
         ):
             raise ValueError(f"reparam must be 'auto' or None, got {self.reparam!r}")
+        if not any(self.domain_check is c or self.domain_check == c for c in DOMAIN_CHECKS):
+            raise ValueError(
+                f"domain_check must be 'warn', 'error' or None, got {self.domain_check!r}"
+            )
         # the checked values, converted
         plain = {k: int(getattr(self, k)) for k in BUDGETS}
         plain.update({k: float(getattr(self, k)) for k in _REALS})

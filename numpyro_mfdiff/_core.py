@@ -8,7 +8,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model
+from . import _domain, _model
 from ._bank import compile_ess
 from ._sampling import compile_deterministic, make_draws, prior_fns
 
@@ -41,7 +41,12 @@ class Core:
         return self._cached(
             "deterministic",
             lambda: compile_deterministic(
-                self._inner_model(), st.spec, st.args, st.kwargs, _model.hidden_sites(st.reparam)
+                self._inner_model(),
+                st.spec,
+                st.args,
+                st.kwargs,
+                _model.hidden_sites(st.reparam),
+                st.data_args,
             ),
         )
 
@@ -85,19 +90,50 @@ class Core:
             )
         return self.default_observations
 
-    def _check(self, observations, warn=True, fidelity=None):
+    def _low_summary(self, ys, skip=None):
+        """``(log Z (B,), ESS (B,))`` of the bank's exact log-weights at flat ``ys`` (B, M)
+        (:func:`~numpyro_mfdiff._domain.compile_summary`, compiled once per bank)."""
+        fn = self._cached("summary", lambda: _domain.compile_summary(self.bank))
+        skip = np.full(len(ys), -1) if skip is None else skip
+        return (np.asarray(a, np.float64) for a in fn(jnp.asarray(ys), jnp.asarray(skip)))
+
+    def _domain(self):
+        """The reference log evidences of the domain check, computed once per bank."""
+        sims = self.simulations
+        return self._cached(
+            "domain",
+            lambda: _domain.reference(
+                self._low_summary, sims.y, sims.valid, self._config.num_simulations
+            ),
+        )
+
+    def _check(self, observations, warn=True, fidelity=None, sampler=None):
+        """Flat observations (M,) or (B, M), checked: the ESS warning (``warn``), the
+        domain check of the rows ``G_low`` serves (``sampler="generator"``), and a
+        ``ValueError`` for rows with no finite likelihood weight (``sampler="sample_ode"``
+        or ``"refine"``)."""
         self._require_sims()
-        observations = self._observations(observations)
-        y = _model.check_observations(self.spec, observations)
-        if warn:
-            e = np.atleast_1d(self.ess(observations, fidelity=fidelity))
-            if np.any(e < self.ess_warning):
-                warnings.warn(
-                    f"the effective sample size of the likelihood weights is {e.min():.1f} "
-                    f"(< {self.ess_warning:g}): few prior simulations inform this posterior; "
-                    "increase num_simulations or refine",
-                    stacklevel=3,
-                )
+        y = _model.check_observations(self.spec, self._observations(observations))
+        if not warn and sampler is None:
+            return y
+        rows = np.atleast_2d(y)
+        refs = [self._refinement(r, fidelity) for r in rows]
+        low = np.flatnonzero([r is None for r in refs])
+        e = np.asarray([np.inf if r is None else r.ess for r in refs], np.float64)
+        if low.size:
+            log_z, e[low] = self._low_summary(rows[low])
+            if sampler in ("sample_ode", "refine"):
+                _domain.require_weights(log_z, low, sampler)
+            if sampler == "generator":  # rows warned about say their ESS there
+                policy, dom = self._config.domain_check, self._domain()
+                e[low[_domain.check(policy, dom, log_z, e[low], rows[low], low)]] = np.inf
+        if warn and np.any(e < self.ess_warning):
+            warnings.warn(
+                f"the effective sample size of the likelihood weights is {e.min():.1f} "
+                f"(< {self.ess_warning:g}): few prior simulations inform this posterior; "
+                "increase num_simulations or refine",
+                stacklevel=3,
+            )
         return y
 
     def _require_sims(self):

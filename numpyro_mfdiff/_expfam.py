@@ -237,7 +237,7 @@ def _site_form(found, site_dists, shape, valid):
     c = jnp.zeros(shape, jnp.float32)
     if family.centre is not None:
         locs = jax.vmap(lambda d: family.centre(unwrap(d), shape))(site_dists)
-        c = jnp.asarray(np.asarray(locs)[valid].mean(0), jnp.float32)
+        c = jnp.asarray(np.asarray(locs, np.float64)[valid].mean(0), jnp.float32)
     eta, a, aux = jax.vmap(lambda d: family.params(unwrap(d), shape, c))(site_dists)
     if not all(_same_rows(x, valid) for x in jax.tree.leaves(aux)):
         return None

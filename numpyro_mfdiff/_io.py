@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import equinox as eqx
 import jax
@@ -65,6 +66,7 @@ def save(path, config, state, diagnostics):
     meta["pooled"] = _save_pooled(state, arrays)
     default = state.default_observations or {}
     meta["default_observations"] = sorted(default)
+    meta["data_args"] = [list(x) for x in state.data_args]
     arrays.update({f"default_obs_{k}": np.asarray(v) for k, v in default.items()})
     with open(path, "wb") as f:
         np.savez(
@@ -87,7 +89,9 @@ def load(path, model, args, kwargs):
     """``(config, state, diagnostics)`` of the file ``path`` written by :func:`save`, for
     ``model`` with ``args``/``kwargs`` (data among them replaces the saved data); a
     ``ValueError`` for a file of another version, incomplete, corrupted, or saved for
-    other sites or model arguments."""
+    other sites or model arguments; ``FileNotFoundError`` when there is no such file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no file {os.fspath(path)!r} to load (written by MFDiff.save)")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
@@ -143,6 +147,7 @@ def _load(path, model, args, kwargs, data, meta):
     proposals, focus, log_weight = _load_pooled(path, data, meta.get("pooled"))
     bank = build_bank(spec, sims, log_weight, num_prior=config.num_simulations)
     state = State(spec=spec, args=args, kwargs=kwargs, simulations=sims, bank=bank, reparam=sites)
+    state = state.replace(data_args=tuple(tuple(x) for x in meta.get("data_args", [])))
     state = state.replace(proposals=proposals, focus=focus)
     if meta["has_triples"]:
         state = state.replace(triples=_triples(path, spec, data))

@@ -137,6 +137,11 @@ class MFDiff(SamplingMethods, RefineMethods):
             describes the coordinates the inference runs in (``theta_decentered``)
             and ``state.reparam`` names the non-centred sites. ``None``: the model
             as it is written.
+        domain_check: ``"warn"`` (default), ``"error"`` or ``None``: what
+            :meth:`get_samples` does for an observation outside the simulated ones
+            ``G_low`` was trained on (:mod:`~numpyro_mfdiff._domain`: far below all of
+            1,000 prior simulations in prior-predictive log evidence; measured false
+            alarms on prior-predictive observations 0-0.02%).
     """
 
     # internal switch: False forces the generic log_prob path in labelling (tests, benchmarks)
@@ -175,6 +180,7 @@ class MFDiff(SamplingMethods, RefineMethods):
         checkpoint_dir: str | os.PathLike | None = None,
         executor=None,
         reparam: str | None = "auto",
+        domain_check: str | None = "warn",
     ):
         model_callable(model)
         config = Config(
@@ -207,6 +213,7 @@ class MFDiff(SamplingMethods, RefineMethods):
             checkpoint_dir=checkpoint_dir,
             executor=executor,
             reparam=reparam,
+            domain_check=domain_check,
         )
         self._setup(model, config, State(), Diagnostics())
 
@@ -238,6 +245,7 @@ class MFDiff(SamplingMethods, RefineMethods):
     max_failure_fraction = _setting("max_failure_fraction", "Simulations that may fail.")
     checkpoint_dir = _setting("checkpoint_dir", "Where simulations are checkpointed.", True)
     executor = _setting("executor", "The executor of external simulators.", True)
+    domain_check = _setting("domain_check", "The domain check of G_low's answers.", True)
 
     # ------------------------------------------------------------------ run
     def run(self, rng_key, *args, **kwargs):
@@ -285,13 +293,13 @@ class MFDiff(SamplingMethods, RefineMethods):
         to disk and reused by a rerun with the same key.
         """
         cfg = self._config
-        args, kwargs, data, observed = split_run_arguments(
+        args, kwargs, data, observed, data_args = split_run_arguments(
             self.model, args, kwargs, cfg.observed_sites
         )
         sites = ()
         if cfg.reparam == "auto":
             sites = _model.auto_reparam_sites(self.model, args, kwargs, observed)
-        self._state = self._state.replace(reparam=sites)
+        self._state = self._state.replace(reparam=sites, data_args=data_args)
         model = self._inner_model()
         spec = _model.inspect_model(model, args, kwargs, observed)
         default = data_observations(spec, data)

@@ -166,7 +166,7 @@ def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
         stage = next(stages)
         ckpt = None
         if ctx.checkpoint_dir is not None:
-            tag = ref.y.tobytes().hex()[:16]
+            tag = _model.obs_tag(ref.y)
             ckpt = ctx.checkpoint_dir / f"refine-{tag}" / f"round-{stage}"
         with progress(n, f"refining (stage {stage})", ctx.progress_bar) as update:
             sims = _model.simulate(

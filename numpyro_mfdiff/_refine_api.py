@@ -127,7 +127,7 @@ class RefineMethods(Core):
         from . import _refine
 
         self._require_sims()
-        y = _model.check_observations(self.spec, observations)
+        y = self._check(observations, warn=False, sampler="refine")
         settings = _refine.check_settings(
             rounds=rounds,
             num_simulations=num_simulations,

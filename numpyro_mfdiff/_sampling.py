@@ -41,11 +41,12 @@ class Deterministic(NamedTuple):
     hidden: tuple = ()
 
 
-def compile_deterministic(model, spec, args, kwargs, hidden=()):
+def compile_deterministic(model, spec, args, kwargs, hidden=(), data_args=()):
     """Compiled ``(draws, ys) -> deterministic sites`` over draws (S, ...) and flat
     observations (S, M), one per draw, as a :class:`Deterministic` with ``hidden``;
-    None when the model has none."""
-    fn = _model.deterministic_fn(model, spec, args, kwargs)
+    None when the model has none; ``data_args`` as in
+    :func:`~numpyro_mfdiff._model.deterministic_fn`."""
+    fn = _model.deterministic_fn(model, spec, args, kwargs, data_args)
     if fn is None:
         return None
     # blocks of 4096 draws bound the memory of the model's intermediates

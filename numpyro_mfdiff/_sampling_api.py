@@ -16,6 +16,7 @@ from ._checks import (
     real,
 )
 from ._core import Core
+from ._domain import not_finite
 from ._sampling import finish, ode_low
 from ._state import OdeStats, obs_key
 
@@ -70,7 +71,7 @@ class SamplingMethods(Core):
         """
         num_samples = positive_int("num_samples", num_samples)
         num_chains = chain_count(num_samples, num_chains)
-        y = self._check(observations, fidelity=fidelity)
+        y = self._check(observations, fidelity=fidelity, sampler="generator")
         z = jax.random.normal(rng_key, (num_samples, self.spec.dim))
         rows = [y] if y.ndim == 1 else list(y)
         refs = [self._refinement(yi, fidelity) for yi in rows]
@@ -83,6 +84,7 @@ class SamplingMethods(Core):
         else:
             outs = [self._draw_refined(r, yi, z) for r, yi in zip(refs, rows, strict=True)]
             out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        not_finite(out, y.ndim)
         return finish(self._deterministic(), out, y, group_by_chain, num_chains)
 
     def _draw_refined(self, ref, y, z):
@@ -116,7 +118,7 @@ class SamplingMethods(Core):
         num_samples = positive_int("num_samples", num_samples)
         batch_size = positive_int("batch_size", batch_size)
         num_chains = chain_count(num_samples, num_chains)
-        y = self._check(observations, fidelity=fidelity)
+        y = self._check(observations, fidelity=fidelity, sampler="sample_ode")
         if y.ndim == 2:
             keys = jax.random.split(rng_key, y.shape[0])
             outs = [
@@ -160,7 +162,7 @@ class SamplingMethods(Core):
         y = self._check(observations, warn=False, fidelity=fidelity)
         rows = np.atleast_2d(y)
         refs = [self._refinement(yi, fidelity) for yi in rows]
-        out = np.asarray(self._low_ess(rows), np.float64)  # one compiled call
+        out = list(self._low_summary(rows))[1]  # one compiled call; 0 without finite weight
         out = np.asarray([out[i] if r is None else r.ess for i, r in enumerate(refs)])
         return float(out[0]) if y.ndim == 1 else out
 

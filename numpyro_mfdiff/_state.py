@@ -32,7 +32,8 @@ class State:
     after a batched refinement, the ``proposals`` the bank's points came from
     (:class:`~numpyro_mfdiff._pooled.Proposals`) and the batch's observations ``focus``
     (B, M), where a share of ``G_low``'s labels is placed; ``reparam``, the latent
-    sites non-centred (:mod:`~numpyro_mfdiff._model._reparam`).
+    sites non-centred (:mod:`~numpyro_mfdiff._model._reparam`); ``data_args``, the model
+    arguments that carried data to ``run`` (:func:`~numpyro_mfdiff._model.data_arguments`).
     Each stage returns a new state (:meth:`replace`)."""
 
     spec: Any = None
@@ -47,6 +48,7 @@ class State:
     proposals: Any = None
     focus: Any = None
     reparam: tuple = ()
+    data_args: tuple = ()
 
     def replace(self, **changes) -> State:
         return dataclasses.replace(self, **changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -21,7 +22,7 @@ def _quadratic(args):
     from .examples import quadratic, quadratic_bin_probs
     from .metrics import kl_divergence_hist
 
-    ys = [float(v) for v in args.y]
+    ys = list(args.y)
     inf = MFDiff(
         quadratic,
         num_simulations=args.num_simulations,
@@ -57,11 +58,12 @@ def _quadratic(args):
     for i, y in enumerate(ys):
         probs = quadratic_bin_probs(y, 80)
         kl_g = float(kl_divergence_hist(probs, draw[i], bins=80, range=edges, p_is_probs=True))
-        kl_o = float("nan")
+        kl_o = "-"  # --ode-samples 0: no ODE draws
         if args.ode_samples:
             ode = inf.sample_ode(jax.random.fold_in(key, i), {"y": y}, args.ode_samples)["theta"]
-            kl_o = float(kl_divergence_hist(probs, ode, bins=80, range=edges, p_is_probs=True))
-        print(f"{y:6.2f} {inf.ess({'y': y}):8.0f} {kl_g:10.4f} {kl_o:10.4f}")
+            kl = kl_divergence_hist(probs, ode, bins=80, range=edges, p_is_probs=True)
+            kl_o = f"{float(kl):.4f}"
+        print(f"{y:6.2f} {inf.ess({'y': y}):8.0f} {kl_g:10.4f} {kl_o:>10}")
         ax = axes[0, i]
         centres = np.linspace(-2, 2, 81)[:-1] + 0.025
         ax.plot(centres, probs / 0.05, "k-", lw=1.5, label="exact")
@@ -77,27 +79,68 @@ def _quadratic(args):
 EXAMPLES = {"quadratic": _quadratic}
 
 
+def _count(minimum):
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(text):
+    """An argparse type: a finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
 def main(argv=None):
     """Entry point of the ``numpyro-mfdiff`` console script."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("numpyro_mfdiff")
+    except PackageNotFoundError:  # a source tree that is not installed
+        ver = "unknown"
     p = argparse.ArgumentParser(prog="numpyro-mfdiff", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {ver}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an example end to end")
     r.add_argument("example", choices=sorted(EXAMPLES))
-    r.add_argument("--num-simulations", type=int, default=20_000)
-    r.add_argument("--num-labels", type=int, default=20_000)
-    r.add_argument("--train-steps", type=int, default=10_000)
-    r.add_argument("--num-samples", type=int, default=50_000)
+    r.add_argument("--num-simulations", type=_count(2), default=20_000)
+    r.add_argument("--num-labels", type=_count(1), default=20_000)
+    r.add_argument("--train-steps", type=_count(1), default=10_000)
+    r.add_argument("--num-samples", type=_count(1), default=50_000)
     r.add_argument(
         "--ode-samples",
-        type=int,
+        type=_count(0),
         default=10_000,
         help="samples from the ODE sampler per y (0 to skip)",
     )
-    r.add_argument("--y", nargs="+", default=["0.25", "1", "2", "3.5"])
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--y", nargs="+", type=_finite, default=[0.25, 1.0, 2.0, 3.5])
+    r.add_argument("--seed", type=_count(0), default=0)
     r.add_argument("--plot", default="quadratic.png")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    existed = os.path.exists(args.plot)
+    try:  # an unwritable plot is refused before the build, not after
+        with open(args.plot, "ab"):
+            pass
+    except OSError as e:
+        p.error(f"--plot {args.plot}: cannot write there ({e.strerror})")
+    if not existed:
+        os.remove(args.plot)
     EXAMPLES[args.example](args)
 
 

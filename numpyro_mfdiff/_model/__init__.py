@@ -24,7 +24,9 @@ from ._sims import (
 )
 from ._sites import (
     _is_factor,  # noqa: F401
+    data_arguments,
     split_data_arguments,
+    with_data,
 )
 from ._spec import (
     ModelSpec,
@@ -33,6 +35,7 @@ from ._spec import (
     check_observations,
     check_same_latents,
     inspect_model,
+    obs_tag,
 )
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "Simulations",
     "inspect_model",
     "split_data_arguments",
+    "data_arguments",
+    "with_data",
     "simulate",
     "log_likelihood",
     "check_observations",
@@ -51,4 +56,5 @@ __all__ = [
     "auto_reparam_sites",
     "reparam_model",
     "hidden_sites",
+    "obs_tag",
 ]

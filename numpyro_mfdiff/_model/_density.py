@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
-from ._sites import _dry_trace, _trace
+from ._sites import _dry_trace, _trace, with_data
 from ._spec import ModelSpec
 
 __all__ = ["log_prior_fn", "deterministic_fn", "log_likelihood"]
@@ -39,7 +39,7 @@ def _substituted_trace(model, args, kwargs, values, data=None):
     return _trace(m, jax.random.PRNGKey(0), args, kwargs)
 
 
-def deterministic_fn(model, spec: ModelSpec, args=(), kwargs=None):
+def deterministic_fn(model, spec: ModelSpec, args=(), kwargs=None, data_args=()):
     """``(values, y) -> {name: value}`` for the model's ``numpyro.deterministic`` sites.
 
     ``values``: constrained latent values (dict, site shapes); ``y``: a flat
@@ -47,10 +47,14 @@ def deterministic_fn(model, spec: ModelSpec, args=(), kwargs=None):
     their dtypes), so a deterministic site that reads the data sees it, as under
     ``MCMC``. Returns None when the model has no deterministic site. Jittable;
     under ``jit`` the simulator work the deterministic sites do not need is
-    dropped by XLA.
+    dropped by XLA. ``data_args`` (:func:`~numpyro_mfdiff._model._sites.data_arguments`):
+    the model arguments that carry the data, given the observation as ``MCMC.run``
+    gives them the data, so that sites defined only when data are given
+    (``if y is not None: numpyro.deterministic(...)``) are found and computed.
     """
     kwargs = kwargs or {}
-    tr = _dry_trace(model, args, kwargs)
+    zeros = {n: jnp.zeros(s, spec.observed_dtypes[n]) for n, s in spec.observed_shapes.items()}
+    tr = _dry_trace(model, *with_data(args, kwargs, data_args, zeros))
     names = [n for n, s in tr.items() if s["type"] == "deterministic"]
     if not names:
         return None
@@ -58,7 +62,8 @@ def deterministic_fn(model, spec: ModelSpec, args=(), kwargs=None):
     def fn(values, y):
         obs = spec.unravel_obs(y)
         obs = {n: v.astype(spec.observed_dtypes[n]) for n, v in obs.items()}
-        tr = _substituted_trace(model, args, kwargs, values, obs)
+        a, kw = with_data(args, kwargs, data_args, obs)
+        tr = _substituted_trace(model, a, kw, values, obs)
         return {n: tr[n]["value"] for n in names}
 
     return fn

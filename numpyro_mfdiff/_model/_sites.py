@@ -11,7 +11,7 @@ from numpyro.primitives import Messenger
 
 from .. import _external
 
-__all__ = ["split_data_arguments"]
+__all__ = ["split_data_arguments", "data_arguments", "with_data"]
 
 
 def _dist_chain(fn):
@@ -122,3 +122,36 @@ def split_data_arguments(model, args=(), kwargs=None):
                 args, kwargs = a, kw
             break
     return args, kwargs, data
+
+
+def data_arguments(args0, kwargs0, args, kwargs, data) -> tuple:
+    """Which model arguments carry which observed site's data: ``((position or keyword,
+    site), ...)`` for each argument of ``args0``/``kwargs0`` that
+    :func:`split_data_arguments` left out (``args``/``kwargs``: None or absent) and whose
+    value is exactly one site's ``data``; :func:`with_data` puts observations back."""
+    given = [
+        (i, v) for i, v in enumerate(args0) if v is not None and (i >= len(args) or args[i] is None)
+    ]
+    given += [(k, v) for k, v in kwargs0.items() if v is not None and kwargs.get(k) is None]
+    out = []
+    for where, v in given:
+        try:
+            a = np.asarray(v)
+        except Exception:  # noqa: BLE001 - not an array: no site to match
+            continue
+        sites = [n for n, d in data.items() if a.shape == np.shape(d) and np.array_equal(a, d)]
+        if len(sites) == 1:
+            out.append((where, sites[0]))
+    return tuple(out)
+
+
+def with_data(args, kwargs, data_args, obs):
+    """``(args, kwargs)`` with the data arguments of ``data_args`` (:func:`data_arguments`)
+    set to the observations ``obs`` (site name -> value), as ``MCMC.run`` passes data."""
+    args, kwargs = list(args), dict(kwargs)
+    for where, site in data_args:
+        if isinstance(where, int):
+            args[where] = obs[site]
+        else:
+            kwargs[where] = obs[site]
+    return tuple(args), kwargs

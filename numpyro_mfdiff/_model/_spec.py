@@ -4,6 +4,7 @@ against it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_same_latents",
     "check_high_fidelity",
     "check_observations",
+    "obs_tag",
 ]
 
 
@@ -142,9 +144,17 @@ def _observed_sites(model, args, kwargs, sites, observed_sites):
         )
         unknown = [n for n in observed_sites if n not in sites]
         if unknown:
+            # the user's names: a non-centred x (x_decentered sampled, x deterministic) as x
+            tr = _dry_trace(model, args, kwargs)
+            names = {
+                n[: -len("_decentered")]
+                if n.endswith("_decentered") and n[: -len("_decentered")] in tr
+                else n
+                for n in sites
+            }
             raise ValueError(
                 f"observed site(s) {unknown} not found in the model; its sample sites are "
-                f"{sorted(sites)}"
+                f"{sorted(names)}"
             )
         obs = observed_sites
     else:
@@ -329,3 +339,10 @@ def check_observations(spec: ModelSpec, observations) -> np.ndarray:
             raise ValueError(f"observation for site '{name}' contains NaN or infinite values")
         flat.append(v.reshape(b + (-1,)).astype(np.float32))
     return np.concatenate(flat, axis=-1)
+
+
+def obs_tag(y) -> str:
+    """A short tag (16 hex digits) of a flat observation ``y`` (M,): the SHA-256 of all
+    its float32 values (the bytes :func:`~numpyro_mfdiff._state.obs_key` keys), for
+    names on disk (refinement checkpoints)."""
+    return hashlib.sha256(np.asarray(y, np.float32).tobytes()).hexdigest()[:16]

@@ -148,6 +148,21 @@ class Misspecification(NamedTuple):
     reference_log_evidence: Any
     fidelity: Any
 
+    def __repr__(self):
+        """The per-observation statistics and the number of references, not the
+        references themselves (hundreds of numbers)."""
+
+        def show(v):
+            v = np.asarray(v)
+            if v.dtype.kind in "US":
+                return repr(v.item()) if v.ndim == 0 else np.array2string(v, threshold=8)
+            if v.ndim == 0:
+                return f"{float(v):.4g}"
+            return np.array2string(v, precision=4, threshold=8)
+
+        per = ", ".join(f"{k}={show(getattr(self, k))}" for k in (*self._fields[:4], "fidelity"))
+        return f"Misspecification({per}, references={np.size(self.reference_ess)})"
+
     def to_dataset(self):
         """``xarray.Dataset``: the per-observation statistics (observation) and the
         reference distribution (reference)."""
