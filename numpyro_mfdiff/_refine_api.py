@@ -42,11 +42,37 @@ class RefineMethods(Core):
         smoothing: float | None = None,
         model_args=None,
         model_kwargs=None,
+        engine: str = "auto",
     ):
         """Refine the posterior of one observation (or a batch) with more simulations.
 
-        Adaptive sequential importance sampling (METHOD.md, sections 5 and 8),
-        in stages. Each stage targets ``p(theta) p(y | theta)^lam``, raising the
+        Two engines for one observation (``engine``; ``"auto"`` picks importance
+        sampling up to 10 latent coordinates and SMC above, and a further call
+        continues with the engine of the first; the choice is in
+        ``diagnostics["refinements"][...]["engine"]``).
+
+        ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md).
+        Particles (a hundredth of the budget, 64 to 1,000) drawn from a Gaussian
+        fitted to ``G_low``'s draws at ``y`` (covariance times ``inflation^2``) mixed
+        with a ``prior_fraction`` of prior draws move along the bridge
+        ``q^(1 - l) (p(theta) p(y | theta))^l``, each stage raising ``l`` so that the
+        ESS of the increment is half the particles, resampling, and moving every
+        particle by HMC (models JAX differentiates; mass matrix the particles'
+        covariance, step size tuned to the last stage's acceptance) or by random-walk
+        Metropolis (external simulators; proposal covariance ``2.38^2 / d`` times the
+        particles'). ``max_simulations`` counts every evaluation of ``model``:
+        each log-likelihood evaluation, each gradient evaluation (one per leapfrog
+        step; the value comes with it) and each simulation of an external model, so
+        a stage of ``N`` particles costs ``N (3 + 2 x 5)`` with HMC and
+        ``N (3 + 5)`` with the random walk; the evaluations of each stage are in
+        the diagnostics' rounds. Once at ``l = 1`` the budget left moves the
+        particles further at the posterior. The final weighted particles are the
+        refined pool that :meth:`sample_ode` and ``G_high`` are labelled from.
+        ``num_simulations`` and ``rounds`` do not size SMC's stages (``rounds`` caps
+        their number).
+
+        ``engine="is"``: adaptive sequential importance sampling (METHOD.md,
+        sections 5 and 8), in stages. Each stage targets ``p(theta) p(y | theta)^lam``, raising the
         temperature ``lam`` from 0 as far as the simulations gathered so far
         still represent it (a pooled ESS of at least half a stage, or a
         conditional ESS of the increment of 1/2, as adaptive tempered SMC),
@@ -95,7 +121,8 @@ class RefineMethods(Core):
                 budget, see above).
             rounds: the most stages (default: until the budget is spent).
             target_ess: stop after the stage whose importance ESS at the
-                posterior (temperature 1) reaches it.
+                posterior (temperature 1) reaches it; a warning when the budget
+                runs out first.
             max_simulations: budget of simulations of ``model`` for this call
                 (default: ``rounds * num_simulations`` when ``num_simulations``
                 is set, else 2,000).
@@ -118,6 +145,8 @@ class RefineMethods(Core):
                 the narrowest cluster's narrowest direction, so that separate
                 modes keep their width (see ``diagnostics``); 0 turns it off.
             model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
+            engine: ``"auto"`` (default), ``"is"`` (importance sampling) or ``"smc"``
+                (tempered SMC); see above. A batch always uses the pooled rounds.
 
         Returns:
             ``self``. Diagnostics (ESS before/after, simulations per fidelity,
@@ -138,6 +167,7 @@ class RefineMethods(Core):
             prior_fraction=prior_fraction,
             target_ess=target_ess,
             smoothing=smoothing,
+            engine=engine,
         )
         st = self._state
         high = _refine.high_fidelity_model(
@@ -152,6 +182,7 @@ class RefineMethods(Core):
         if y.ndim == 2:
             given = dict(num_simulations=num_simulations, target_ess=target_ess)
             given.update(num_labels=num_labels, train_steps=train_steps, smoothing=smoothing)
+            given.update(engine=None if engine == "auto" else engine)
             batch_checks(high.same, {k: v for k, v in given.items() if v is not None})
             return self._refine_batch(rng_key, y, settings)
         log_prior, prior_draw = self._prior_fns()
