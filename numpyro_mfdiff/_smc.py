@@ -1,17 +1,18 @@
 """Adaptive tempered SMC with MCMC rejuvenation for one observation (docs/method.md).
 
 The engine of a refinement whose particles move, on BlackJAX's adaptive tempered SMC
-(:func:`blackjax.smc.adaptive_tempered.build_kernel`, Chopin & Papaspiliopoulos 2020,
-ch. 17): particles start from a tractable proposal ``q`` and follow the geometric
-bridge ``pi_l ~ q^(1 - l) (p L)^l`` from ``l = 0`` to the posterior at ``l = 1``; each
-stage picks the next ``l`` where the ESS of the increment is ``TARGET_ESS`` of the
-particles, resamples (systematic) and moves every particle by MCMC on the current
-bridge target. Moves are HMC (:mod:`blackjax.mcmc.hmc`) for models JAX differentiates,
-or random-walk Metropolis (:mod:`blackjax.mcmc.random_walk`) for external simulators;
-between stages the mass matrix (HMC) or proposal covariance (``2.38^2 / d`` times it,
-random walk) is the particles' covariance and the step size follows the last stage's
-acceptance. ``q`` is a Gaussian fitted to ``G_low``'s draws (covariance inflated)
-mixed with a defensive share of the prior.
+(the steps of :func:`blackjax.smc.adaptive_tempered.build_kernel`: BlackJAX's
+``ess_solver`` for the next temperature, then its tempered kernel; Chopin &
+Papaspiliopoulos 2020, ch. 17): particles start from a tractable proposal ``q`` and
+follow the geometric bridge ``pi_l ~ q^(1 - l) (p L)^l`` from ``l = 0`` to the posterior
+at ``l = 1``; each stage picks the next ``l`` where the ESS of the increment is
+``TARGET_ESS`` of the particles, resamples (systematic) and moves every particle by MCMC
+on the current bridge target. Moves are HMC (:mod:`blackjax.mcmc.hmc`) for models JAX
+differentiates, or random-walk Metropolis (:mod:`blackjax.mcmc.random_walk`) for
+external simulators; between stages the mass matrix (HMC) or proposal covariance
+(``2.38^2 / d`` times it, random walk) is the particles' covariance and the step size
+follows the last stage's acceptance. ``q`` is a Gaussian fitted to ``G_low``'s draws
+(covariance inflated) mixed with a defensive share of the prior.
 
 Pure functions: :func:`model_target` (the log-likelihood of ``y`` through NumPyro's
 handlers), :func:`fit_proposal` / :func:`proposal_logpdf` / :func:`proposal_sample`,
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import random_walk
-from blackjax.smc import adaptive_tempered, ess, resampling, solver, tempered
+from blackjax.smc import ess, resampling, solver, tempered
 
 from . import _external
 from ._model._density import _substituted_trace
@@ -208,12 +209,20 @@ def _move_fns(move: str):
 
 
 def _kernels(log_q, path_ll, move):
-    """Jitted adaptive and fixed-temperature tempered-SMC kernels (BlackJAX)."""
+    """Jitted BlackJAX pieces of a stage: ``delta(x (N, D), lam) -> (delta, ll (N,))``,
+    the increment of ESS ``TARGET_ESS`` from the bridge log-likelihoods ``ll`` at the
+    particles (``ess_solver``, as the adaptive tempered kernel computes it), and the
+    tempered kernel ``(key, state, num_mcmc_steps, lam', params)``."""
     step, init = _move_fns(move)
-    args = (log_q, path_ll, step, init, resampling.systematic)
-    adaptive = adaptive_tempered.build_kernel(*args, TARGET_ESS)
-    fixed = tempered.build_kernel(*args)
-    return jax.jit(adaptive, static_argnums=2), jax.jit(fixed, static_argnums=2)
+    kernel = tempered.build_kernel(log_q, path_ll, step, init, resampling.systematic)
+
+    def delta(x, lam):
+        ll = jax.vmap(path_ll)(x)
+        ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
+        d = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
+        return jnp.clip(d, 0.0, 1.0 - lam), ll
+
+    return jax.jit(delta), jax.jit(kernel, static_argnums=2)
 
 
 def _params(move, x, w, step_size):
@@ -239,17 +248,13 @@ def initial_step_size(move: str, dim: int) -> float:
     return float(dim**-0.25) if move == "hmc" else float(2.38 / np.sqrt(dim))
 
 
-def _first_stage(x, lam, path_ll):
-    """The first increment from exact draws ``x`` of ``q`` (no move needed): the bridge
-    log-likelihoods at ``x``, the increment of ESS ``TARGET_ESS`` (BlackJAX's
-    ``ess_solver``) and the state weighted for it."""
-    ll = jax.jit(jax.vmap(path_ll))(x)
-    ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
-    delta = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
-    delta = float(jnp.clip(delta, 0.0, 1.0 - lam))
-    log_w = delta * ll
+def _first_stage(x, lam, delta_fn):
+    """The first increment from exact draws ``x`` of ``q`` (no move needed): the state
+    weighted for the increment of ESS ``TARGET_ESS``."""
+    d, ll = delta_fn(x, jnp.float32(lam))
+    log_w = d * ll
     w = jnp.exp(log_w - jnp.max(log_w))
-    return tempered.TemperedSMCState(x, w / w.sum(), jnp.asarray(lam + delta, jnp.float32))
+    return tempered.TemperedSMCState(x, w / w.sum(), jnp.asarray(lam + d, jnp.float32))
 
 
 def _stage_info(state, move, acc, step_size, cost, t0):
@@ -282,9 +287,9 @@ def run(
     from ``lam`` to the posterior of ``target`` within ``budget`` model evaluations.
 
     From ``lam = 0`` the first stage only reweights (the particles are exact draws of
-    ``q``). Each later stage is one call of BlackJAX's adaptive tempered kernel on the
-    bridge ``log q + l (log p + log L - log q)``; when the budget allows only one more
-    stage it goes straight to ``l = 1`` (fixed-temperature kernel); once at ``l = 1``
+    ``q``). Each later stage computes the next temperature and calls BlackJAX's
+    tempered kernel on the bridge ``log q + l (log p + log L - log q)``; when the
+    budget allows only one more stage it goes straight to ``l = 1``; once at ``l = 1``
     the budget left goes into further resample-and-move stages at the posterior, and
     the particles of every stage at ``l = 1`` form the result (each stage's weights
     times its share of the summed ESS). ``move`` defaults to HMC for a differentiable
@@ -298,12 +303,12 @@ def run(
     def path_ll(theta):
         return target.logprior(theta) + target.loglik(theta) - log_q(theta)
 
-    adaptive, fixed = _kernels(log_q, path_ll, move)
+    delta_fn, kernel = _kernels(log_q, path_ll, move)
     step_size, spent, stages = initial_step_size(move, dim), 0, []
     state = tempered.init(x)._replace(tempering_param=jnp.asarray(lam, jnp.float32))
     if lam < 1.0:
         t0 = time.perf_counter()
-        state = _first_stage(x, lam, path_ll)
+        state = _first_stage(x, lam, delta_fn)
         spent = n
         stages.append(_stage_info(state, "none", 1.0, 0.0, n, t0))
     k_mcmc, finals = NUM_MCMC_STEPS[move], []
@@ -319,10 +324,10 @@ def run(
         params = _params(move, state.particles, state.weights, step_size)
         last = spent + cost + stage_cost(move, n) + n > budget
         last = last or (max_stages is not None and len(stages) == max_stages - 1)
+        lam_next = 1.0
         if lam < 1.0 and not last:
-            state, info = adaptive(key, state, k_mcmc, params)
-        else:
-            state, info = fixed(key, state, k_mcmc, jnp.float32(1.0), params)
+            lam_next = lam + float(delta_fn(state.particles, state.tempering_param)[0])
+        state, info = kernel(key, state, k_mcmc, jnp.float32(min(lam_next, 1.0)), params)
         acc = float(jnp.mean(info.update_info.acceptance_rate))
         stages.append(_stage_info(state, move, acc, step_size, cost, t0))
         if float(state.tempering_param) >= 1.0:
