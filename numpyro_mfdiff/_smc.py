@@ -317,12 +317,13 @@ def run(
         if lam >= 1.0 and target_ess is not None and stages and stages[-1].ess >= target_ess:
             break
         cost = stage_cost(move, n, adaptive=lam < 1.0)
-        if spent + cost + n > budget:  # + the final log-likelihoods
+        final = n * (len(finals) + 1)  # the log-likelihoods of the particles kept
+        if spent + cost + final > budget:
             break
         t0 = time.perf_counter()
         rng_key, key = jax.random.split(rng_key)
         params = _params(move, state.particles, state.weights, step_size)
-        last = spent + cost + stage_cost(move, n) + n > budget
+        last = spent + cost + stage_cost(move, n) + final + n > budget
         last = last or (max_stages is not None and len(stages) == max_stages - 1)
         lam_next = 1.0
         if lam < 1.0 and not last:
