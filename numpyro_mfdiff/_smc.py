@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import random_walk
-from blackjax.smc import ess, resampling, solver, tempered
+from blackjax.smc import ess, resampling, solver, tempered, waste_free
 
 from . import _external
 from ._model._density import _substituted_trace
@@ -60,10 +60,16 @@ TARGET_ESS = 0.5
 # MCMC moves per stage and leapfrog steps per HMC move
 NUM_MCMC_STEPS = {"hmc": 1, "rmh": 5}
 NUM_LEAPFROG = 5
+# waste-free SMC (Dau & Chopin 2022): n / P particles resampled, each the start of a
+# chain of P - 1 moves whose every state is kept (None: NUM_MCMC_STEPS moves of each)
+WASTE_FREE_P = 20
 # the acceptance rate the step size is tuned towards, per move
 TARGET_ACCEPT = {"hmc": 0.75, "rmh": 0.25}
+# where the particles start: "low" (a Gaussian fitted to G_low's draws and the prior)
+# or "prior"
+START = "low"
 # particles: a hundredth of the budget, within these bounds
-PARTICLES = (64, 1_000)
+PARTICLES = (60, 1_000)
 
 
 class StageInfo(NamedTuple):
@@ -178,17 +184,23 @@ def proposal_sample(key, prop: Proposal, prior_draw: Callable, n: int) -> np.nda
 
 
 def num_particles(budget: int) -> int:
-    """Particles for a budget of evaluations: a hundredth of it, within ``PARTICLES``."""
+    """Particles for a budget of evaluations: a hundredth of it, within ``PARTICLES``
+    (a multiple of ``WASTE_FREE_P``)."""
     lo, hi = PARTICLES
-    return int(min(max(budget // 100, lo), hi))
+    n = int(min(max(budget // 100, lo), hi))
+    return n - n % WASTE_FREE_P if WASTE_FREE_P else n
 
 
 def stage_cost(move: str, n: int, adaptive: bool = True) -> int:
     """Model evaluations of one stage of ``n`` particles: the log-likelihood at every
     particle for the next temperature (``adaptive``) and for the weights, the MCMC
-    state's initial log density (and gradient), and every HMC leapfrog step (one
-    gradient evaluation) or random-walk proposal (one simulation)."""
+    states' initial log density (and gradient), and every HMC leapfrog step (one
+    gradient evaluation) or random-walk proposal (one simulation): waste-free, ``n / P``
+    chains of ``P - 1`` moves, or ``NUM_MCMC_STEPS`` moves of every particle."""
     per_move = NUM_LEAPFROG if move == "hmc" else 1
+    if WASTE_FREE_P:
+        m = n // WASTE_FREE_P
+        return int(adaptive) * n + n + m + (n - m) * per_move
     return n * (int(adaptive) + 2 + NUM_MCMC_STEPS[move] * per_move)
 
 
@@ -208,13 +220,16 @@ def _move_fns(move: str):
     return rmh_step, random_walk.init
 
 
-def _kernels(log_q, path_ll, move):
+def _kernels(log_q, path_ll, move, n):
     """Jitted BlackJAX pieces of a stage: ``delta(x (N, D), lam) -> (delta, ll (N,))``,
     the increment of ESS ``TARGET_ESS`` from the bridge log-likelihoods ``ll`` at the
     particles (``ess_solver``, as the adaptive tempered kernel computes it), and the
     tempered kernel ``(key, state, num_mcmc_steps, lam', params)``."""
     step, init = _move_fns(move)
-    kernel = tempered.build_kernel(log_q, path_ll, step, init, resampling.systematic)
+    extra = {}
+    if WASTE_FREE_P:
+        extra["update_strategy"] = waste_free.waste_free_smc(n, WASTE_FREE_P)
+    kernel = tempered.build_kernel(log_q, path_ll, step, init, resampling.systematic, **extra)
 
     def delta(x, lam):
         ll = jax.vmap(path_ll)(x)
@@ -303,7 +318,7 @@ def run(
     def path_ll(theta):
         return target.logprior(theta) + target.loglik(theta) - log_q(theta)
 
-    delta_fn, kernel = _kernels(log_q, path_ll, move)
+    delta_fn, kernel = _kernels(log_q, path_ll, move, n)
     step_size, spent, stages = initial_step_size(move, dim), 0, []
     state = tempered.init(x)._replace(tempering_param=jnp.asarray(lam, jnp.float32))
     if lam < 1.0:
@@ -311,7 +326,7 @@ def run(
         state = _first_stage(x, lam, delta_fn)
         spent = n
         stages.append(_stage_info(state, "none", 1.0, 0.0, n, t0))
-    k_mcmc, finals = NUM_MCMC_STEPS[move], []
+    k_mcmc, finals = (None if WASTE_FREE_P else NUM_MCMC_STEPS[move]), []
     while max_stages is None or len(stages) < max_stages:
         lam = float(state.tempering_param)
         if lam >= 1.0 and target_ess is not None and stages and stages[-1].ess >= target_ess:
@@ -374,6 +389,8 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
         w = np.exp(ref.log_w - np.max(ref.log_w))
         idx = np.asarray(resampling.systematic(k_x, jnp.asarray(w / w.sum()), n))
         x, lam, log_q = ref.theta[idx], 1.0, target.logprior
+    elif START == "prior":
+        x, lam, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), 0.0, target.logprior
     else:
         draws = low_draw(k_q, y, max(4 * n, 2_000))
         prop = fit_proposal(draws, s["inflation"], s["prior_fraction"])

@@ -114,7 +114,7 @@ def test_first_increment_hits_the_target_ess():
     ESS of TARGET_ESS of the particles and sum to 1."""
     t = target()
     x = jax.random.normal(jax.random.PRNGKey(3), (500, D))
-    delta_fn, _ = _smc._kernels(t.logprior, t.loglik, "hmc")
+    delta_fn, _ = _smc._kernels(t.logprior, t.loglik, "hmc", 500)
     state = _smc._first_stage(x, 0.0, delta_fn)
     w = np.asarray(state.weights, np.float64)
     np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-5)
