@@ -61,8 +61,9 @@ TARGET_ESS = 0.5
 NUM_MCMC_STEPS = {"hmc": 1, "rmh": 5}
 NUM_LEAPFROG = 5
 # waste-free SMC (Dau & Chopin 2022): n / P particles resampled, each the start of a
-# chain of P - 1 moves whose every state is kept (None: NUM_MCMC_STEPS moves of each)
-WASTE_FREE_P = 20
+# chain of P - 1 moves whose every state is kept (None: NUM_MCMC_STEPS moves of each;
+# the random walk's short steps need many independent starts)
+WASTE_FREE_P = {"hmc": 20, "rmh": None}
 # the acceptance rate the step size is tuned towards, per move
 TARGET_ACCEPT = {"hmc": 0.75, "rmh": 0.25}
 # where the particles start: "low" (a Gaussian fitted to G_low's draws and the prior)
@@ -183,12 +184,13 @@ def proposal_sample(key, prop: Proposal, prior_draw: Callable, n: int) -> np.nda
     return np.concatenate(out).astype(np.float32)
 
 
-def num_particles(budget: int) -> int:
+def num_particles(budget: int, move: str = "hmc") -> int:
     """Particles for a budget of evaluations: a hundredth of it, within ``PARTICLES``
-    (a multiple of ``WASTE_FREE_P``)."""
+    (a multiple of the move's ``WASTE_FREE_P``)."""
     lo, hi = PARTICLES
     n = int(min(max(budget // 100, lo), hi))
-    return n - n % WASTE_FREE_P if WASTE_FREE_P else n
+    p = WASTE_FREE_P[move]
+    return n - n % p if p else n
 
 
 def stage_cost(move: str, n: int, adaptive: bool = True) -> int:
@@ -198,8 +200,8 @@ def stage_cost(move: str, n: int, adaptive: bool = True) -> int:
     gradient evaluation) or random-walk proposal (one simulation): waste-free, ``n / P``
     chains of ``P - 1`` moves, or ``NUM_MCMC_STEPS`` moves of every particle."""
     per_move = NUM_LEAPFROG if move == "hmc" else 1
-    if WASTE_FREE_P:
-        m = n // WASTE_FREE_P
+    if WASTE_FREE_P[move]:
+        m = n // WASTE_FREE_P[move]
         return int(adaptive) * n + n + m + (n - m) * per_move
     return n * (int(adaptive) + 2 + NUM_MCMC_STEPS[move] * per_move)
 
@@ -227,8 +229,8 @@ def _kernels(log_q, path_ll, move, n):
     tempered kernel ``(key, state, num_mcmc_steps, lam', params)``."""
     step, init = _move_fns(move)
     extra = {}
-    if WASTE_FREE_P:
-        extra["update_strategy"] = waste_free.waste_free_smc(n, WASTE_FREE_P)
+    if WASTE_FREE_P[move]:
+        extra["update_strategy"] = waste_free.waste_free_smc(n, WASTE_FREE_P[move])
     kernel = tempered.build_kernel(log_q, path_ll, step, init, resampling.systematic, **extra)
 
     def delta(x, lam):
@@ -326,7 +328,7 @@ def run(
         state = _first_stage(x, lam, delta_fn)
         spent = n
         stages.append(_stage_info(state, "none", 1.0, 0.0, n, t0))
-    k_mcmc, finals = (None if WASTE_FREE_P else NUM_MCMC_STEPS[move]), []
+    k_mcmc, finals = (None if WASTE_FREE_P[move] else NUM_MCMC_STEPS[move]), []
     while max_stages is None or len(stages) < max_stages:
         lam = float(state.tempering_param)
         if lam >= 1.0 and target_ess is not None and stages and stages[-1].ess >= target_ess:
@@ -378,7 +380,7 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     Returns the :class:`SMCResult`; a ``ValueError`` when the budget cannot pay a stage."""
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
     move = "hmc" if target.differentiable else "rmh"
-    n = num_particles(s["budget"])
+    n = num_particles(s["budget"], move)
     if s["budget"] < stage_cost(move, n) + n:
         raise ValueError(
             f"max_simulations={s['budget']} is below one SMC stage of {n} particles "

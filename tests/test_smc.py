@@ -74,7 +74,7 @@ def smc_run(request):
     """SMC from the prior, 2 x 10^4 evaluations, HMC or random-walk moves."""
     budget = 20_000
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    x0 = jax.random.normal(k1, (_smc.num_particles(budget), D))
+    x0 = jax.random.normal(k1, (_smc.num_particles(budget, request.param), D))
     t = target()
     return request.param, budget, _smc.run(k2, t, t.logprior, x0, budget, move=request.param)
 
@@ -187,7 +187,7 @@ def test_engine_errors(low):
     with pytest.raises(ValueError, match="engine must be one of"):
         low.refine(jax.random.PRNGKey(1), {"x": X_TRUE}, engine="nuts")
     with pytest.raises(ValueError, match="below one SMC stage"):
-        low.refine(jax.random.PRNGKey(1), {"x": X_TRUE}, max_simulations=500, engine="smc")
+        low.refine(jax.random.PRNGKey(1), {"x": X_TRUE}, max_simulations=300, engine="smc")
 
 
 def test_is_cannot_continue_smc(smc_refined):
