@@ -69,6 +69,8 @@ TARGET_ACCEPT = {"hmc": 0.75, "rmh": 0.25}
 # where the particles start: "low" (a Gaussian fitted to G_low's draws and the prior)
 # or "prior"
 START = "low"
+# the most L-BFGS iterations of the Laplace start
+LAPLACE_ITER = 200
 # particles: a hundredth of the budget, within these bounds
 PARTICLES = (60, 1_000)
 
@@ -161,6 +163,35 @@ def fit_proposal(draws, inflation: float, prior_fraction: float) -> Proposal:
     return Proposal(mean, np.linalg.cholesky(cov), float(prior_fraction))
 
 
+def laplace_proposal(target: Target, start, inflation, prior_fraction, max_iter=LAPLACE_ITER):
+    """A :class:`Proposal` around the posterior mode of a differentiable ``target``:
+    L-BFGS (SciPy) from ``start`` (D,) on ``-(log p + log L)``, then the Gaussian of
+    the Hessian there (eigenvalues floored), its covariance times ``inflation^2``.
+    Returns ``(proposal, evaluations)``: the function-and-gradient evaluations of the
+    search plus ``D`` for the Hessian (forward over reverse: one gradient per column)."""
+    from scipy.optimize import minimize
+
+    def neg(theta):
+        return -(target.logprior(theta) + target.loglik(theta))
+
+    vg = jax.jit(jax.value_and_grad(neg))
+
+    def fun(th):
+        v, g = vg(jnp.asarray(th, jnp.float32))
+        v, g = float(v), np.asarray(g, np.float64)
+        return (v, g) if np.isfinite(v) and np.all(np.isfinite(g)) else (1e30, np.zeros_like(g))
+
+    start = np.asarray(start, np.float64)
+    res = minimize(fun, start, jac=True, method="L-BFGS-B", options=dict(maxiter=max_iter))
+    mode = res.x if np.isfinite(res.fun) and res.fun < 1e30 else start
+    h = np.asarray(jax.jit(jax.hessian(neg))(jnp.asarray(mode, jnp.float32)), np.float64)
+    vals, vecs = np.linalg.eigh(0.5 * (h + h.T))
+    vals = np.maximum(vals, 1e-3 * max(vals.max(), 1e-6))
+    cov = (vecs / vals) @ vecs.T * inflation**2
+    chol = np.linalg.cholesky(cov + 1e-9 * np.eye(cov.shape[0]))
+    return Proposal(mode, chol, float(prior_fraction)), int(res.nfev) + mode.size
+
+
 def proposal_logpdf(prop: Proposal, logprior: Callable, theta):
     """``log q(theta)`` for theta (D,): the Gaussian and prior mixture of ``prop``."""
     mean, chol = jnp.asarray(prop.mean, theta.dtype), jnp.asarray(prop.chol, theta.dtype)
@@ -250,6 +281,8 @@ def _params(move, x, w, step_size):
     w = np.asarray(w, np.float64) / np.sum(w)
     c = x - w @ x
     cov = (c * w[:, None]).T @ c
+    # shrunk a tenth towards its diagonal: full rank even from few distinct particles
+    cov = 0.9 * cov + 0.1 * np.diag(np.diag(cov))
     cov += np.diag(1e-6 * np.maximum(np.diag(cov), 1e-8)) + 1e-10 * np.eye(x.shape[1])
     if move == "hmc":
         return dict(
@@ -318,7 +351,8 @@ def run(
     n, dim = x.shape
 
     def path_ll(theta):
-        return target.logprior(theta) + target.loglik(theta) - log_q(theta)
+        v = target.logprior(theta) + target.loglik(theta) - log_q(theta)
+        return jnp.where(jnp.isnan(v), -jnp.inf, v)  # -inf - -inf: out of both
 
     delta_fn, kernel = _kernels(log_q, path_ll, move, n)
     step_size, spent, stages = initial_step_size(move, dim), 0, []
@@ -346,7 +380,7 @@ def run(
         if lam < 1.0 and not last:
             lam_next = lam + float(delta_fn(state.particles, state.tempering_param)[0])
         state, info = kernel(key, state, k_mcmc, jnp.float32(min(lam_next, 1.0)), params)
-        acc = float(jnp.mean(info.update_info.acceptance_rate))
+        acc = float(jnp.nan_to_num(jnp.mean(info.update_info.acceptance_rate)))
         stages.append(_stage_info(state, move, acc, step_size, cost, t0))
         if float(state.tempering_param) >= 1.0:
             finals.append((state.particles, state.weights, stages[-1].ess))
@@ -387,6 +421,7 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
             f"({stage_cost(move, n) + n} model evaluations); raise it or use engine='is'"
         )
     k_q, k_x, k_run = jax.random.split(key, 3)
+    pre = 0  # evaluations before the stages (the Laplace start)
     if ref.engine == "smc" and ref.theta.shape[0]:  # continue at the posterior
         w = np.exp(ref.log_w - np.max(ref.log_w))
         idx = np.asarray(resampling.systematic(k_x, jnp.asarray(w / w.sum()), n))
@@ -396,17 +431,20 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     else:
         draws = low_draw(k_q, y, max(4 * n, 2_000))
         prop = fit_proposal(draws, s["inflation"], s["prior_fraction"])
+        if target.differentiable:  # G_low's mean starts the search for the mode
+            prop, pre = laplace_proposal(target, prop.mean, s["inflation"], s["prior_fraction"])
         x, lam = proposal_sample(k_x, prop, prior_draw, n), 0.0
         log_q = partial(proposal_logpdf, prop, target.logprior)
     with _external.session(executor):
-        return run(
+        res = run(
             k_run,
             target,
             log_q,
             x,
-            s["budget"],
+            s["budget"] - pre,
             lam=lam,
             move=move,
             max_stages=s["max_stages"],
             target_ess=s["target_ess"],
         )
+    return res._replace(evaluations=res.evaluations + pre)
