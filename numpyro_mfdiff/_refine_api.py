@@ -52,23 +52,24 @@ class RefineMethods(Core):
         ``diagnostics["refinements"][...]["engine"]``).
 
         ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md,
-        section 6). Particles (a hundredth of the budget, 60 to 1,000) drawn from a
-        Gaussian fitted to ``G_low``'s draws at ``y`` (covariance times
-        ``inflation^2``) mixed with a ``prior_fraction`` of prior draws move along the
-        bridge ``q^(1 - l) (p(theta) p(y | theta))^l``, each stage raising ``l`` so that
-        the ESS of the increment is half the particles, resampling a twentieth of them and
-        running from each a chain of 19 MCMC moves whose every state is kept
-        (waste-free SMC): HMC with 5 leapfrog steps for models JAX differentiates
-        (mass matrix the particles' covariance, step size tuned to the last stage's
-        acceptance), random-walk Metropolis for external simulators (proposal
-        covariance ``2.38^2 / d`` times the particles'). ``max_simulations`` counts
-        every evaluation of ``model``: each log-likelihood, each gradient (one per
-        leapfrog step; the value comes with it) and each simulation of an external
-        model; a stage of ``N`` particles costs about ``2 N + 4.8 N`` with HMC and
-        ``2 N + N`` with the random walk, and each stage's evaluations are in the
-        diagnostics' rounds. Once at ``l = 1`` the budget left moves the particles
-        further at the posterior, and the particles of every stage at ``l = 1`` form
-        the refined pool that :meth:`sample_ode` and ``G_high`` are labelled from.
+        section 6). Particles (a hundredth of the budget, 60 to 1,000) drawn from a Gaussian
+        (a Laplace approximation found from the mean of ``G_low``'s draws at ``y`` for
+        models JAX differentiates, else the mean and covariance of those draws; covariance
+        times ``inflation^2``) mixed with a ``prior_fraction`` of prior draws move along the
+        bridge ``q^(1 - l) (p(theta) p(y | theta))^l``, each stage raising ``l`` so that the
+        ESS of the increment is half the particles, resampling a twentieth of them and
+        running from each a chain of 19 MCMC moves whose every state is kept (waste-free
+        SMC; the random walk instead moves every particle 5 times): HMC with 5 leapfrog
+        steps for models JAX differentiates (mass matrix the particles' covariance, step
+        size tuned to the last stage's acceptance), random-walk Metropolis for external
+        simulators (proposal covariance ``2.38^2 / d`` times the particles').
+        ``max_simulations`` counts every evaluation of ``model``: each log- likelihood, each
+        gradient (one per leapfrog step; the value comes with it) and each simulation of an
+        external model, the Laplace search's included; a stage of ``N`` particles costs
+        about ``6.8 N`` with HMC and ``8 N`` with the random walk, and each stage's
+        evaluations are in the diagnostics' rounds. Once at ``l = 1`` the budget left moves
+        the particles further at the posterior, and the particles of every stage at ``l =
+        1`` form the refined pool that :meth:`sample_ode` and ``G_high`` are labelled from.
         ``num_simulations`` does not size SMC's stages; ``rounds`` caps their number.
 
         ``engine="is"``: adaptive sequential importance sampling (METHOD.md,

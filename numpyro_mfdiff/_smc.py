@@ -11,7 +11,8 @@ on the current bridge target. Moves are HMC (:mod:`blackjax.mcmc.hmc`) for model
 differentiates, or random-walk Metropolis (:mod:`blackjax.mcmc.random_walk`) for
 external simulators; between stages the mass matrix (HMC) or proposal covariance
 (``2.38^2 / d`` times it, random walk) is the particles' covariance and the step size
-follows the last stage's acceptance. ``q`` is a Gaussian fitted to ``G_low``'s draws
+follows the last stage's acceptance. ``q`` is a Gaussian (a Laplace approximation found
+from ``G_low``'s mean for a differentiable model, else fitted to ``G_low``'s draws)
 (covariance inflated) mixed with a defensive share of the prior.
 
 Pure functions: :func:`model_target` (the log-likelihood of ``y`` through NumPyro's
