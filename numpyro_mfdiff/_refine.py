@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model, _sequential, _smc
+from . import _model, _sequential, _smc, _smc_start
 from ._network import Generator, fit_generator, generate
 from ._ode import sample_pruned
 from ._progress import progress
@@ -259,9 +259,11 @@ def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
 
 
 def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
-    """SMC stages (:func:`~numpyro_mfdiff._smc.refine_stages`): the record's new fields,
+    """SMC stages (:func:`~numpyro_mfdiff._smc_start.refine_stages`): the record's new fields,
     the stages and the model evaluations."""
-    res = _smc.refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor)
+    res = _smc_start.refine_stages(
+        key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor
+    )
     fields = dict(
         theta=res.theta,
         loglik=res.loglik,
