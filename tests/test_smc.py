@@ -233,7 +233,9 @@ def test_smc_varying_intercepts_against_nuts():
     group = jnp.repeat(jnp.arange(16), 5)
     y = jnp.asarray(1.0 + 1.5 * rng.normal(size=16))[group] + rng.normal(size=80)
     nc = numpyro.handlers.reparam(varying_intercepts, config={"alpha": LocScaleReparam(0)})
-    mcmc = MCMC(NUTS(nc), num_warmup=1000, num_samples=2000, num_chains=2, progress_bar=False)
+    mcmc = MCMC(
+        NUTS(nc), num_warmup=1000, num_samples=2000, num_chains=2, chain_method="sequential"
+    )
     mcmc.run(jax.random.PRNGKey(0), group, y=y)
     s = mcmc.get_samples()
     ref = np.column_stack([s["mu"], s["tau"], s["alpha"]])
