@@ -270,6 +270,7 @@ def _save_refinements(refinements, arrays):
                 ess_before=ref.ess_before,
                 smoothing=ref.smoothing,
                 lam=ref.lam,
+                engine=ref.engine,
                 residual=bool(getattr(ref.generator, "residual", False)),
             )
         )
@@ -318,4 +319,5 @@ def _load_refinement(i, spec, config, data, m):
         ess_before=m["ess_before"],
         smoothing=m.get("smoothing", 0.0),
         lam=m.get("lam", 1.0),
+        engine=m.get("engine", "is"),
     )

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model, _sequential
+from . import _model, _sequential, _smc, _smc_start
 from ._network import Generator, fit_generator, generate
 from ._ode import sample_pruned
 from ._progress import progress
@@ -225,6 +225,58 @@ def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
     return pool, infos, spent
 
 
+def _engine(setting, dim, ref) -> str:
+    """The engine of a ``refine`` call: the record's when it has stages and the setting
+    is ``"auto"``, else :func:`~numpyro_mfdiff._smc.choose_engine`'s; importance
+    sampling cannot continue SMC's particles (they have no proposal density)."""
+    if setting == "auto":
+        return ref.engine if ref.rounds else _smc.choose_engine("auto", dim)
+    if setting == "is" and ref.engine == "smc" and ref.rounds:
+        raise ValueError(
+            "engine='is' cannot continue a refinement made by SMC (its particles have no "
+            "proposal density); continue with engine='smc' or 'auto'"
+        )
+    return setting
+
+
+def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
+    """Importance-sampling stages: the record's new fields, the stages and the simulations."""
+    simulate = _simulator(ctx, high, y, ref)
+    pool, infos, spent = _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s)
+    if not infos:
+        raise ValueError("no refinement round ran: the simulation budget is below 2")
+    fields = dict(
+        theta=pool.theta,
+        loglik=pool.loglik,
+        logprior=pool.logprior,
+        kdes=tuple(pool.kdes),
+        counts=tuple(int(c) for c in pool.counts[1:]),
+        prior_count=int(pool.counts[0]),
+        lam=pool.lam,
+        log_w=_sequential.log_weights(pool, 1.0),
+    )
+    return fields, infos, spent
+
+
+def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
+    """SMC stages (:func:`~numpyro_mfdiff._smc_start.refine_stages`): the record's new fields,
+    the stages and the model evaluations."""
+    res = _smc_start.refine_stages(
+        key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor
+    )
+    fields = dict(
+        theta=res.theta,
+        loglik=res.loglik,
+        logprior=res.logprior,
+        kdes=(),
+        counts=(),
+        prior_count=0,
+        lam=res.lam,
+        log_w=res.log_w,
+    )
+    return fields, list(res.stages), res.evaluations
+
+
 def refine(
     rng_key,
     y,
@@ -242,38 +294,27 @@ def refine(
     returns the new record (``ref`` with the stages added). ``log_prior`` (theta (n, D)
     -> (n,)) and ``prior_draw`` (keys (n,) -> theta (n, D)) are the prior's, batched;
     ``low_draw(key, y, n)`` gives the first stage's candidates (n, D) of a new
-    refinement from the low-fidelity sampler."""
+    refinement from the low-fidelity sampler (importance sampling) or the draws SMC's
+    initial proposal is fitted to. The engine is ``settings["engine"]`` (``"auto"``:
+    see :func:`_engine`); SMC counts every model evaluation, a gradient's included,
+    against the budget."""
     k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
-    simulate = _simulator(ctx, high, y, ref)
-    pool, infos, spent = _run_stages(
-        k_stages, y, ref, simulate, log_prior, prior_draw, low_draw, settings
+    engine = _engine(settings.get("engine", "auto"), ctx.spec.dim, ref)
+    stages = _smc_stages if engine == "smc" else _is_stages
+    fields, infos, spent = stages(
+        k_stages, y, ref, high, ctx, log_prior, prior_draw, low_draw, settings
     )
-    if not infos:
-        raise ValueError("no refinement round ran: the simulation budget is below 2")
-    log_w = _sequential.log_weights(pool, 1.0)
-    mean, scale = _weighted_standardisation(pool.theta, log_w)
+    mean, scale = _weighted_standardisation(fields["theta"], fields["log_w"])
     ref = replace(
         ref,
-        theta=pool.theta,
-        loglik=pool.loglik,
-        logprior=pool.logprior,
-        kdes=tuple(pool.kdes),
-        counts=tuple(int(c) for c in pool.counts[1:]),
-        prior_count=int(pool.counts[0]),
-        lam=pool.lam,
-        log_w=log_w,
+        **fields,
         mean=mean,
         scale=scale,
         num_high_fidelity=ref.num_high_fidelity + spent,
+        engine=engine,
     )
-    if ref.ess < ctx.ess_warning:
-        warnings.warn(
-            f"the importance ESS after refinement is {ref.ess:.1f} (< {ctx.ess_warning:g}): "
-            "the high-fidelity posterior rests on few simulations; call refine again "
-            "or raise max_simulations",
-            stacklevel=3,
-        )
+    _warn_short(ref, ctx.ess_warning, settings.get("target_ess"))
     w_mean, chol = _sequential.whitening(ref.theta, ref.log_w)
     h, clusters = _sequential.smoothing_bandwidth(
         _sequential.whiten(ref.theta, w_mean, chol), ref.log_w
@@ -288,6 +329,24 @@ def refine(
     )
     rounds = [RoundInfo(i) for i in infos[:-1]] + [RoundInfo(infos[-1], fit)]
     return replace(ref, generator=gen, rounds=ref.rounds + tuple(rounds))
+
+
+def _warn_short(ref, ess_warning, target_ess):
+    """Warn when the refinement stopped below ``target_ess`` (or short of the posterior,
+    temperature 1), or with an ESS below ``ess_warning``."""
+    if target_ess is not None and (ref.lam < 1.0 or ref.ess < target_ess):
+        warnings.warn(
+            f"refinement stopped at temperature {ref.lam:.3g} with ESS {ref.ess:.1f} without "
+            f"reaching target_ess={target_ess:g}: the budget ran out; raise max_simulations",
+            stacklevel=4,
+        )
+    elif ref.ess < ess_warning:
+        warnings.warn(
+            f"the importance ESS after refinement is {ref.ess:.1f} (< {ess_warning:g}): "
+            "the high-fidelity posterior rests on few simulations; call refine again "
+            "or raise max_simulations",
+            stacklevel=4,
+        )
 
 
 def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, residual=True):

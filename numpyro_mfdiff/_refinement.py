@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model, _sequential
+from . import _model, _sequential, _smc
 from ._checks import model_callable, positive_int, real
 from ._network import Generator
 from ._schedule import AbstractSchedule, geometric_grid, uniform_grid
@@ -37,6 +37,8 @@ __all__ = [
     "new_refinement",
 ]
 
+# the refinement engines of check_settings' ``engine``
+ENGINES = ("auto", "is", "smc")
 # the budget of a refine call with neither max_simulations nor num_simulations set
 DEFAULT_BUDGET = 2_000
 
@@ -103,8 +105,9 @@ class FitInfo(NamedTuple):
 
 
 class RoundInfo(NamedTuple):
-    """One stage (a :class:`~numpyro_mfdiff._sequential.StageInfo`, or its dict as an
-    older file saved it) and, for the last stage of a ``refine`` call, ``G_high``'s
+    """One stage (a :class:`~numpyro_mfdiff._sequential.StageInfo` of importance sampling,
+    a :class:`~numpyro_mfdiff._smc.StageInfo` of SMC, or its dict as an older file saved
+    it) and, for the last stage of a ``refine`` call, ``G_high``'s
     :class:`FitInfo`."""
 
     stage: Any
@@ -119,11 +122,13 @@ class RoundInfo(NamedTuple):
     def from_dict(cls, d) -> RoundInfo:
         """The record of :meth:`as_dict`'s ``d`` (a dict kept as it is when its fields
         are not those of this version)."""
-        stage_keys, fit_keys = _sequential.StageInfo._fields, FitInfo._fields
-        if set(d) not in (set(stage_keys), set(stage_keys) | set(fit_keys)):
-            return cls(dict(d))
-        fit = FitInfo(**{k: d[k] for k in fit_keys}) if fit_keys[0] in d else None
-        return cls(_sequential.StageInfo(**{k: d[k] for k in stage_keys}), fit)
+        fit_keys = FitInfo._fields
+        for kind in (_sequential.StageInfo, _smc.StageInfo):
+            stage_keys = kind._fields
+            if set(d) in (set(stage_keys), set(stage_keys) | set(fit_keys)):
+                fit = FitInfo(**{k: d[k] for k in fit_keys}) if fit_keys[0] in d else None
+                return cls(kind(**{k: d[k] for k in stage_keys}), fit)
+        return cls(dict(d))
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,9 @@ class Refinement:
     temperature ``lam``, 1 once tempering has reached the posterior);
     ``mean``/``scale`` (D,) the weighted standardisation of ``G_high``;
     ``smoothing`` the kernel sd of the refined ODE's end point, in whitened
-    units (0: none); ``rounds`` a :class:`RoundInfo` per stage.
+    units (0: none); ``rounds`` a :class:`RoundInfo` per stage; ``engine`` the
+    refinement's (``"is"``: importance sampling, ``"smc"``: tempered SMC, whose
+    ``theta`` are the final particles, ``log_w`` their weights, and no KDEs).
     """
 
     y: np.ndarray
@@ -157,6 +164,7 @@ class Refinement:
     ess_before: float = 0.0
     smoothing: float = 0.0
     lam: float = 0.0
+    engine: str = "is"
 
     @property
     def ess(self) -> float:
@@ -165,6 +173,7 @@ class Refinement:
     def summary(self) -> dict:
         """Diagnostics as plain numbers (for ``diagnostics`` and InferenceData attrs)."""
         return dict(
+            engine=self.engine,
             ess_before=self.ess_before,
             ess_after=self.ess,
             num_high_fidelity_simulations=self.num_high_fidelity,
@@ -188,6 +197,7 @@ def check_settings(
     prior_fraction,
     target_ess,
     smoothing,
+    engine="auto",
 ) -> dict:
     """The arguments of :meth:`MFDiff.refine`, validated (a ``ValueError`` naming the
     first bad one) and converted: the keyword arguments of :func:`refine` (the
@@ -208,6 +218,8 @@ def check_settings(
         raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
     if target_ess is not None and not target_ess > 0:
         raise ValueError(f"target_ess must be positive, got {target_ess}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if smoothing is not None:
         smoothing = real("smoothing", smoothing, 0.0, 1.0, high_open=True)
     # the budget, then the stage size and the number of stages
@@ -233,6 +245,7 @@ def check_settings(
         prior_fraction=float(prior_fraction),
         target_ess=target_ess,
         smoothing=smoothing,
+        engine=engine,
     )
 
 
