@@ -332,9 +332,17 @@ def refine(
 
 
 def _warn_short(ref, ess_warning, target_ess):
-    """Warn when the refinement stopped below ``target_ess`` (or short of the posterior,
-    temperature 1), or with an ESS below ``ess_warning``."""
-    if target_ess is not None and (ref.lam < 1.0 or ref.ess < target_ess):
+    """Warn when SMC stopped short of the posterior (temperature 1), when the refinement
+    stopped below ``target_ess`` (or short of temperature 1), or with an ESS below
+    ``ess_warning``."""
+    if ref.engine == "smc" and ref.lam < 1.0:
+        # SMC's particles stand for the tempered target, not the posterior
+        warnings.warn(
+            f"SMC stopped at temperature {ref.lam:.3g} < 1: its particles are not the "
+            "posterior; raise max_simulations",
+            stacklevel=4,
+        )
+    elif target_ess is not None and (ref.lam < 1.0 or ref.ess < target_ess):
         warnings.warn(
             f"refinement stopped at temperature {ref.lam:.3g} with ESS {ref.ess:.1f} without "
             f"reaching target_ess={target_ess:g}: the budget ran out; raise max_simulations",

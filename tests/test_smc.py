@@ -197,7 +197,7 @@ def test_is_cannot_continue_smc(smc_refined):
 
 def test_warns_when_target_ess_is_not_reached():
     """A refinement that stops below ``target_ess`` (or short of temperature 1) warns
-    about it; one that reaches it does not."""
+    about it; one that reaches it does not; SMC short of temperature 1 always warns."""
     y, theta = np.zeros(2, np.float32), np.zeros((10, 2), np.float32)
     log_w = np.log(np.r_[[0.9], np.full(9, 0.1 / 9)])  # ESS about 1.2
     ref = _refine.Refinement(y, theta, np.zeros(10), np.zeros(10), log_w=log_w, lam=1.0)
@@ -208,6 +208,12 @@ def test_warns_when_target_ess_is_not_reached():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _refine._warn_short(dataclasses.replace(ref, log_w=np.zeros(10)), 0.0, 5.0)
+        # importance sampling weights at temperature 1 whatever its proposals' temperature
+        _refine._warn_short(dataclasses.replace(ref, log_w=np.zeros(10), lam=0.5), 0.0, None)
+    # SMC's particles short of temperature 1 are not the posterior, whatever their ESS
+    smc_short = dataclasses.replace(ref, log_w=np.zeros(10), lam=0.5, engine="smc")
+    with pytest.warns(UserWarning, match="its particles are not the posterior"):
+        _refine._warn_short(smc_short, 0.0, None)
 
 
 def varying_intercepts(group, y=None, num_groups=16):
