@@ -24,9 +24,8 @@ from ._expfam import log_likelihood_natural, natural_form
 from ._label import row_moments
 from ._network import Generator, generate
 from ._refine import generator_off
-from ._score import batched_ess
 
-__all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator", "compile_ess"]
+__all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator"]
 __all__ += ["read_entries"]
 
 # G_low's check against its weighted prior points (check_generator)
@@ -136,11 +135,6 @@ def _read_mask(d, shape):
         inner = _read_mask(base, tuple(base.batch_shape) + tuple(base.event_shape))
         return None if inner is None else np.broadcast_to(inner, shape)
     return None
-
-
-def compile_ess(bank: PriorBank):
-    """Compiled ``ys (B, M) -> ESS (B,)`` of the bank's exact log-weights."""
-    return batched_ess(lambda y: bank.log_weights(y, fast=False))
 
 
 def low_generator(key, spec, bank: PriorBank, net_config) -> Generator:

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _domain, _model
-from ._bank import compile_ess
 from ._sampling import compile_deterministic, make_draws, prior_fns
 
 __all__ = ["Core"]
@@ -49,11 +48,6 @@ class Core:
                 st.data_args,
             ),
         )
-
-    def _low_ess(self, ys):
-        """The ESS (B,) of the bank's exact log-weights at flat observations ``ys`` (B, M),
-        compiled once per bank (:func:`~numpyro_mfdiff._bank.compile_ess`)."""
-        return self._cached("ess", lambda: compile_ess(self.bank))(jnp.asarray(ys))
 
     def _prior_fns(self):
         """Compiled ``log p(theta)`` (unconstrained, batched) and prior draws from keys."""

@@ -222,7 +222,7 @@ class RefineMethods(Core):
         plans = _pooled.plan_rounds(s["budget"], ys.shape[0], s["max_stages"], s["prior_fraction"])
         log_prior, prior_draw = self._prior_fns()
         proposals = st.proposals or _pooled.Proposals(int(st.simulations.theta.shape[0]))
-        ess_before = self._low_ess(ys)
+        ess_before = list(self._low_summary(ys))[1]
         record = self.diagnostics.get("pooled") or dict(num_simulations=0, rounds=[])
         for plan in plans:
             t0 = time.perf_counter()
@@ -240,7 +240,7 @@ class RefineMethods(Core):
                 simulations=sims, bank=bank, proposals=proposals, focus=np.asarray(ys)
             )
             self._compiled = {}
-            ess = np.asarray(self._low_ess(ys))
+            ess = list(self._low_summary(ys))[1]
             self.fit(k_fit, self.label(k_label))
             record["num_simulations"] += theta.shape[0]
             record["rounds"].append(_pooled.round_record(plan, new, ess, time.perf_counter() - t0))

@@ -17,7 +17,6 @@ __all__ = [
     "fuse_points",
     "score",
     "ess",
-    "batched_ess",
     "prune_points",
     "support_order",
     "dropped_mass",
@@ -210,12 +209,6 @@ def ess(log_w, axis=-1):
     return jnp.exp(
         2.0 * jax.nn.logsumexp(log_w, axis=axis) - jax.nn.logsumexp(2.0 * log_w, axis=axis)
     )
-
-
-def batched_ess(loglik_fn, batch_size=16):
-    """Compiled ``ys (B, M) -> ESS (B,)`` of the log-weights ``loglik_fn(y)`` (N,),
-    ``batch_size`` observations at a time (memory ``batch_size x N``)."""
-    return jax.jit(lambda ys: jax.lax.map(lambda y: ess(loglik_fn(y)), ys, batch_size=batch_size))
 
 
 def prune_points(ll, tol):
