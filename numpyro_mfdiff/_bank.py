@@ -22,8 +22,7 @@ import numpyro.distributions as dist
 from . import _model
 from ._expfam import log_likelihood_natural, natural_form
 from ._label import row_moments
-from ._network import Generator, generate
-from ._refine import generator_off
+from ._network import Generator, generate, generator_off
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator"]
 __all__ += ["read_entries"]
@@ -170,7 +169,7 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted sds
     and the sd ratios per coordinate (labels keep each row's weighted mean and
     covariance, smoothed or not). Returns a :class:`GeneratorCheck`, or ``None`` where
-    no observation qualifies; warns when off (:func:`~numpyro_mfdiff._refine.generator_off`)."""
+    no observation qualifies; warns when off (:func:`~numpyro_mfdiff._network.generator_off`)."""
     valid = np.flatnonzero(valid)
     cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
     # the simulated observations themselves (integer sites stay integers), weighed

@@ -33,7 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model, _sequential, _smc, _smc_start
-from ._network import Generator, fit_generator, generate
+from ._network import (
+    Generator,
+    calibrate,
+    fit_generator,
+    generate,
+    generator_check,
+    generator_off,
+)
 from ._ode import sample_pruned
 from ._progress import progress
 from ._refinement import (
@@ -60,8 +67,6 @@ __all__ = [
     "RoundInfo",
     "check_settings",
     "fit_high",
-    "generator_check",
-    "generator_off",
     "high_fidelity_model",
     "new_refinement",
     "ode_draw",
@@ -112,30 +117,6 @@ def ode_draw(ode: OdeConfig, ref, z, batch_size=4096):
     )
     theta = mean + np.asarray(u, np.float64) @ chol.T
     return theta.astype(np.float32), n_pts, dropped
-
-
-# G_high against its labels: a warning beyond this mean error (in label sds) or sd ratio
-FIT_MEAN_TOL = 0.2
-FIT_SD_RANGE = (0.8, 1.25)
-
-
-def generator_check(draws, labels) -> dict:
-    """A fitted generator's draws (S, D) against the labels (S, D) it was fitted to, at
-    the same noise: the largest mean difference in label sds (``mean_error``) and the
-    sd ratio per coordinate (``sd_ratio``, a list)."""
-    draws, labels = np.asarray(draws, np.float64), np.asarray(labels, np.float64)
-    sd = np.maximum(labels.std(0), 1e-12)
-    return dict(
-        mean_error=float(np.max(np.abs(draws.mean(0) - labels.mean(0)) / sd)),
-        sd_ratio=(draws.std(0) / sd).tolist(),
-    )
-
-
-def generator_off(check) -> bool:
-    """Whether a :func:`generator_check` is beyond ``FIT_MEAN_TOL`` or ``FIT_SD_RANGE``."""
-    lo, hi = FIT_SD_RANGE
-    ratio = check["sd_ratio"]
-    return check["mean_error"] > FIT_MEAN_TOL or not lo <= min(ratio) <= max(ratio) <= hi
 
 
 def high_generator(key, dim, mean, chol, net_config, residual=True) -> Generator:
@@ -239,7 +220,7 @@ def _engine(setting, dim, ref) -> str:
     return setting
 
 
-def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
+def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None):
     """Importance-sampling stages: the record's new fields, the stages and the simulations."""
     simulate = _simulator(ctx, high, y, ref)
     pool, infos, spent = _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s)
@@ -258,11 +239,11 @@ def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
     return fields, infos, spent
 
 
-def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s):
+def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None):
     """SMC stages (:func:`~numpyro_mfdiff._smc_start.refine_stages`): the record's new fields,
     the stages and the model evaluations."""
     res = _smc_start.refine_stages(
-        key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor
+        key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor, low
     )
     fields = dict(
         theta=res.theta,
@@ -287,6 +268,7 @@ def refine(
     log_prior,
     prior_draw,
     low_draw,
+    low: HighFidelity | None = None,
     **settings,
 ) -> Refinement:
     """Run the refinement stages for ``y`` (M,) within the budget of ``settings``
@@ -297,13 +279,15 @@ def refine(
     refinement from the low-fidelity sampler (importance sampling) or the draws SMC's
     initial proposal is fitted to. The engine is ``settings["engine"]`` (``"auto"``:
     see :func:`_engine`); SMC counts every model evaluation, a gradient's included,
-    against the budget."""
+    against the budget, and starts from the posterior of ``low`` (the inference's own
+    model, a :class:`HighFidelity`) when ``high`` is another model (multi-fidelity
+    tempering)."""
     k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
     engine = _engine(settings.get("engine", "auto"), ctx.spec.dim, ref)
     stages = _smc_stages if engine == "smc" else _is_stages
     fields, infos, spent = stages(
-        k_stages, y, ref, high, ctx, log_prior, prior_draw, low_draw, settings
+        k_stages, y, ref, high, ctx, log_prior, prior_draw, low_draw, settings, low
     )
     mean, scale = _weighted_standardisation(fields["theta"], fields["log_w"])
     ref = replace(
@@ -375,7 +359,10 @@ def fit_high(key, ref, ctx: RefineContext, num_labels, train_steps, t_rounds, re
         gen, _ = fit_generator(
             k_fit, gen, np.zeros((num_labels, 0), np.float32), z, u, progress=update, **fit
         )
-    fit_check = generator_check(np.asarray(generate(gen, jnp.zeros((0,)), z)), theta)
+    draws = np.asarray(generate(gen, jnp.zeros((0,)), z))
+    if residual:
+        gen, draws = calibrate(gen, draws, mean, chol)
+    fit_check = generator_check(draws, theta)
     if generator_off(fit_check):
         warnings.warn(
             f"G_high is off the ODE it was fitted to: mean error {fit_check['mean_error']:.2f} "

@@ -15,7 +15,7 @@ from ._core import Core
 from ._network import generate
 from ._pooled import batch_checks
 from ._progress import progress
-from ._refinement import OdeConfig
+from ._refinement import HighFidelity, OdeConfig
 from ._state import obs_key
 
 __all__ = ["RefineMethods"]
@@ -210,6 +210,7 @@ class RefineMethods(Core):
             log_prior=log_prior,
             prior_draw=prior_draw,
             low_draw=self._low_draw,
+            low=HighFidelity(self._inner_model(), st.args, st.kwargs, st.spec, True),
         )
         self._state = self._state.with_refinement(key, ref)
         self.diagnostics.record_refinement(key, observations, ref)

@@ -15,8 +15,9 @@ follows the last stage's acceptance. ``q`` is a Gaussian (a Laplace approximatio
 from ``G_low``'s mean for a differentiable model, else fitted to ``G_low``'s draws)
 (covariance inflated) mixed with a defensive share of the prior.
 
-Pure functions: :func:`model_target` (the log-likelihood of ``y`` through NumPyro's
-handlers) and :func:`run`, returning an :class:`SMCResult` with a :class:`StageInfo` per stage.
+Pure functions of a :class:`Target` (built from a model by
+:func:`~numpyro_mfdiff._smc_start.model_target`): :func:`run`, returning an
+:class:`SMCResult` with a :class:`StageInfo` per stage.
 Every evaluation of the model, with or without its gradient, counts against the budget.
 """
 
@@ -34,16 +35,12 @@ import numpy as np
 from blackjax.mcmc import random_walk
 from blackjax.smc import ess, resampling, solver, tempered, waste_free
 
-from . import _external
-from ._model._density import _substituted_trace
-
 __all__ = [
     "SMC_MIN_DIM",
     "StageInfo",
     "SMCResult",
     "Target",
     "choose_engine",
-    "model_target",
     "num_particles",
     "stage_cost",
     "run",
@@ -62,8 +59,16 @@ NUM_LEAPFROG = 5
 WASTE_FREE_P = {"hmc": 20, "rmh": None}
 # the acceptance rate the step size is tuned towards, per move
 TARGET_ACCEPT = {"hmc": 0.75, "rmh": 0.25}
-# particles: a hundredth of the budget, within these bounds
+# particles: as many as let the budget pay STAGES stages, within these bounds (fewer
+# particles and more stages beat the converse: the stages at l = 1 decorrelate the
+# particles; measured on benchmarks/bench_dimension.py vi32, docs/method.md)
 PARTICLES = (60, 1_000)
+STAGES = 24
+# the first stage's ESS at l = 1 (a fraction of the particles) above which the start
+# q is a good importance proposal: the rest of the budget draws from q (IS_BATCH
+# particles at a time), every evaluation an independent weighted draw
+IS_ESS = 0.5
+IS_BATCH = 10
 
 
 class StageInfo(NamedTuple):
@@ -114,31 +119,12 @@ def choose_engine(engine: str, dim: int) -> str:
     return "smc" if dim > SMC_MIN_DIM else "is"
 
 
-def model_target(model, spec, args, kwargs, y, log_prior) -> Target:
-    """The :class:`Target` of flat observation ``y`` (M,) under ``model``: the observed
-    sites conditioned on ``y`` and the latent sites substituted with ``theta``
-    constrained (NumPyro's ``substitute``/``condition``), their log densities summed
-    (``-inf`` where not finite); ``log_prior`` (batched, (n, D) -> (n,)) the prior's."""
-    obs = spec.unravel_obs(jnp.asarray(y))
-    obs = {n: v.astype(spec.observed_dtypes[n]) for n, v in obs.items()}
-
-    def loglik(theta):
-        tr = _substituted_trace(model, args, kwargs or {}, spec.constrain(theta), obs)
-        ll = sum(jnp.sum(tr[n]["fn"].log_prob(tr[n]["value"])) for n in spec.observed_shapes)
-        return jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
-
-    def logprior(theta):
-        return log_prior(theta[None])[0]
-
-    calls = _external.count_traced_calls(lambda: jax.eval_shape(loglik, jnp.zeros(spec.dim)))
-    return Target(loglik, logprior, calls == 0)
-
-
 def num_particles(budget: int, move: str = "hmc") -> int:
-    """Particles for a budget of evaluations: a hundredth of it, within ``PARTICLES``
-    (a multiple of the move's ``WASTE_FREE_P``)."""
+    """Particles for a budget of evaluations: as many as let it pay ``STAGES`` stages
+    (:func:`stage_cost`), within ``PARTICLES``, a multiple of the move's
+    ``WASTE_FREE_P``."""
     lo, hi = PARTICLES
-    n = int(min(max(budget // 100, lo), hi))
+    n = int(min(max(budget * 1000 // (STAGES * stage_cost(move, 1000)), lo), hi))
     p = WASTE_FREE_P[move]
     return n - n % p if p else n
 
@@ -217,13 +203,66 @@ def initial_step_size(move: str, dim: int) -> float:
     return float(dim**-0.25) if move == "hmc" else float(2.38 / np.sqrt(dim))
 
 
-def _first_stage(x, lam, delta_fn):
+def _first_stage(x, lam, delta_fn, ll=None):
     """The first increment from exact draws ``x`` of ``q`` (no move needed): the state
-    weighted for the increment of ESS ``TARGET_ESS``."""
-    d, ll = delta_fn(x, jnp.float32(lam))
+    weighted for the increment of ESS ``TARGET_ESS`` (from the bridge log-likelihoods
+    ``ll`` (N,) at ``x`` when given, else evaluated)."""
+    if ll is None:
+        d, ll = delta_fn(x, jnp.float32(lam))
+    else:
+        ll = jnp.asarray(np.where(np.isfinite(ll), ll, -np.inf), jnp.float32)
+        d = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
+        d = jnp.clip(d, 0.0, 1.0 - lam)
     log_w = d * ll
     w = jnp.exp(log_w - jnp.max(log_w))
     return tempered.TemperedSMCState(x, w / w.sum(), jnp.asarray(lam + d, jnp.float32))
+
+
+def _ess_fraction(log_w) -> float:
+    """Kish's ESS of log-weights (n,), as a fraction of n (0 when none is finite)."""
+    lw = np.asarray(log_w, np.float64)
+    if not np.isfinite(lw).any():
+        return 0.0
+    w = np.exp(lw - np.max(lw[np.isfinite(lw)]))
+    w = np.where(np.isfinite(w), w, 0.0)
+    return float(w.sum() ** 2 / (w**2).sum() / w.size)
+
+
+def _parts(target, log_q):
+    """Jitted ``theta (n, D) -> (loglik, logprior, log q)`` (each (n,), float64 NumPy;
+    one model evaluation per row), the log-likelihood ``-inf`` where not finite."""
+
+    @jax.jit
+    @jax.vmap
+    def parts(theta):
+        ll = target.loglik(theta)
+        return jnp.where(jnp.isfinite(ll), ll, -jnp.inf), target.logprior(theta), log_q(theta)
+
+    return lambda x: tuple(np.asarray(v, np.float64) for v in parts(jnp.asarray(x)))
+
+
+def _importance(rng_key, parts, draw_q, x, first, budget, t0):
+    """Importance sampling from ``q`` itself: the draws ``x`` (N, D) (``first``: their
+    ``parts``) and more from ``draw_q(key, m)`` in batches of ``IS_BATCH`` N until
+    ``budget`` evaluations, each weighted ``p L / q``. Returns the :class:`SMCResult`
+    (temperature 1; a :class:`StageInfo` of move ``"is"`` per batch)."""
+    n, xs, out, stages = x.shape[0], [np.asarray(x, np.float32)], [first], []
+    while True:
+        lw = np.concatenate([lp + ll - lq for ll, lp, lq in out])
+        lw = np.where(np.isnan(lw), -np.inf, lw)
+        m = xs[-1].shape[0]
+        ess_ = _ess_fraction(lw) * lw.size
+        stages.append(StageInfo(1.0, "is", lw.size, ess_, 1.0, 0.0, m, time.perf_counter() - t0))
+        spent = sum(v.shape[0] for v in xs)
+        if spent >= budget:
+            break
+        t0 = time.perf_counter()
+        rng_key, key = jax.random.split(rng_key)
+        xs.append(np.asarray(draw_q(key, min(IS_BATCH * n, budget - spent)), np.float32))
+        out.append(parts(xs[-1]))
+    loglik, logprior = (np.concatenate([o[i] for o in out]) for i in range(2))
+    lw = lw - np.logaddexp.reduce(lw)
+    return SMCResult(np.concatenate(xs), lw, loglik, logprior, 1.0, tuple(stages), spent)
 
 
 def _stage_info(state, move, acc, step_size, cost, t0):
@@ -251,6 +290,7 @@ def run(
     move: str | None = None,
     max_stages: int | None = None,
     target_ess: float | None = None,
+    draw_q: Callable | None = None,
 ) -> SMCResult:
     """Temper ``particles`` (N, D), drawn from ``q`` (``log_q``: theta (D,) -> scalar),
     from ``lam`` to the posterior of ``target`` within ``budget`` model evaluations.
@@ -264,6 +304,12 @@ def run(
     times its share of the summed ESS). ``move`` defaults to HMC for a differentiable
     target, else the random walk. It stops after ``max_stages`` stages, or once at
     ``l = 1`` with an ESS of ``target_ess``.
+
+    With ``draw_q`` (``(key, m) -> (m, D)`` draws of ``q``) and ``lam = 0``, when the
+    first stage's weights at ``l = 1`` keep an ESS of ``IS_ESS`` of the particles, ``q``
+    is close enough to the posterior for plain importance sampling, which spends the
+    budget better than moves (every evaluation an independent draw): the rest of the
+    budget draws from ``q`` (:func:`_importance`).
     """
     move = move or ("hmc" if target.differentiable else "rmh")
     x = jnp.asarray(particles, jnp.float32)
@@ -278,7 +324,15 @@ def run(
     state = tempered.init(x)._replace(tempering_param=jnp.asarray(lam, jnp.float32))
     if lam < 1.0:
         t0 = time.perf_counter()
-        state = _first_stage(x, lam, delta_fn)
+        full = None
+        if draw_q is not None and lam == 0.0 and max_stages is None:
+            parts = _parts(target, log_q)
+            first = parts(x)
+            full = first[1] + first[0] - first[2]
+            full = np.where(np.isnan(full), -np.inf, full)
+            if _ess_fraction(full) >= IS_ESS:
+                return _importance(rng_key, parts, draw_q, x, first, budget, t0)
+        state = _first_stage(x, lam, delta_fn, full)
         spent = n
         stages.append(_stage_info(state, "none", 1.0, 0.0, n, t0))
     k_mcmc, finals = (None if WASTE_FREE_P[move] else NUM_MCMC_STEPS[move]), []

@@ -4,7 +4,8 @@ The initial proposal ``q``: a Gaussian mixed with a defensive share of the prior
 (:class:`Proposal`, :func:`proposal_logpdf`, :func:`proposal_sample`), the Gaussian a
 Laplace approximation for a differentiable model (:func:`laplace_proposal`, searched from
 ``G_low``'s mean) or fitted to ``G_low``'s draws (:func:`fit_proposal`); and
-:func:`refine_stages`, the SMC stages of one ``refine`` call from there.
+:func:`refine_stages`, the SMC stages of one ``refine`` call from there, on the
+:class:`~numpyro_mfdiff._smc.Target` of :func:`model_target`.
 """
 
 from __future__ import annotations
@@ -19,22 +20,30 @@ import numpy as np
 from blackjax.smc import resampling
 
 from . import _external
-from ._smc import Target, model_target, num_particles, run, stage_cost
+from ._model._density import _substituted_trace
+from ._smc import Target, num_particles, run, stage_cost
 
 __all__ = [
     "Proposal",
     "fit_proposal",
     "laplace_proposal",
+    "model_target",
     "proposal_logpdf",
     "proposal_sample",
     "refine_stages",
 ]
 
-# where the particles start: "low" (a Gaussian fitted to G_low's draws and the prior)
-# or "prior"
-START = "low"
-# the most L-BFGS iterations of the Laplace start
+# where the particles of a new refinement start: "proposal" (the Laplace Gaussian, or
+# one fitted to G_low's draws, with the prior's share), "low" (multi-fidelity tempering
+# from the low-fidelity posterior when refine is given another differentiable model,
+# else "proposal") or "prior". "proposal" won on every example measured
+# (benchmarks/bench_fidelity.py, docs/method.md section 6).
+START = "proposal"
+# the most L-BFGS iterations of the Laplace start, and the factor on its covariance's
+# square root (a little wider than the posterior: the importance weights from q, when
+# q is that close, keep ~60% of the particles, issue 26's logistic regression)
 LAPLACE_ITER = 200
+LAPLACE_INFLATION = 1.1
 
 
 class Proposal(NamedTuple):
@@ -44,6 +53,26 @@ class Proposal(NamedTuple):
     mean: np.ndarray
     chol: np.ndarray
     prior_fraction: float
+
+
+def model_target(model, spec, args, kwargs, y, log_prior) -> Target:
+    """The :class:`Target` of flat observation ``y`` (M,) under ``model``: the observed
+    sites conditioned on ``y`` and the latent sites substituted with ``theta``
+    constrained (NumPyro's ``substitute``/``condition``), their log densities summed
+    (``-inf`` where not finite); ``log_prior`` (batched, (n, D) -> (n,)) the prior's."""
+    obs = spec.unravel_obs(jnp.asarray(y))
+    obs = {n: v.astype(spec.observed_dtypes[n]) for n, v in obs.items()}
+
+    def loglik(theta):
+        tr = _substituted_trace(model, args, kwargs or {}, spec.constrain(theta), obs)
+        ll = sum(jnp.sum(tr[n]["fn"].log_prob(tr[n]["value"])) for n in spec.observed_shapes)
+        return jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
+
+    def logprior(theta):
+        return log_prior(theta[None])[0]
+
+    calls = _external.count_traced_calls(lambda: jax.eval_shape(loglik, jnp.zeros(spec.dim)))
+    return Target(loglik, logprior, calls == 0)
 
 
 def fit_proposal(draws, inflation: float, prior_fraction: float) -> Proposal:
@@ -109,12 +138,53 @@ def proposal_sample(key, prop: Proposal, prior_draw: Callable, n: int) -> np.nda
     return np.concatenate(out).astype(np.float32)
 
 
-def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executor=None):
+def _proposal_start(key, target, y, n, s, prior_draw, low_draw):
+    """``(x (n, D), log_q, draw_q, evaluations)`` of the start ``q``: a Gaussian fitted to
+    ``G_low``'s draws, the Laplace approximation of ``target`` from their mean when it is
+    differentiable (its search's evaluations counted), with the prior's share."""
+    k_q, k_x = jax.random.split(key)
+    prop = fit_proposal(low_draw(k_q, y, max(4 * n, 2_000)), s["inflation"], s["prior_fraction"])
+    pre = 0
+    if target.differentiable:  # G_low's mean starts the search for the mode
+        prop, pre = laplace_proposal(target, prop.mean, LAPLACE_INFLATION, s["prior_fraction"])
+
+    def draw_q(k, m):
+        return proposal_sample(k, prop, prior_draw, m)
+
+    return draw_q(k_x, n), partial(proposal_logpdf, prop, target.logprior), draw_q, pre
+
+
+def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw):
+    """Multi-fidelity tempering's start: ``n`` particles (n, D) of the low-fidelity
+    posterior ``p L_low`` (the same SMC on ``low_t`` with ``s["budget"]`` low-fidelity
+    evaluations, resampled), its unnormalised log density as ``log q`` and its stages
+    (move ``"<move>-low"``: low-fidelity evaluations, not in the budget)."""
+    k_start, k_run, k_res = jax.random.split(key, 3)
+    x, log_q, draw_q, pre = _proposal_start(k_start, low_t, y, n, s, prior_draw, low_draw)
+    res = run(k_run, low_t, log_q, x, s["budget"] - pre, draw_q=draw_q)
+    w = np.exp(res.log_w - np.max(res.log_w))
+    x = res.theta[np.asarray(resampling.systematic(k_res, jnp.asarray(w / w.sum()), n))]
+    stages = [st._replace(move=f"{st.move}-low") for st in res.stages]
+    stages[0] = stages[0]._replace(evaluations=stages[0].evaluations + pre)
+
+    def log_post(theta):
+        return low_t.logprior(theta) + low_t.loglik(theta)
+
+    return x, log_post, tuple(stages)
+
+
+def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executor=None, low=None):
     """The SMC stages of one ``refine`` call for flat ``y`` (M,) on the model of ``high``
     (a :class:`~numpyro_mfdiff._refinement.HighFidelity`) within the settings ``s`` of
-    ``check_settings``: from ``q`` fitted to ``low_draw(key, y, n)`` (``G_low``), or,
-    when ``ref`` is an SMC record already, from its particles resampled at ``l = 1``.
-    Returns the :class:`SMCResult`; a ``ValueError`` when the budget cannot pay a stage."""
+    ``check_settings``. A new refinement starts from ``q`` of :func:`_proposal_start`
+    (the Laplace approximation searched from ``G_low``'s draws), or, with ``START =
+    "low"`` when ``high`` is another model than ``low`` (the inference's, a
+    ``HighFidelity`` too) and both are differentiable, from the low-fidelity posterior,
+    tempering ``p L_low^(1-l) L_high^l`` (multi-fidelity tempering,
+    :func:`_low_posterior`), or with ``START = "prior"`` from the prior. A record of SMC
+    continues from its particles resampled at ``l = 1``. Returns the
+    :class:`SMCResult` (the low-fidelity stages first); a ``ValueError`` when the budget
+    cannot pay a stage."""
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
     move = "hmc" if target.differentiable else "rmh"
     n = num_particles(s["budget"], move)
@@ -124,20 +194,19 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
             f"({stage_cost(move, n) + n} model evaluations); raise it or use engine='is'"
         )
     k_q, k_x, k_run = jax.random.split(key, 3)
-    pre = 0  # evaluations before the stages (the Laplace start)
+    pre, draw_q, low_stages, lam = 0, None, (), 0.0  # pre: the Laplace search's evaluations
+    mf = START == "low" and low is not None and not high.same and target.differentiable
+    low_t = model_target(low.model, low.spec, low.args, low.kwargs, y, log_prior) if mf else None
     if ref.engine == "smc" and ref.theta.shape[0]:  # continue at the posterior
         w = np.exp(ref.log_w - np.max(ref.log_w))
         idx = np.asarray(resampling.systematic(k_x, jnp.asarray(w / w.sum()), n))
         x, lam, log_q = ref.theta[idx], 1.0, target.logprior
     elif START == "prior":
-        x, lam, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), 0.0, target.logprior
+        x, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), target.logprior
+    elif low_t is not None and low_t.differentiable:  # temper p L_low -> p L_high
+        x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw)
     else:
-        draws = low_draw(k_q, y, max(4 * n, 2_000))
-        prop = fit_proposal(draws, s["inflation"], s["prior_fraction"])
-        if target.differentiable:  # G_low's mean starts the search for the mode
-            prop, pre = laplace_proposal(target, prop.mean, s["inflation"], s["prior_fraction"])
-        x, lam = proposal_sample(k_x, prop, prior_draw, n), 0.0
-        log_q = partial(proposal_logpdf, prop, target.logprior)
+        x, log_q, draw_q, pre = _proposal_start(k_q, target, y, n, s, prior_draw, low_draw)
     with _external.session(executor):
         res = run(
             k_run,
@@ -149,5 +218,6 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
             move=move,
             max_stages=s["max_stages"],
             target_ess=s["target_ess"],
+            draw_q=draw_q,
         )
-    return res._replace(evaluations=res.evaluations + pre)
+    return res._replace(evaluations=res.evaluations + pre, stages=low_stages + res.stages)

@@ -27,7 +27,7 @@ def built():
 
 def test_a_fitted_g_low_matches_its_weighted_points(built):
     """Measured (this build, 1,000 training steps): 8 rows of ESS >= 404, mean error
-    0.084 sd, sd ratios 0.92-1.04. Bounds 0.2 and 0.8-1.25 (``_refine.FIT_MEAN_TOL``,
+    0.084 sd, sd ratios 0.92-1.04. Bounds 0.2 and 0.8-1.25 (``_network.FIT_MEAN_TOL``,
     ``FIT_SD_RANGE``); the wrong labels of the next test give 0.94 / 0.48-0.54 (sd
     halved) and 0.93 / 0.97-1.06 (shifted). The Binomial model of
     ``test_loglik_fast.py`` (3,000 steps) gives 0.009 / 0.038 / 0.070 at seeds 0-2:
@@ -62,3 +62,34 @@ def test_no_row_with_enough_ess_means_no_check():
     )
     inf.run(jax.random.PRNGKey(0))
     assert inf.diagnostics["generator_check"] is None
+
+
+def test_calibrate_gives_g_high_the_particles_moments():
+    """``G_high`` narrower and off-centre (a regression's shrinkage): the affine
+    calibration gives its draws the target mean and covariance, and the moved
+    generator draws exactly the moved draws; an untrained network's non-Gaussian
+    shape is kept (the map is affine)."""
+    import jax.numpy as jnp
+
+    from numpyro_mfdiff._network import calibrate, generate
+    from numpyro_mfdiff._refine import high_generator
+
+    d = 5
+    a = np.random.default_rng(0).normal(size=(d, d))
+    mean, cov = np.arange(d, dtype=float), a @ a.T + np.eye(d)
+    chol = np.linalg.cholesky(cov)
+    gen = high_generator(jax.random.PRNGKey(0), d, 0.5 * mean, 0.7 * chol, dict(width=16, depth=2))
+    z = jax.random.normal(jax.random.PRNGKey(1), (20_000, d))
+    before = np.asarray(generate(gen, jnp.zeros((0,)), z), np.float64)
+    assert np.abs(np.cov(before, rowvar=False) - cov).max() > 0.5
+    gen2, moved = calibrate(gen, before, mean, chol)
+    after = np.asarray(generate(gen2, jnp.zeros((0,)), z), np.float64)
+    np.testing.assert_allclose(after, moved, atol=1e-4)
+    np.testing.assert_allclose(after.mean(0), mean, atol=1e-4)
+    np.testing.assert_allclose(np.cov(after, rowvar=False), cov, atol=1e-3)
+    # whitened by the same map, before and after are the same cloud
+    u_b = np.linalg.solve(
+        np.linalg.cholesky(np.cov(before, rowvar=False)), (before - before.mean(0)).T
+    )
+    u_a = np.linalg.solve(chol, (after - mean).T)
+    np.testing.assert_allclose(u_a, u_b, atol=1e-3)

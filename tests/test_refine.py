@@ -199,7 +199,7 @@ def test_refine_same_key_same_result():
 def test_generator_check_flags_wrong_samplers():
     """G_high against its labels: a right sampler (fresh draws of the same law) passes,
     draws shifted by 0.3 sd, with halved or doubled sds fail (and refine warns)."""
-    from numpyro_mfdiff._refine import generator_check, generator_off
+    from numpyro_mfdiff._network import generator_check, generator_off
 
     rng = np.random.default_rng(0)
     labels = rng.normal(size=(4000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]

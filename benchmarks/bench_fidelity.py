@@ -1,0 +1,142 @@
+"""Multi-fidelity tempering against single-fidelity starts, on the paper's examples (issue 26).
+
+``G_low`` is built on the low-fidelity model; one observation is refined with the
+high-fidelity model by tempered SMC (``engine="smc"``) from three starts
+(``numpyro_mfdiff._smc_start.START``):
+
+- ``mf``: the low-fidelity posterior (SMC on the low model, its evaluations reported
+  apart), tempered ``p L_low^(1-l) L_high^l`` to the high-fidelity one;
+- ``laplace``: a Laplace approximation of the high-fidelity posterior searched from
+  ``G_low``'s mean, tempered ``q^(1-l) (p L_high)^l`` (or importance sampling from ``q``
+  when ``q`` is already close; the default);
+- ``prior``: the prior, tempered ``p L_high^l``.
+
+For each budget of high-fidelity evaluations (every simulation and gradient
+evaluation counts), the weighted particles against the exact grid posterior: largest
+mean error in posterior sds, sd ratios, ESS, and the low-fidelity evaluations. The
+last table gives, per start, the smallest budget whose particles are within 0.1 sd
+and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
+
+    python benchmarks/bench_fidelity.py                 # OU and Burgers
+    python benchmarks/bench_fidelity.py --only ou --seeds 0 1
+"""
+
+import argparse
+import copy
+import time
+import warnings
+
+import jax
+import numpy as np
+from bench_ou import grid_reference as ou_grid_reference
+from bench_ou import observation as ou_observation
+
+from numpyro_mfdiff import MFDiff, _smc_start
+from numpyro_mfdiff.examples import (
+    burgers_grid_posterior,
+    burgers_grid_sample,
+    burgers_high,
+    burgers_low,
+    burgers_observation,
+    ou_high,
+    ou_low,
+)
+
+STARTS = {"mf": "low", "laplace": "proposal", "prior": "prior"}
+BUILD = dict(num_simulations=2_000, num_labels=2_000, train_steps=1_000, progress_bar=False)
+
+
+def problem(name):
+    """``(low, high, observation, reference draws (n, 2), site names)``."""
+    if name == "ou":
+        y = ou_observation(jax.random.PRNGKey(1))
+        return (
+            ou_low,
+            ou_high,
+            y,
+            ou_grid_reference(y, 20_000, jax.random.PRNGKey(2))[1],
+            (
+                "theta",
+                "sigma",
+            ),
+        )
+    y = burgers_observation(jax.random.PRNGKey(2))
+    ref = burgers_grid_sample(
+        jax.random.PRNGKey(10), burgers_grid_posterior(y, num=(200, 200)), 20_000
+    )
+    return burgers_low, burgers_high, y, np.stack([ref["nu"], ref["amp"]], 1), ("nu", "amp")
+
+
+def particles(inf, names, n=20_000):
+    """``n`` draws (n, d) of the refinement's weighted particles (multinomial), constrained."""
+    rec = next(iter(inf.state.refinements.values()))
+    w = np.exp(rec.log_w - rec.log_w.max())
+    idx = np.random.default_rng(0).choice(len(w), n, p=w / w.sum())
+    vals = jax.vmap(inf.state.spec.constrain)(rec.theta[idx])
+    return np.stack([np.asarray(vals[k]) for k in names], 1), rec
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="*", default=["ou", "burgers"])
+    p.add_argument("--budgets", nargs="*", type=int, default=[1_000, 2_000, 4_000, 8_000])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--starts", nargs="*", default=list(STARTS))
+    a = p.parse_args()
+    warnings.simplefilter("ignore")
+    for name in a.only:
+        low, high, y, ref, names = problem(name)
+        inf = MFDiff(low, **BUILD).run(jax.random.PRNGKey(0), y=None)
+        m, sd = ref.mean(0), ref.std(0)
+        print(f"\n## {name}\n")
+        print(
+            "| start | budget | seed | high evals | low evals | max mean err (sd) | sd ratios "
+            "| ESS | s |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        ok = {s: {} for s in a.starts}
+        for start in a.starts:
+            _smc_start.START = STARTS[start]
+            for budget in a.budgets:
+                good = True
+                for seed in a.seeds:
+                    i2 = copy.deepcopy(inf)
+                    t0 = time.perf_counter()
+                    i2.refine(
+                        jax.random.PRNGKey(seed),
+                        {"y": y},
+                        model=high,
+                        engine="smc",
+                        max_simulations=budget,
+                        num_labels=1_000,
+                        train_steps=200,
+                    )
+                    secs = time.perf_counter() - t0
+                    x, rec = particles(i2, names)
+                    err = float(np.max(np.abs(x.mean(0) - m) / sd))
+                    r = x.std(0) / sd
+                    low_ev = sum(
+                        s.stage.evaluations for s in rec.rounds if s.stage.move.endswith("-low")
+                    )
+                    good &= err <= 0.1 and 0.9 <= r.min() and r.max() <= 1.1
+                    print(
+                        f"| {start} | {budget} | {seed} | {rec.num_high_fidelity} | {low_ev} | "
+                        f"{err:.3f} | {r.min():.2f}-{r.max():.2f} | {rec.ess:.0f} | {secs:.0f} |",
+                        flush=True,
+                    )
+                ok[start][budget] = good
+        print("\n| start | smallest budget within 0.1 sd and 0.9-1.1 at every seed | ratio to mf |")
+        print("|---|---|---|")
+        first = {s: next((b for b in a.budgets if ok[s][b]), None) for s in a.starts}
+        for s in a.starts:
+            ratio = (
+                "-"
+                if first[s] is None or first.get("mf") is None
+                else f"{first[s] / first['mf']:.2f}"
+            )
+            print(f"| {s} | {first[s] or '> ' + str(a.budgets[-1])} | {ratio} |")
+        _smc_start.START = "proposal"
+
+
+if __name__ == "__main__":
+    main()
