@@ -52,10 +52,14 @@ class RefineMethods(Core):
         ``diagnostics["refinements"][...]["engine"]``).
 
         ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md,
-        section 6). Particles (a hundredth of the budget, 60 to 1,000) drawn from a Gaussian
-        (a Laplace approximation found from the mean of ``G_low``'s draws at ``y`` for
-        models JAX differentiates, else the mean and covariance of those draws; covariance
-        times ``inflation^2``) mixed with a ``prior_fraction`` of prior draws move along the
+        section 6). Particles (as many as let the budget pay 24 stages, 60 to 1,000) drawn
+        from a Gaussian (for models JAX differentiates a Laplace approximation found from
+        the mean of ``G_low``'s draws at ``y``, covariance times 1.1^2; else the mean and
+        covariance of those draws times ``inflation^2``) mixed with a ``prior_fraction``
+        of prior draws. When that start ``q`` is close (the first stage's importance
+        weights at the posterior keep an ESS of half the particles), the rest of the
+        budget is plain importance sampling from ``q`` (stages ``"is"``). Otherwise the
+        particles move along the
         bridge ``q^(1 - l) (p(theta) p(y | theta))^l``, each stage raising ``l`` so that the
         ESS of the increment is half the particles, resampling a twentieth of them and
         running from each a chain of 19 MCMC moves whose every state is kept (waste-free
@@ -69,7 +73,9 @@ class RefineMethods(Core):
         about ``6.8 N`` with HMC and ``8 N`` with the random walk, and each stage's
         evaluations are in the diagnostics' rounds. Once at ``l = 1`` the budget left moves
         the particles further at the posterior, and the particles of every stage at ``l =
-        1`` form the refined pool that :meth:`sample_ode` and ``G_high`` are labelled from.
+        1`` form the refined pool that :meth:`sample_ode` and ``G_high`` are labelled from
+        (``G_high``, when the pool is one cluster, then mapped affinely onto the pool's
+        weighted mean and covariance: a regression fit shrinks in high dimension).
         ``num_simulations`` does not size SMC's stages; ``rounds`` caps their number.
 
         ``engine="is"``: adaptive sequential importance sampling (METHOD.md,
