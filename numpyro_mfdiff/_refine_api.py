@@ -52,9 +52,9 @@ class RefineMethods(Core):
         ``diagnostics["refinements"][...]["engine"]``).
 
         ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md,
-        section 6). Particles (as many as let the budget pay 24 stages, 60 to 1,000) drawn
-        from a Gaussian (for models JAX differentiates a Laplace approximation found from
-        the mean of ``G_low``'s draws at ``y``, covariance times 1.1^2; else the mean and
+        section 6). Particles (as many as let the budget pay max(24, 0.6 d) stages, 60 to
+        1,000) drawn from a Gaussian (for models JAX differentiates a Laplace approximation
+        found from the mean of ``G_low``'s draws at ``y``, covariance times 1.1^2; else the mean and
         covariance of those draws times ``inflation^2``) mixed with a ``prior_fraction``
         of prior draws. When that start ``q`` is close (the first stage's importance
         weights at the posterior keep an ESS of half the particles), the rest of the

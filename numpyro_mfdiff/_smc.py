@@ -59,11 +59,13 @@ NUM_LEAPFROG = 5
 WASTE_FREE_P = {"hmc": 20, "rmh": None}
 # the acceptance rate the step size is tuned towards, per move
 TARGET_ACCEPT = {"hmc": 0.75, "rmh": 0.25}
-# particles: as many as let the budget pay STAGES stages, within these bounds (fewer
-# particles and more stages beat the converse: the stages at l = 1 decorrelate the
-# particles; measured on benchmarks/bench_dimension.py vi32, docs/method.md)
+# particles: as many as let the budget pay STAGES stages (STAGES_PER_DIM per latent
+# coordinate in higher dimension: the path to l = 1 grows with it), within these bounds
+# (fewer particles and more stages beat the converse: the stages at l = 1 decorrelate
+# the particles; measured on benchmarks/bench_dimension.py vi32 and vi64, docs/method.md)
 PARTICLES = (60, 1_000)
 STAGES = 24
+STAGES_PER_DIM = 0.6
 # the first stage's ESS at l = 1 (a fraction of the particles) above which the start
 # q is a good importance proposal: the rest of the budget draws from q (IS_BATCH
 # particles at a time), every evaluation an independent weighted draw
@@ -119,12 +121,13 @@ def choose_engine(engine: str, dim: int) -> str:
     return "smc" if dim > SMC_MIN_DIM else "is"
 
 
-def num_particles(budget: int, move: str = "hmc") -> int:
-    """Particles for a budget of evaluations: as many as let it pay ``STAGES`` stages
-    (:func:`stage_cost`), within ``PARTICLES``, a multiple of the move's
-    ``WASTE_FREE_P``."""
+def num_particles(budget: int, move: str = "hmc", dim: int = 0) -> int:
+    """Particles for a budget of evaluations: as many as let it pay
+    ``max(STAGES, STAGES_PER_DIM dim)`` stages (:func:`stage_cost`) for ``dim`` latent
+    coordinates, within ``PARTICLES``, a multiple of the move's ``WASTE_FREE_P``."""
     lo, hi = PARTICLES
-    n = int(min(max(budget * 1000 // (STAGES * stage_cost(move, 1000)), lo), hi))
+    stages = max(STAGES, round(STAGES_PER_DIM * dim))
+    n = int(min(max(budget * 1000 // (stages * stage_cost(move, 1000)), lo), hi))
     p = WASTE_FREE_P[move]
     return n - n % p if p else n
 

@@ -187,7 +187,7 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     cannot pay a stage."""
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
     move = "hmc" if target.differentiable else "rmh"
-    n = num_particles(s["budget"], move)
+    n = num_particles(s["budget"], move, high.spec.dim)
     if s["budget"] < stage_cost(move, n) + n:
         raise ValueError(
             f"max_simulations={s['budget']} is below one SMC stage of {n} particles "
