@@ -1,6 +1,14 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite is bound by XLA's compilations, not by running what it compiles: XLA's
+# cheapest compile (backend optimisation level 0, LLVM's expensive passes off) takes
+# tests/test_loglik_fast.py + tests/test_model_features.py from 239 s to 149 s (one
+# core, empty cache). An environment variable, so the subprocesses of the suite (the
+# tutorials' kernels, the killed checkpointed run, the two-device checks) inherit it;
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 turns it off. Product code is compiled as users get
+# it otherwise: no default of numpyro_mfdiff changes.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import numpyro  # noqa: E402
 
@@ -19,7 +27,10 @@ _cache = os.environ.get(
 )
 if _cache:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(_cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ.get("MFDIFF_TEST_CACHE_MIN", "0.5")),
+    )
 
 import pytest  # noqa: E402
 
