@@ -173,3 +173,21 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_sessionfinish(session, exitstatus):
     if _unexpected_skips and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ------------------------------------------------------- two workers (pytest-xdist)
+# pyproject.toml runs the suite on two workers with ``--dist loadgroup``: a test with an
+# ``xdist_group`` mark runs on the worker that runs the rest of its group, any other
+# test wherever a worker is free. The default suite's tests are grouped by file, so a
+# file's module fixtures and in-process compilations serve all of its tests on one
+# worker; a slow test only where it shares a module fixture, so that the long slow
+# tests spread over both workers (tests/test_refine_accuracy.py's three take 5 minutes).
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shares = info is not None and any(
+            defs[-1].scope == "module" for defs in info.name2fixturedefs.values()
+        )
+        if shares or item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
