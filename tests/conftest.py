@@ -1,14 +1,16 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The suite is bound by XLA's compilations, not by running what it compiles: XLA's
-# cheapest compile (backend optimisation level 0, LLVM's expensive passes off) takes
-# tests/test_loglik_fast.py + tests/test_model_features.py from 239 s to 149 s (one
-# core, empty cache). An environment variable, so the subprocesses of the suite (the
-# tutorials' kernels, the killed checkpointed run, the two-device checks) inherit it;
-# JAX_DISABLE_MOST_OPTIMIZATIONS=0 turns it off. Product code is compiled as users get
-# it otherwise: no default of numpyro_mfdiff changes.
+# The default suite is bound by XLA's compilations, not by running what it compiles:
+# XLA's cheapest compile (backend optimisation level 0, LLVM's expensive passes off)
+# takes tests/test_loglik_fast.py + tests/test_model_features.py from 239 s to 149 s
+# (one core, empty cache). The slow checks run long trainings, which it slows down
+# (test_refine_accuracy's gaussian10: see pytest_runtest_setup): they compile as users
+# do. An environment variable, so the subprocesses of the suite (the tutorials' kernels,
+# the killed checkpointed run, the two-device checks) inherit it;
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 turns it off. No default of numpyro_mfdiff changes.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+_CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
 
 import numpyro  # noqa: E402
 
@@ -39,6 +41,14 @@ import pytest  # noqa: E402
 
 # in-process pytest sessions for the checks of these hooks (tests/test_ci_guards.py)
 pytest_plugins = ["pytester"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are built
+def pytest_runtest_setup(item):
+    """XLA's cheapest compile for the default suite, its full optimisation for the slow
+    tests (their module fixtures are built in their first test's setup, so after this)."""
+    slow = item.get_closest_marker("slow") is not None
+    jax.config.update("jax_disable_most_optimizations", _CHEAP_COMPILE and not slow)
 
 
 @pytest.fixture
