@@ -1,6 +1,16 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The default suite is bound by XLA's compilations, not by running what it compiles:
+# XLA's cheapest compile (backend optimisation level 0, LLVM's expensive passes off)
+# takes tests/test_loglik_fast.py + tests/test_model_features.py from 239 s to 149 s
+# (one core, empty cache). The slow checks run long trainings, which it slows down
+# (test_refine_accuracy's gaussian10: see pytest_runtest_setup): they compile as users
+# do. An environment variable, so the subprocesses of the suite (the tutorials' kernels,
+# the killed checkpointed run, the two-device checks) inherit it;
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 turns it off. No default of numpyro_mfdiff changes.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+_CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
 
 import numpyro  # noqa: E402
 
@@ -19,12 +29,26 @@ _cache = os.environ.get(
 )
 if _cache:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(_cache))
+    # 0 (every compilation cached) measured slower: 161 s against 149 s on the two files
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # A size limit turns on JAX's file lock around each read and write of the cache: the
+    # two pytest-xdist workers share it, and one must not read an entry the other is
+    # still writing (a failed read warns, and warnings are errors here). 4 GiB: no
+    # eviction in practice (a whole run writes about 12 MB).
+    jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
 
 import pytest  # noqa: E402
 
 # in-process pytest sessions for the checks of these hooks (tests/test_ci_guards.py)
 pytest_plugins = ["pytester"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are built
+def pytest_runtest_setup(item):
+    """XLA's cheapest compile for the default suite, its full optimisation for the slow
+    tests (their module fixtures are built in their first test's setup, so after this)."""
+    slow = item.get_closest_marker("slow") is not None
+    jax.config.update("jax_disable_most_optimizations", _CHEAP_COMPILE and not slow)
 
 
 @pytest.fixture
@@ -159,3 +183,21 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_sessionfinish(session, exitstatus):
     if _unexpected_skips and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ------------------------------------------------------- two workers (pytest-xdist)
+# pyproject.toml runs the suite on two workers with ``--dist loadgroup``: a test with an
+# ``xdist_group`` mark runs on the worker that runs the rest of its group, any other
+# test wherever a worker is free. The default suite's tests are grouped by file, so a
+# file's module fixtures and in-process compilations serve all of its tests on one
+# worker; a slow test only where it shares a module fixture, so that the long slow
+# tests spread over both workers (tests/test_refine_accuracy.py's three take 5 minutes).
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shares = info is not None and any(
+            defs[-1].scope == "module" for defs in info.name2fixturedefs.values()
+        )
+        if shares or item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

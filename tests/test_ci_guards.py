@@ -3,21 +3,28 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
 
 
-def test_an_unexpected_skip_fails_the_session(pytester):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_an_unexpected_skip_fails_the_session(pytester, workers):
     """A test that skips, and a module whose import is skipped (``importorskip`` of a
     missing package), each fail the session and are named in its summary; without them
-    the same session passes."""
+    the same session passes. The same with two pytest-xdist workers (the suite's
+    ``-n 2``), where the skips happen in the workers and the session ends in the
+    controller."""
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         test_a="import pytest\n\ndef test_ok():\n    pass\n\n"
         "def test_skips():\n    pytest.skip('no such thing')\n",
         test_b="import pytest\n\npytest.importorskip('no_such_package_here')\n",
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    # the suite's own plugin options (pyproject.toml's addopts are not read here)
+    args = ["-p", "no:cacheprovider", "-p", "no:benchmark", *workers]
+    result = pytester.runpytest(*args)
     result.assert_outcomes(passed=1, skipped=2)
     assert result.ret == 1
     out = result.stdout.str()
@@ -26,7 +33,7 @@ def test_an_unexpected_skip_fails_the_session(pytester):
     assert "test_b.py: Skipped: could not import 'no_such_package_here'" in out
     (pytester.path / "test_a.py").write_text("def test_ok():\n    pass\n")
     (pytester.path / "test_b.py").unlink()
-    assert pytester.runpytest("-p", "no:cacheprovider").ret == 0
+    assert pytester.runpytest(*args).ret == 0
 
 
 def test_declared_test_dependencies_import():
@@ -34,8 +41,10 @@ def test_declared_test_dependencies_import():
     one is a broken install, which fails here rather than skipping a file."""
     import diffrax  # noqa: F401
     import distributed  # noqa: F401
+    import filelock  # noqa: F401
     import matplotlib  # noqa: F401
     import scipy.special  # noqa: F401
+    import xdist  # noqa: F401
 
 
 def test_ci_runs_the_readme_test_command():
