@@ -48,7 +48,11 @@ def pytest_runtest_setup(item):
     """XLA's cheapest compile for the default suite, its full optimisation for the slow
     tests (their module fixtures are built in their first test's setup, so after this)."""
     slow = item.get_closest_marker("slow") is not None
-    jax.config.update("jax_disable_most_optimizations", _CHEAP_COMPILE and not slow)
+    cheap = _CHEAP_COMPILE and not slow
+    jax.config.update("jax_disable_most_optimizations", cheap)
+    # and the test's subprocesses compile as it does (test_sharding compares a child's
+    # results with this process's to 1e-5)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if cheap else "0"
 
 
 @pytest.fixture
