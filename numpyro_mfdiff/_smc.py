@@ -35,6 +35,8 @@ import numpy as np
 from blackjax.mcmc import random_walk
 from blackjax.smc import ess, resampling, solver, tempered, waste_free
 
+from . import _sequential
+
 __all__ = [
     "SMC_MIN_DIM",
     "StageInfo",
@@ -175,10 +177,17 @@ def _kernels(log_q, path_ll, move, n):
     def delta(x, lam):
         ll = jax.vmap(path_ll)(x)
         ll = jnp.where(jnp.isfinite(ll), ll, -jnp.inf)
-        d = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
-        return jnp.clip(d, 0.0, 1.0 - lam), ll
+        return _increment(ll, lam), ll
 
     return jax.jit(delta), jax.jit(kernel, static_argnums=2)
+
+
+def _increment(ll, lam):
+    """The temperature increment from ``lam`` whose weights ``exp(d ll)`` (ll (N,), the
+    bridge log-likelihoods) keep an ESS of ``TARGET_ESS`` of the particles (BlackJAX's
+    ``ess_solver``, as its adaptive tempered kernel computes it), at most ``1 - lam``."""
+    d = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
+    return jnp.clip(d, 0.0, 1.0 - lam)
 
 
 def _params(move, x, w, step_size):
@@ -214,21 +223,10 @@ def _first_stage(x, lam, delta_fn, ll=None):
         d, ll = delta_fn(x, jnp.float32(lam))
     else:
         ll = jnp.asarray(np.where(np.isfinite(ll), ll, -np.inf), jnp.float32)
-        d = ess.ess_solver(lambda v: v, ll, TARGET_ESS, 1.0 - lam, solver.dichotomy)
-        d = jnp.clip(d, 0.0, 1.0 - lam)
+        d = _increment(ll, lam)
     log_w = d * ll
     w = jnp.exp(log_w - jnp.max(log_w))
     return tempered.TemperedSMCState(x, w / w.sum(), jnp.asarray(lam + d, jnp.float32))
-
-
-def _ess_fraction(log_w) -> float:
-    """Kish's ESS of log-weights (n,), as a fraction of n (0 when none is finite)."""
-    lw = np.asarray(log_w, np.float64)
-    if not np.isfinite(lw).any():
-        return 0.0
-    w = np.exp(lw - np.max(lw[np.isfinite(lw)]))
-    w = np.where(np.isfinite(w), w, 0.0)
-    return float(w.sum() ** 2 / (w**2).sum() / w.size)
 
 
 def _parts(target, log_q):
@@ -244,6 +242,14 @@ def _parts(target, log_q):
     return lambda x: tuple(np.asarray(v, np.float64) for v in parts(jnp.asarray(x)))
 
 
+def _path_log_w(parts) -> np.ndarray:
+    """The bridge's full log-weights ``log p + log L - log q`` of :func:`_parts`' output
+    (``-inf`` where undefined: outside both ``q`` and the posterior)."""
+    ll, lp, lq = parts
+    lw = lp + ll - lq
+    return np.where(np.isnan(lw), -np.inf, lw)
+
+
 def _importance(rng_key, parts, draw_q, x, first, budget, t0):
     """Importance sampling from ``q`` itself: the draws ``x`` (N, D) (``first``: their
     ``parts``) and more from ``draw_q(key, m)`` in batches of ``IS_BATCH`` N until
@@ -251,10 +257,9 @@ def _importance(rng_key, parts, draw_q, x, first, budget, t0):
     (temperature 1; a :class:`StageInfo` of move ``"is"`` per batch)."""
     n, xs, out, stages = x.shape[0], [np.asarray(x, np.float32)], [first], []
     while True:
-        lw = np.concatenate([lp + ll - lq for ll, lp, lq in out])
-        lw = np.where(np.isnan(lw), -np.inf, lw)
+        lw = np.concatenate([_path_log_w(o) for o in out])
         m = xs[-1].shape[0]
-        ess_ = _ess_fraction(lw) * lw.size
+        ess_ = _sequential.ess(lw)
         stages.append(StageInfo(1.0, "is", lw.size, ess_, 1.0, 0.0, m, time.perf_counter() - t0))
         spent = sum(v.shape[0] for v in xs)
         if spent >= budget:
@@ -331,9 +336,8 @@ def run(
         if draw_q is not None and lam == 0.0 and max_stages is None:
             parts = _parts(target, log_q)
             first = parts(x)
-            full = first[1] + first[0] - first[2]
-            full = np.where(np.isnan(full), -np.inf, full)
-            if _ess_fraction(full) >= IS_ESS:
+            full = _path_log_w(first)
+            if _sequential.ess(full) >= IS_ESS * n:
                 return _importance(rng_key, parts, draw_q, x, first, budget, t0)
         state = _first_stage(x, lam, delta_fn, full)
         spent = n

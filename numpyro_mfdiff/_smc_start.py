@@ -138,6 +138,12 @@ def proposal_sample(key, prop: Proposal, prior_draw: Callable, n: int) -> np.nda
     return np.concatenate(out).astype(np.float32)
 
 
+def _resampled(key, theta, log_w, n):
+    """``n`` rows of ``theta`` (N, D) resampled (systematic) by the log-weights (N,)."""
+    w = np.exp(log_w - np.max(log_w))
+    return theta[np.asarray(resampling.systematic(key, jnp.asarray(w / w.sum()), n))]
+
+
 def _proposal_start(key, target, y, n, s, prior_draw, low_draw):
     """``(x (n, D), log_q, draw_q, evaluations)`` of the start ``q``: a Gaussian fitted to
     ``G_low``'s draws, the Laplace approximation of ``target`` from their mean when it is
@@ -162,8 +168,7 @@ def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw):
     k_start, k_run, k_res = jax.random.split(key, 3)
     x, log_q, draw_q, pre = _proposal_start(k_start, low_t, y, n, s, prior_draw, low_draw)
     res = run(k_run, low_t, log_q, x, s["budget"] - pre, draw_q=draw_q)
-    w = np.exp(res.log_w - np.max(res.log_w))
-    x = res.theta[np.asarray(resampling.systematic(k_res, jnp.asarray(w / w.sum()), n))]
+    x = _resampled(k_res, res.theta, res.log_w, n)
     stages = [st._replace(move=f"{st.move}-low") for st in res.stages]
     stages[0] = stages[0]._replace(evaluations=stages[0].evaluations + pre)
 
@@ -195,15 +200,15 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
         )
     k_q, k_x, k_run = jax.random.split(key, 3)
     pre, draw_q, low_stages, lam = 0, None, (), 0.0  # pre: the Laplace search's evaluations
-    mf = START == "low" and low is not None and not high.same and target.differentiable
+    cont = ref.engine == "smc" and ref.theta.shape[0] > 0  # continue at the posterior
+    mf = START == "low" and not cont and low is not None and not high.same
+    mf = mf and target.differentiable
     low_t = model_target(low.model, low.spec, low.args, low.kwargs, y, log_prior) if mf else None
-    if ref.engine == "smc" and ref.theta.shape[0]:  # continue at the posterior
-        w = np.exp(ref.log_w - np.max(ref.log_w))
-        idx = np.asarray(resampling.systematic(k_x, jnp.asarray(w / w.sum()), n))
-        x, lam, log_q = ref.theta[idx], 1.0, target.logprior
+    if cont:
+        x, lam, log_q = _resampled(k_x, ref.theta, ref.log_w, n), 1.0, target.logprior
     elif START == "prior":
         x, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), target.logprior
-    elif low_t is not None and low_t.differentiable:  # temper p L_low -> p L_high
+    elif mf and low_t.differentiable:  # temper p L_low -> p L_high
         x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw)
     else:
         x, log_q, draw_q, pre = _proposal_start(k_q, target, y, n, s, prior_draw, low_draw)
