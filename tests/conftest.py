@@ -12,11 +12,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 _CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
 
-import numpyro  # noqa: E402
-
-numpyro.set_platform("cpu")
-
-import jax  # noqa: E402
 
 # XLA's compilations dominate the suite's time on a CPU, and many tests compile the
 # same programs in fresh closures (each MFDiff jits its own): JAX's persistent cache,
@@ -28,15 +23,22 @@ _cache = os.environ.get(
     "MFDIFF_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "jax")
 )
 if _cache:
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(_cache))
+    # as environment variables, read by JAX at import (here and in the suite's
+    # subprocesses: the tutorials' kernels, the CLI and checkpoint runs share the cache)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(_cache)
     # 0 (every compilation cached) measured slower: 161 s against 149 s on the two files
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     # A size limit turns on JAX's file lock around each read and write of the cache: the
     # two pytest-xdist workers share it, and one must not read an entry the other is
     # still writing (a failed read warns, and warnings are errors here). 4 GiB: no
     # eviction in practice (a whole run writes about 12 MB).
-    jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 * 2**30)
 
+import numpyro  # noqa: E402
+
+numpyro.set_platform("cpu")
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 # in-process pytest sessions for the checks of these hooks (tests/test_ci_guards.py)
@@ -46,9 +48,11 @@ pytest_plugins = ["pytester"]
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are built
 def pytest_runtest_setup(item):
     """XLA's cheapest compile for the default suite, its full optimisation for the slow
-    tests (their module fixtures are built in their first test's setup, so after this)."""
-    slow = item.get_closest_marker("slow") is not None
-    cheap = _CHEAP_COMPILE and not slow
+    tests and the default tests marked ``optimised`` (those whose time goes to running
+    what they compile; their module fixtures are built in their first test's setup, so
+    after this)."""
+    full = any(item.get_closest_marker(m) is not None for m in ("slow", "optimised"))
+    cheap = _CHEAP_COMPILE and not full
     jax.config.update("jax_disable_most_optimizations", cheap)
     # and the test's subprocesses compile as it does (test_sharding compares a child's
     # results with this process's to 1e-5)

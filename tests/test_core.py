@@ -82,6 +82,8 @@ def test_ess():
     assert float(ess(jnp.array([-1e4, -1e4]))) == pytest.approx(2.0, rel=1e-3)
 
 
+# 10,000 points x 2,000 rows x 60 steps: 35.9 s compiled cheaply, 9.3 s optimised (the three)
+@pytest.mark.optimised
 @pytest.mark.parametrize("solver", ["ddim", "dpm2m", "dpm3m"])
 def test_ode_recovers_gaussian_posterior_with_many_points(solver):
     """Gaussian prior points with Gaussian likelihood: mean and sd of the ODE output."""

@@ -218,6 +218,8 @@ def test_cli_runs_small(tmp_path, capsys):
                 "1000",
                 "--ode-samples",
                 "200",
+                "--timing-samples",
+                "1000",
                 "--num-labels",
                 "500",
                 "--train-steps",
@@ -231,6 +233,7 @@ def test_cli_runs_small(tmp_path, capsys):
         )
     out = capsys.readouterr().out
     assert "KL G_low" in out and "build time" in out
+    assert "1,000 samples from G_low" in out
     assert png.stat().st_size > 1000
 
 

@@ -95,21 +95,22 @@ def test_bad_input():
 
 
 @pytest.mark.slow
-def test_refine_moves_g_low_towards_nuts():
-    """The settings of ``bench_runaway.py --fast``: G_low from 2,000 Euler solves, one
-    refinement round of 500 RK4 solves, against NUTS on the RK4 model (2 chains x 500).
+def test_refine_reaches_nuts():
+    """The settings of ``bench_runaway.py --fast``: G_low from 2,000 Euler solves, then
+    500 RK4 solves for one observation, against NUTS on the RK4 model (2 chains x 500):
+    G_high's 500 draws within C2ST 0.58 of 500 NUTS draws, every mean within 0.25 NUTS
+    sd, every sd within a factor exp(0.35) = 1.42; NUTS's other 500 draws pass, and
+    the prior, those draws shifted by 0.3 sd, with the sd halved or doubled fail.
 
-    What it shows is a move towards NUTS, not agreement: at this budget G_high is about
-    as far from NUTS as a deliberately wrong answer (NUTS's other 500 draws shifted by
-    0.3 sd: C2ST 0.64; sd doubled 0.72; sd halved 0.74; the other 500 draws themselves
-    0.50), so no bound here can tell it from one. Measured over build/refine keys
-    (0, 3) (this test's), (10, 13), (20, 23), NUTS and the draws as below: C2ST G_low
-    0.90, 0.85, 0.92 -> G_high 0.60, 0.64, 0.77; largest mean error in NUTS sds
-    0.92, 0.90, 1.28 -> 0.31, 0.31, 1.01. The bounds hold at all three: C2ST of G_low
-    > 0.8, down by > 0.1 (0.30, 0.22, 0.15); mean error down to < 0.85 of G_low's
-    (0.33, 0.34, 0.79 of it). The former bound C2ST(G_high) < 0.72 held at the test's
-    keys only (0.77 at (20, 23))."""
-    from models import moment_errors
+    Measured over build/refine keys (0, 3) (this test's), (10, 13), (20, 23)
+    (``/tmp/s3/rw/rw.py``, 2026-12-06): G_high C2ST 0.497 / 0.523 / 0.520, largest
+    mean error 0.084 / 0.132 / 0.162 sd, largest |log sd ratio| 0.019 / 0.180 / 0.036
+    (G_low before: C2ST 0.85-0.92, 0.9-1.3 sd off). The Laplace start at y (section 6
+    of docs/method.md) is what makes 500 solves enough: the KDE importance sampling
+    of the same budget (``engine="is"``) gave C2ST 0.600 / 0.654 / 0.762, 0.24 / 0.34 /
+    0.88 sd. NUTS's 0.3-sd shift measured C2ST 0.64 before."""
+    from models import assert_wrong_answers_fail, moment_errors
+    from numpyro.infer import Predictive
 
     from numpyro_mfdiff import MFDiff
     from numpyro_mfdiff.baselines import nuts
@@ -119,25 +120,30 @@ def test_refine_moves_g_low_towards_nuts():
     y = np.asarray(jnp.log10(f) + RUNAWAY_NOISE * jax.random.normal(jax.random.PRNGKey(1), (T,)))
     obs = {"y": y}
     build = dict(num_labels=500, train_steps=200, num_steps=30, width=32, depth=2)
-    # a tiny round: the refined ESS is 17.6 (28.9 before tempering; only a warning level)
-    build["ess_warning"] = 5.0  # measured 7.9 since G_low labels are smoothed (17.6 before)
+    build["ess_warning"] = 5.0  # G_low's ESS at y is small: refinement is the point
     inf = MFDiff(runaway_low, num_simulations=2000, progress_bar=False, **build)
     inf.run(jax.random.PRNGKey(0))
 
     def stack(s):
         return np.stack([np.ravel(np.asarray(s[k])) for k in ("E_f", "n_e", "T_f")], 1)
 
-    low = stack(inf.get_samples(jax.random.PRNGKey(2), obs, 500))
-    inf.refine(jax.random.PRNGKey(3), obs, model=runaway_high, num_simulations=500)
+    inf.refine(jax.random.PRNGKey(3), obs, model=runaway_high, num_simulations=500, engine="smc")
     high = stack(inf.get_samples(jax.random.PRNGKey(4), obs, 500))
     idata = nuts(
         runaway_high, obs, jax.random.PRNGKey(6), num_chains=2, num_warmup=200, num_samples=500
     )
     ref_all = stack(idata.posterior)
-    ref = ref_all[np.random.default_rng(0).permutation(len(ref_all))[:500]]
-    acc_low = float(c2st(low, ref, jax.random.PRNGKey(7)))
-    acc_high = float(c2st(high, ref, jax.random.PRNGKey(7)))
-    assert acc_low > 0.8 and acc_low - acc_high > 0.1, (acc_low, acc_high)
+    perm = np.random.default_rng(0).permutation(len(ref_all))
+    ref, other = ref_all[perm[:500]], ref_all[perm[500:]]
     m, sd = ref_all.mean(0), ref_all.std(0)
-    err_low, err_high = moment_errors(low, m, sd)[0], moment_errors(high, m, sd)[0]
-    assert err_high < 0.85 * err_low, (err_low, err_high)
+
+    def figures(d):
+        return (float(c2st(d, ref, jax.random.PRNGKey(7))), *moment_errors(d, m, sd))
+
+    def check(d):
+        acc, err, log_sd = figures(d)
+        return acc <= 0.58 and err <= 0.25 and log_sd <= 0.35
+
+    assert check(high), figures(high)
+    prior = stack(Predictive(runaway_high, num_samples=500)(jax.random.PRNGKey(8)))
+    assert_wrong_answers_fail(check, other, prior)
