@@ -14,7 +14,8 @@ from ._schedule import (
     geometric_grid,
     uniform_grid,
 )
-from ._score import denoise, ess, score
+from ._score import denoise, score
+from ._weights import ess
 
 __version__ = "0.1.0"
 

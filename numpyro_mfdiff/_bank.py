@@ -11,7 +11,7 @@ at ``y``; importance-weighted simulations can join it with their log-weights.
 from __future__ import annotations
 
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -21,8 +21,9 @@ import numpyro.distributions as dist
 
 from . import _model
 from ._expfam import log_likelihood_natural, natural_form
-from ._label import row_moments
 from ._network import Generator, generate, generator_off
+from ._state import GeneratorCheck
+from ._weights import row_moments
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator"]
 __all__ += ["read_entries"]
@@ -148,17 +149,6 @@ def low_generator(key, spec, bank: PriorBank, net_config) -> Generator:
         theta_scale=bank.theta_scale,
         **net_config,
     )
-
-
-class GeneratorCheck(NamedTuple):
-    """``G_low`` against its weighted prior points at ``rows`` simulated observations
-    (likelihood ESS at least ``ess_min``): the largest mean error in weighted sds and
-    the sd ratio per coordinate and row."""
-
-    rows: int
-    ess_min: float
-    mean_error: float
-    sd_ratio: list
 
 
 def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):

@@ -26,9 +26,9 @@ import numpy as np
 
 from . import _model, _simulate
 from ._bank import build_bank, low_generator
-from ._checks import data_observations
 from ._config import Config
 from ._network import Generator
+from ._stages import data_observations
 from ._state import Diagnostics, State
 
 FORMAT_VERSION = 3

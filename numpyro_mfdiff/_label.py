@@ -8,15 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._kde import SMOOTH_CAP, silverman
 from ._ode import row_sharding, solve_ode, stop_ratios
 from ._score import dropped_mass, support_order
+from ._weights import row_moments
 
 __all__ = [
     "bucket",
     "label_chunk",
     "label_chunk_pruned",
     "label_triples",
-    "row_moments",
     "shrink",
     "smoothing_stops",
 ]
@@ -45,32 +46,8 @@ def bucket(count, n, granule=512):
 # Gaussian; half the mass in a spike 10x narrower than its base: 5.9). The 1/sqrt(n_e)
 # terms are the sampling noise: the largest of 10 axes of n_e Gaussian draws has a
 # bimodality coefficient above 0.5 (kurtosis above 5) in 5% of samples at n_e = 100 (50)
-SMOOTH_CAP = 0.5
 BC_MAX = 0.5
 KURT_MAX = 5.0
-
-
-def silverman(n_e, d):
-    """Silverman's kernel factor ``(4 / (n_e (d + 2)))^(1 / (d + 4))`` for ``n_e``
-    effective points in ``d`` dimensions (NumPy or JAX arrays)."""
-    return (4.0 / (n_e * (d + 2))) ** (1.0 / (d + 4))
-
-
-def row_moments(loglik, points):
-    """Weighted moments of the points under each row's normalised weights.
-
-    ``loglik`` (B, K) log-weights (``-inf`` excluded), ``points`` (K, D). Returns
-    ``(mean (B, D), eigenvalues (B, D) ascending, eigenvectors (B, D, D), ess (B,))``
-    of each row's weighted covariance.
-    """
-    w = jax.nn.softmax(loglik, axis=-1)
-    w = jnp.where(jnp.isfinite(w), w, 0.0)
-    mean = w @ points
-    # one (B, K) @ (K, D) product per coordinate: memory K x D whatever B
-    second = jax.lax.map(lambda col: w @ (points * col[:, None]), points.T)
-    cov = jnp.swapaxes(second, 0, 1) - mean[:, :, None] * mean[:, None, :]
-    lam, vec = jnp.linalg.eigh(cov)
-    return mean, jnp.maximum(lam, 0.0), vec, 1.0 / jnp.sum(w**2, axis=-1)
 
 
 def smoothing_stops(loglik, points):

@@ -16,23 +16,13 @@ from functools import partial
 import jax
 import numpy as np
 
-from . import _model
-from ._bank import build_bank, check_generator, low_generator
-from ._checks import (
-    count_failures,
-    data_observations,
-    model_callable,
-    split_run_arguments,
-)
+from . import _compiled as C
+from . import _refining, _samplers, _stages
+from ._checks import model_callable, real
 from ._config import Config
-from ._label import label_triples
-from ._network import fit_generator
-from ._pooled import FOCUS_SHARE
-from ._progress import progress
-from ._refine_api import RefineMethods
-from ._sampling_api import SamplingMethods
+from ._pooled import batch_checks
 from ._schedule import AbstractSchedule
-from ._state import Diagnostics, LabelStats, SimulationStats, State, Timings
+from ._state import Diagnostics, State, Timings, obs_key
 
 __all__ = ["MFDiff"]
 
@@ -54,7 +44,7 @@ def _built(name, doc):
     return property(lambda self: getattr(self._state, name), doc=doc)
 
 
-class MFDiff(SamplingMethods, RefineMethods):
+class MFDiff:
     """Amortized posterior sampling for a NumPyro model with a training-free diffusion.
 
     ``MFDiff(model).run(key)`` simulates the model from its prior once, labels
@@ -215,11 +205,17 @@ class MFDiff(SamplingMethods, RefineMethods):
             reparam=reparam,
             domain_check=domain_check,
         )
-        self._setup(model, config, State(), Diagnostics())
+        self._setup(config, State(model=model), Diagnostics())
+
+    def _setup(self, config, state, diagnostics):
+        self._config, self._state, self.diagnostics = config, state, diagnostics
+        self._compiled = C.Compiled()  # compiled functions of the state, built on first use
+        return self
 
     # ------------------------------------------------------- read-only views
     config = property(lambda self: self._config, doc="The settings (a frozen ``Config``).")
     state = property(lambda self: self._state, doc="What the stages built (a frozen ``State``).")
+    model = _built("model", "The NumPyro model.")
     bank = _built("bank", "The prior bank (``PriorBank``): the weighted prior points.")
     spec = _built("spec", "The model's sites (``ModelSpec``), after :meth:`simulate`.")
     simulations = _built("simulations", "The prior simulations (``Simulations``).")
@@ -292,40 +288,9 @@ class MFDiff(SamplingMethods, RefineMethods):
         ``RuntimeError``. With ``checkpoint_dir`` finished chunks are written
         to disk and reused by a rerun with the same key.
         """
-        cfg = self._config
-        args, kwargs, data, observed, data_args = split_run_arguments(
-            self.model, args, kwargs, cfg.observed_sites
-        )
-        sites = ()
-        if cfg.reparam == "auto":
-            sites = _model.auto_reparam_sites(self.model, args, kwargs, observed)
-        self._state = self._state.replace(reparam=sites, data_args=data_args)
-        model = self._inner_model()
-        spec = _model.inspect_model(model, args, kwargs, observed)
-        default = data_observations(spec, data)
-        self._state = self._state.replace(
-            spec=spec, args=args, kwargs=kwargs, default_observations=default
-        )
-        ckpt = None if cfg.checkpoint_dir is None else cfg.checkpoint_dir / "prior"
-        with progress(cfg.num_simulations, "simulating", cfg.progress_bar) as update:
-            sims = _model.simulate(
-                rng_key,
-                model,
-                spec,
-                cfg.num_simulations,
-                args,
-                kwargs,
-                cfg.simulation_chunk_size,
-                update,
-                checkpoint=ckpt,
-                executor=cfg.executor,
-                max_failure_fraction=cfg.max_failure_fraction,
-            )
-        failed = count_failures(sims, cfg.num_simulations)
-        self._state = self._state.replace(simulations=sims, bank=build_bank(spec, sims))
-        self._compiled = {}
-        self.diagnostics.record(SimulationStats(cfg.num_simulations, failed, list(sims.errors)))
-        return sims
+        self._state, stats = _stages.simulate(self._config, self._state, rng_key, args, kwargs)
+        self.diagnostics.record(stats)
+        return self._state.simulations
 
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
@@ -339,44 +304,11 @@ class MFDiff(SamplingMethods, RefineMethods):
         Gamma, ...: :mod:`~numpyro_mfdiff._expfam`) are one matmul per chunk; other
         sites call ``log_prob`` for every (observation, simulation) pair.
         """
-        self._require_sims()
-        cfg, bank, sims = self._config, self.bank, self.simulations
-        k_idx, k_z = jax.random.split(rng_key)
-        valid_idx = np.flatnonzero(sims.valid)
-        T = cfg.num_labels
-        focus = self._state.focus
-        n_focus = 0 if focus is None else int(FOCUS_SHARE * T)
-        idx = np.asarray(
-            jax.random.choice(
-                k_idx, valid_idx, (T - n_focus,), replace=T - n_focus > valid_idx.size
-            )
+        C.require_sims(self._state)
+        self._state, triples, stats = _stages.label(
+            self._config, self._state, rng_key, self._fast_likelihood
         )
-        y = sims.y[idx]
-        if n_focus:  # after a batched refinement, a share at the batch's observations
-            y = np.concatenate([y, np.asarray(focus)[np.arange(n_focus) % focus.shape[0]]])
-        y_std = bank.standardise_y(y)
-        z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
-        with progress(T, "labelling", cfg.progress_bar) as update:
-            order, theta, dropped, used = label_triples(
-                y,
-                y_std,
-                z,
-                partial(bank.log_weights, fast=self._fast_likelihood),
-                bank.points,
-                cfg.schedule,
-                cfg.time_grid,
-                cfg.label_points,
-                cfg.solver,
-                cfg.chunk_size,
-                update,
-                tol=cfg.prune_tol,
-                smooth=cfg.label_smoothing,
-            )
-        y_std, z = y_std[order], z[order]
-        stats = LabelStats(float(dropped.max()), float(dropped.mean()), float(used.mean()))
         self.diagnostics.record(stats)
-        triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
-        self._state = self._state.replace(triples=triples)
         return triples
 
     def fit(self, rng_key, triples=None):
@@ -385,30 +317,376 @@ class MFDiff(SamplingMethods, RefineMethods):
         ``triples`` defaults to ``.triples``, the last :meth:`label` output
         (or the triples loaded by :meth:`load`).
         """
-        self._require_sims()
+        C.require_sims(self._state)
         if triples is None:
             if self.triples is None:
                 raise RuntimeError("no labelled triples yet: call .label(rng_key) first")
             triples = self.triples
-        cfg = self._config
-        k_init, k_fit = jax.random.split(rng_key)
-        gen = low_generator(k_init, self.spec, self.bank, cfg.net_config)
-        with progress(cfg.train_steps, "training", cfg.progress_bar) as update:
-            gen, history = fit_generator(
-                k_fit,
-                gen,
-                triples["y"],
-                triples["z"],
-                triples["theta"],
-                progress=update,
-                **cfg.fit_config,
-            )
-        self._state = self._state.replace(generator=gen)
+        self._state, history, check = _stages.fit(
+            self._config, self._state, rng_key, triples, self._fast_likelihood
+        )
         self.diagnostics.record(train_history=history)
-        sims, key = self.simulations, jax.random.fold_in(rng_key, 1)
-        check = check_generator(key, self.bank, gen, sims.y, sims.valid, self._fast_likelihood)
         self.diagnostics.record(generator_check=check)
-        return gen
+        return self.generator
+
+    # ------------------------------------------------------------- sampling
+    def get_samples(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
+    ):
+        """Posterior samples for one observation or a batch, one network pass each.
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: dict from observed site name to value, at the
+                site's shape or with a leading batch axis ``B`` on every site.
+                ``None`` (default): the data passed to :meth:`run` as model
+                arguments (``default_observations``); a ``ValueError`` if
+                there is none.
+            num_samples: samples per observation.
+            fidelity: ``None`` (default) draws from ``G_high`` for an
+                observation refined with :meth:`refine` and from ``G_low``
+                otherwise; ``"low"`` always uses ``G_low``; ``"high"`` requires
+                a refined observation.
+            group_by_chain: split the draws into ``num_chains`` chains, as
+                ``MCMC.get_samples(group_by_chain=True)``: shapes
+                ``(num_chains, num_samples // num_chains, *site_shape)``
+                (after the batch axis ``B`` for a batch). The draws are
+                independent; chain ``c`` is the ``c``-th block of consecutive
+                draws, so the same key gives the same draws either way.
+            num_chains: a divisor of ``num_samples`` (as in
+                :meth:`to_inference_data`).
+
+        Returns:
+            Dict from site name to constrained samples, shape
+            ``(num_samples, *site_shape)``, or ``(B, num_samples, *site_shape)``
+            for a batch: the latent sites, and the model's
+            ``numpyro.deterministic`` sites computed from them (with the
+            observed sites set to the observation, as ``MCMC`` does; under
+            ``jit``, so a deterministic site that does not need the simulator
+            does not run it).
+        """
+        return _samplers.get_samples(
+            self._config,
+            self._state,
+            rng_key,
+            observations,
+            num_samples,
+            fidelity,
+            group_by_chain,
+            num_chains,
+            self._compiled,
+        )
+
+    def sample_ode(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        batch_size: int = 4096,
+        fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
+    ):
+        """Posterior samples from the Monte Carlo-score ODE, without the network.
+
+        Slower than :meth:`get_samples` and more accurate. Points whose weight
+        is negligible (at most ``prune_tol`` of the mass in total) are dropped
+        first. For a refined observation (``fidelity`` as in
+        :meth:`get_samples`) the ODE runs over the high-fidelity simulations
+        with their importance weights. Same arguments (``observations=None``:
+        the data passed to :meth:`run`; ``group_by_chain``, ``num_chains``) and
+        return value (deterministic sites included) as :meth:`get_samples`.
+        """
+        out, stats = _samplers.sample_ode(
+            self._config,
+            self._state,
+            rng_key,
+            observations,
+            num_samples,
+            batch_size,
+            fidelity,
+            group_by_chain,
+            num_chains,
+            self._compiled,
+        )
+        self.diagnostics.record_all(stats)
+        return out
+
+    def ess(self, observations=None, fidelity=None):
+        """Effective sample size of the weights the samplers use, per observation.
+
+        For ``G_low``: the likelihood weights over the prior simulations; for a
+        refined observation: the importance weights over the high-fidelity
+        simulations (``fidelity`` as in :meth:`get_samples`). Returns a float,
+        or an array (B,) for a batch. Small values (tens) mean the estimator
+        rests on few simulations. ``observations=None``: the data passed to :meth:`run`.
+        """
+        return _samplers.ess(self._config, self._state, observations, fidelity, self._compiled)
+
+    def fidelity(self, observations=None) -> str:
+        """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
+        return _samplers.fidelity(self._state, observations)
+
+    def print_summary(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        prob: float = 0.9,
+        *,
+        num_chains: int = 1,
+        fidelity=None,
+        exclude_deterministic: bool = True,
+    ):
+        """Print the posterior of one observation as ``MCMC.print_summary`` does.
+
+        Draws ``num_samples`` with :meth:`get_samples` (the key is required:
+        nothing is stored between calls, so the table is reproducible),
+        prints ``numpyro.diagnostics.print_summary`` of them (mean, std,
+        median, the ``prob`` HPDI, n_eff, r_hat; the draws are independent,
+        split into ``num_chains`` chains as in :meth:`get_samples`), then a
+        line naming the sampler that served (``G_low``, or ``G_high`` for an
+        observation refined with :meth:`refine`) with the ESS of its weights
+        (:meth:`ess`). ``observations=None``: the data passed to :meth:`run`;
+        ``fidelity`` as in :meth:`get_samples`; deterministic sites are left
+        out unless ``exclude_deterministic=False``.
+        """
+        from numpyro.diagnostics import print_summary
+
+        real("prob", prob, 0.0, 1.0, low_open=True, high_open=True)
+        y = C.check(self._config, self._state, observations, warn=False)
+        if y.ndim != 1:
+            raise ValueError("print_summary takes a single observation, not a batch")
+        samples = self.get_samples(
+            rng_key, observations, num_samples, fidelity, group_by_chain=True, num_chains=num_chains
+        )
+        if exclude_deterministic:
+            samples = {k: v for k, v in samples.items() if k in C.user_latents(self._state)}
+        print_summary({k: np.asarray(v) for k, v in samples.items()}, prob=prob)
+        ref = C.refinement_for(self._state, y, fidelity)
+        ess = self.ess(observations, fidelity=fidelity)
+        if ref is None:
+            n = int(np.sum(self.simulations.valid))
+            print(
+                f"sampler: G_low (amortized generator); likelihood-weight ESS {ess:.1f} "
+                f"of {n} prior simulations"
+            )
+        else:
+            print(
+                f"sampler: G_high (refined with {ref.num_high_fidelity} high-fidelity "
+                f"simulations); importance-weight ESS {ess:.1f} (G_low's likelihood-weight "
+                f"ESS {self.ess(observations, fidelity='low'):.1f})"
+            )
+
+    def to_inference_data(self, rng_key, observations=None, num_samples=1000, **kwargs):
+        """Posterior for one observation as ``az.InferenceData``.
+
+        ``observations=None``: the data passed to :meth:`run` (``default_observations``).
+
+        ``posterior`` (latent and deterministic sites, as :meth:`get_samples`
+        with ``group_by_chain=True``) has dims ``chain``/``draw``; also ``observed_data``,
+        ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
+        (``posterior_predictive=True``), ``log_likelihood`` (default on, for
+        ``az.loo``/``az.compare``) and the method's diagnostics in ``attrs``.
+        Keyword arguments: ``num_chains``, ``prior``, ``posterior_predictive``,
+        ``log_likelihood``, ``method`` (``"generator"`` or ``"ode"``).
+        """
+        from ._arviz import to_inference_data
+
+        st = self._state
+        if kwargs.get("method", "generator") == "generator":
+            C.require_generator(st)
+        C.require_sims(st)
+        observations = C.observations_or_default(st, observations)
+        return to_inference_data(
+            rng_key,
+            observations,
+            num_samples,
+            model=self.model,
+            state=st,
+            check=partial(C.check, self._config, st, warn=False, cache=self._compiled),
+            samplers={"generator": self.get_samples, "ode": self.sample_ode},
+            refinement=partial(C.refinement_for, st),
+            low_ess=partial(self.ess, fidelity="low"),
+            deterministic=C.deterministic(st, self._compiled),
+            diagnostics=self.diagnostics,
+            **kwargs,
+        )
+
+    def refine(
+        self,
+        rng_key,
+        observations,
+        model=None,
+        num_simulations: int | None = None,
+        *,
+        rounds: int | None = None,
+        target_ess: float | None = None,
+        max_simulations: int | None = None,
+        inflation: float = 1.5,
+        prior_fraction: float = 0.1,
+        num_labels: int | None = None,
+        train_steps: int | None = None,
+        smoothing: float | None = None,
+        model_args=None,
+        model_kwargs=None,
+        engine: str = "auto",
+    ):
+        """Refine the posterior of one observation (or a batch) with more simulations.
+
+        Two engines for one observation (``engine``; ``"auto"`` picks importance
+        sampling up to 10 latent coordinates and SMC above, and a further call
+        continues with the engine of the first; the choice is in
+        ``diagnostics["refinements"][...]["engine"]``).
+
+        ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md,
+        section 6). Particles (as many as let the budget pay max(24, 0.6 d) stages, 60 to
+        1,000) drawn from a Gaussian (for models JAX differentiates a Laplace approximation
+        found from the mean of ``G_low``'s draws at ``y``, covariance times 1.1^2; else the mean and
+        covariance of those draws times ``inflation^2``) mixed with a ``prior_fraction``
+        of prior draws. When that start ``q`` is close (the first stage's importance
+        weights at the posterior keep an ESS of half the particles), the rest of the
+        budget is plain importance sampling from ``q`` (stages ``"is"``). Otherwise the
+        particles move along the
+        bridge ``q^(1 - l) (p(theta) p(y | theta))^l``, each stage raising ``l`` so that the
+        ESS of the increment is half the particles, resampling a twentieth of them and
+        running from each a chain of 19 MCMC moves whose every state is kept (waste-free
+        SMC; the random walk instead moves every particle 5 times): HMC with 5 leapfrog
+        steps for models JAX differentiates (mass matrix the particles' covariance, step
+        size tuned to the last stage's acceptance), random-walk Metropolis for external
+        simulators (proposal covariance ``2.38^2 / d`` times the particles').
+        ``max_simulations`` counts every evaluation of ``model``: each log- likelihood, each
+        gradient (one per leapfrog step; the value comes with it) and each simulation of an
+        external model, the Laplace search's included; a stage of ``N`` particles costs
+        about ``6.8 N`` with HMC and ``8 N`` with the random walk, and each stage's
+        evaluations are in the diagnostics' rounds. Once at ``l = 1`` the budget left moves
+        the particles further at the posterior, and the particles of every stage at ``l =
+        1`` form the refined pool that :meth:`sample_ode` and ``G_high`` are labelled from
+        (``G_high``, when the pool is one cluster, then mapped affinely onto the pool's
+        weighted mean and covariance: a regression fit shrinks in high dimension).
+        ``num_simulations`` does not size SMC's stages; ``rounds`` caps their number.
+
+        ``engine="is"``: adaptive sequential importance sampling (METHOD.md,
+        sections 5 and 8), in stages. Each stage targets ``p(theta) p(y | theta)^lam``, raising the
+        temperature ``lam`` from 0 as far as the simulations gathered so far
+        still represent it (a pooled ESS of at least half a stage, or a
+        conditional ESS of the increment of 1/2, as adaptive tempered SMC),
+        then proposes from a Gaussian KDE of those simulations resampled at
+        that temperature (per cluster, Scott's bandwidth from the ESS times
+        ``inflation``) and, for a ``prior_fraction``, from the prior, and
+        simulates ``model`` there. The first stage of a refinement with
+        another model proposes around ``G_low``'s draws; at the same fidelity
+        the prior simulations are the starting pool. Every simulation is kept,
+        weighted ``p(y | theta) p(theta) / q(theta)`` with ``q`` the mixture of
+        all proposals so far (the prior included). Finally the weighted
+        Monte Carlo-score ODE labels ``(z, theta)`` pairs for an unconditional
+        generator ``G_high(z)``; afterwards :meth:`get_samples` for this
+        observation draws from ``G_high``. Calling ``refine`` again adds
+        stages to the same observation.
+
+        ``refine(key, obs, model=hf, max_simulations=B)`` spends at most ``B``
+        simulations of ``hf`` and chooses the rest: stages of ``B / 10``
+        (100 to 2,000), the temperatures, and the smoothing.
+
+        A batch of observations (a leading axis ``B`` on every site) shares one
+        budget and one amortized generator instead, at the same fidelity: each
+        round draws from ``G_low`` at every observation of the batch, puts a
+        Gaussian kernel on each draw (Scott's factor times ``inflation`` on the
+        covariance of that observation's draws), adds a ``prior_fraction`` of
+        prior draws, and simulates this inference's model there. The simulations
+        join the prior bank, every point weighted ``p(theta) / q(theta)`` with
+        ``q`` the mixture of the prior and all rounds' kernels, and ``G_low`` is
+        relabelled from the weighted bank (a quarter of its labels at the batch's
+        observations) and fitted again. The budget goes into two equal rounds
+        (the second proposes from the relabelled ``G_low``) when each gives every
+        observation at least two kernels, else one; ``rounds`` overrides it.
+        Afterwards :meth:`get_samples`, :meth:`sample_ode` and :meth:`ess` use
+        the weighted bank for any observation; the rounds, the simulations and
+        the batch's ESS before and after are in ``diagnostics["pooled"]``.
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: one observation (dict site name -> value), or a batch
+                of them (a leading axis on every site; see above).
+            model: the high-fidelity NumPyro model, with the same latent and
+                observed sites (names, shapes, supports). Default: the model
+                of this inference (sequential refinement at the same fidelity,
+                where the prior simulations also count as draws).
+            num_simulations: simulations per stage (default: chosen from the
+                budget, see above).
+            rounds: the most stages (default: until the budget is spent).
+            target_ess: stop after the stage whose importance ESS at the
+                posterior (temperature 1) reaches it; a warning when the budget
+                runs out first.
+            max_simulations: budget of simulations of ``model`` for this call
+                (default: ``rounds * num_simulations`` when ``num_simulations``
+                is set, else 2,000).
+            inflation: factor on the KDE bandwidth (> 0); above 1 widens the
+                proposal around the simulations.
+            prior_fraction: share of each stage's proposals drawn from the
+                prior, in [0, 1).
+            num_labels: ODE-labelled noise/parameter pairs for ``G_high``
+                (default: ``num_labels`` of this inference).
+            train_steps: training steps of ``G_high`` (default: those of ``G_low``).
+            smoothing: kernel sd ``h`` in [0, 1), in units of the refined
+                posterior's whitened sd, of the refined ODE's end point
+                (``G_high``'s labels and :meth:`sample_ode`): the ODE stops
+                early on points shrunk towards their mean, a kernel smoothing
+                that keeps the weighted mean and covariance (Liu & West).
+                Without it the ODE returns the weighted simulations themselves
+                and ``G_high`` regresses a piecewise-constant map, too narrow.
+                Default ``None``: Silverman's bandwidth from the ESS and the
+                dimension, per cluster of the weighted points, times the sd of
+                the narrowest cluster's narrowest direction, so that separate
+                modes keep their width (see ``diagnostics``); 0 turns it off.
+            model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
+            engine: ``"auto"`` (default), ``"is"`` (importance sampling) or ``"smc"``
+                (tempered SMC); see above. A batch always uses the pooled rounds.
+
+        Returns:
+            ``self``. Diagnostics (ESS before/after, simulations per fidelity,
+            the stages with their temperatures, KDE bandwidths, the smoothing,
+            timings) are in ``diagnostics["refinements"]``.
+        """
+        cfg, st = self._config, self._state
+        C.require_sims(st)
+        y = C.check(cfg, st, observations, warn=False, sampler="refine", cache=self._compiled)
+        given = dict(rounds=rounds, num_simulations=num_simulations, target_ess=target_ess)
+        given.update(max_simulations=max_simulations, num_labels=num_labels)
+        given.update(train_steps=train_steps, smoothing=smoothing, engine=engine)
+        s = _refining.settings(cfg, inflation=inflation, prior_fraction=prior_fraction, **given)
+        high = _refining.high_fidelity(st, model, model_args, model_kwargs)
+        if y.ndim == 2:
+            given = {k: given[k] for k in ("num_simulations", "target_ess", "num_labels")}
+            given.update(train_steps=train_steps, smoothing=smoothing)
+            given.update(engine=None if engine == "auto" else engine)
+            batch_checks(high.same, {k: v for k, v in given.items() if v is not None})
+            self._state, record, records = _refining.refine_batch(
+                cfg,
+                st,
+                rng_key,
+                y,
+                s,
+                _samplers.low_draw,
+                self.diagnostics.get("pooled"),
+                self._compiled,
+                self._fast_likelihood,
+            )
+            self.diagnostics.record_all([*records, dict(pooled=record)])
+            return self
+        self._state, ref = _refining.refine_observation(
+            cfg, st, rng_key, y, s, high, _samplers.low_draw, self._compiled
+        )
+        self.diagnostics.record_refinement(obs_key(y), observations, ref)
+        return self
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
@@ -422,7 +700,7 @@ class MFDiff(SamplingMethods, RefineMethods):
         """
         from ._io import save
 
-        self._require_sims()
+        C.require_sims(self._state)
         save(path, self._config, self._state, self.diagnostics)
 
     @classmethod
@@ -441,4 +719,4 @@ class MFDiff(SamplingMethods, RefineMethods):
         from ._io import load
 
         config, state, diagnostics = load(path, model, args, kwargs)
-        return cls.__new__(cls)._setup(model, config, state, diagnostics)
+        return cls.__new__(cls)._setup(config, state.replace(model=model), diagnostics)

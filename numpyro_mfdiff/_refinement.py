@@ -22,7 +22,8 @@ from . import _model, _sequential, _smc
 from ._checks import model_callable, positive_int, real
 from ._network import Generator
 from ._schedule import AbstractSchedule, geometric_grid, uniform_grid
-from ._score import ess as _ess
+from ._weights import ess as _ess
+from ._weights import host_ess
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -168,7 +169,7 @@ class Refinement:
 
     @property
     def ess(self) -> float:
-        return _sequential.ess(self.log_w)
+        return host_ess(self.log_w)
 
     def summary(self) -> dict:
         """Diagnostics as plain numbers (for ``diagnostics`` and InferenceData attrs)."""

@@ -20,7 +20,7 @@ import numpy as np
 from blackjax.smc import resampling
 
 from . import _external
-from ._model._density import _substituted_trace
+from ._model._density import substituted_trace as _substituted_trace
 from ._smc import Target, num_particles, run, stage_cost
 
 __all__ = [

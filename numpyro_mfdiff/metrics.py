@@ -27,6 +27,8 @@ import numpy as np
 import optax
 from jax.scipy.special import logsumexp
 
+from ._kde import scott_factor
+
 __all__ = [
     "flatten_samples",
     "kl_divergence_hist",
@@ -168,7 +170,7 @@ def _hist(x: jax.Array, bins: int, range: Any) -> jax.Array:  # noqa: A002
 def _scott_chol(data: jax.Array, bw_factor: float | None) -> jax.Array:
     """Cholesky factor of the KDE kernel covariance ``cov(data) * factor**2`` (scipy style)."""
     n, d = data.shape
-    factor = n ** (-1.0 / (d + 4)) if bw_factor is None else bw_factor
+    factor = scott_factor(n, d) if bw_factor is None else bw_factor
     cov = jnp.atleast_2d(jnp.cov(data, rowvar=False))
     return jnp.linalg.cholesky(cov * factor**2)
 

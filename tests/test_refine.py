@@ -312,10 +312,10 @@ def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
     )
     inf = MFDiff(linear_gaussian, **SMALL)
     z = jax.random.normal(jax.random.PRNGKey(0), (4000, 3))
-    raw, _, _ = ode_draw(inf.ode_config, ref, z)
+    raw, _, _ = ode_draw(inf.config.ode, ref, z)
     assert np.unique(np.round(raw, 3), axis=0).shape[0] < 0.9 * 4000
     ref = dataclasses.replace(ref, smoothing=0.3)
-    smooth, _, _ = ode_draw(inf.ode_config, ref, z)
+    smooth, _, _ = ode_draw(inf.config.ode, ref, z)
     assert np.unique(np.round(smooth, 3), axis=0).shape[0] == 4000
     assert np.all(np.abs(smooth.mean(0) - ref.mean) < 0.05 * ref.scale)
     np.testing.assert_allclose(smooth.std(0), ref.scale, rtol=0.05)

@@ -3,7 +3,7 @@ chunked, checkpointed, jitted batches (:func:`simulate`)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,9 @@ from numpyro import handlers
 
 from .. import _external, _simulate
 from ._sites import _sample_sites, _trace
-from ._spec import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: no import of _spec at run time
+    from ._spec import ModelSpec
 
 __all__ = ["Simulations", "simulate"]
 
