@@ -4,9 +4,11 @@ The public surface is :class:`MFDiff`; the numerical core (schedules, the
 Monte Carlo denoiser, ODE steps) is re-exported for users who compose it.
 """
 
+from ._config import Config
 from ._external import external_simulator
 from ._mfdiff import MFDiff
 from ._ode import DDIM, AbstractSolver, DPMSolver2M, DPMSolver3M, ddim_step, solve_ode
+from ._refining import RefineSettings
 from ._schedule import (
     AbstractSchedule,
     CosineSchedule,
@@ -21,6 +23,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MFDiff",
+    "Config",
+    "RefineSettings",
     "external_simulator",
     "AbstractSchedule",
     "LinearSchedule",

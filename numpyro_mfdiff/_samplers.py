@@ -12,13 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _compiled as C
-from ._checks import chain_count, positive_int
+from ._checks import chain_count, positive_int, real
 from ._domain import not_finite
 from ._network import generate
 from ._sampling import finish, ode_low
 from ._state import OdeStats
 
-__all__ = ["get_samples", "sample_ode", "ess", "fidelity", "low_draw", "ode_unconstrained"]
+__all__ = ["get_samples", "sample_ode", "ess", "fidelity", "print_summary", "low_draw"]
+__all__ += ["to_inference_data", "ode_unconstrained"]
 
 
 def get_samples(
@@ -122,3 +123,77 @@ def fidelity(state, observations=None) -> str:
 
     y = _model.check_observations(state.spec, C.observations_or_default(state, observations))
     return "high" if C.refinement_for(state, y, None) is not None else "low"
+
+
+def print_summary(
+    config,
+    state,
+    rng_key,
+    observations,
+    num_samples,
+    prob,
+    num_chains,
+    fidelity,
+    exclude_deterministic,
+    cache=None,
+):
+    """Print ``numpyro.diagnostics.print_summary`` of :func:`get_samples`' draws at one
+    observation, then the sampler that served and the ESS of its weights
+    (:meth:`MFDiff.print_summary <numpyro_mfdiff.MFDiff.print_summary>`)."""
+    from numpyro.diagnostics import print_summary as numpyro_summary
+
+    real("prob", prob, 0.0, 1.0, low_open=True, high_open=True)
+    y = C.check(config, state, observations, warn=False, cache=cache)
+    if y.ndim != 1:
+        raise ValueError("print_summary takes a single observation, not a batch")
+    samples = get_samples(
+        config, state, rng_key, observations, num_samples, fidelity, True, num_chains, cache
+    )
+    if exclude_deterministic:
+        samples = {k: v for k, v in samples.items() if k in C.user_latents(state)}
+    numpyro_summary({k: np.asarray(v) for k, v in samples.items()}, prob=prob)
+    ref = C.refinement_for(state, y, fidelity)
+    e = ess(config, state, observations, fidelity, cache)
+    if ref is None:
+        n = int(np.sum(state.simulations.valid))
+        print(
+            f"sampler: G_low (amortized generator); likelihood-weight ESS {e:.1f} "
+            f"of {n} prior simulations"
+        )
+    else:
+        print(
+            f"sampler: G_high (refined with {ref.num_high_fidelity} high-fidelity "
+            f"simulations); importance-weight ESS {e:.1f} (G_low's likelihood-weight "
+            f"ESS {ess(config, state, observations, 'low', cache):.1f})"
+        )
+
+
+def to_inference_data(
+    config, state, rng_key, observations, num_samples, samplers, diagnostics, cache, **kwargs
+):
+    """``az.InferenceData`` of one observation's posterior
+    (:meth:`MFDiff.to_inference_data <numpyro_mfdiff.MFDiff.to_inference_data>`) drawn by
+    ``samplers`` (method name -> the sampler: ``"generator"``, ``"ode"``), with the
+    ``diagnostics`` in its ``attrs``."""
+    from functools import partial
+
+    from ._arviz import to_inference_data as convert
+
+    if kwargs.get("method", "generator") == "generator":
+        C.require_generator(state)
+    C.require_sims(state)
+    observations = C.observations_or_default(state, observations)
+    return convert(
+        rng_key,
+        observations,
+        num_samples,
+        model=state.model,
+        state=state,
+        check=partial(C.check, config, state, warn=False, cache=cache),
+        samplers=samplers,
+        refinement=partial(C.refinement_for, state),
+        low_ess=lambda obs: ess(config, state, obs, "low", cache),
+        deterministic=C.deterministic(state, cache),
+        diagnostics=diagnostics,
+        **kwargs,
+    )

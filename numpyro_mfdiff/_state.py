@@ -18,6 +18,7 @@ __all__ = [
     "OdeStats",
     "GeneratorCheck",
     "obs_key",
+    "built_property",
 ]
 
 
@@ -66,6 +67,12 @@ class GeneratorCheck(NamedTuple):
     ess_min: float
     mean_error: float
     sd_ratio: list
+
+
+def built_property(name, doc):
+    """A read-only property of an object holding a :class:`State` as ``_state`` that
+    reads its field ``name``."""
+    return property(lambda self: getattr(self._state, name), doc=doc)
 
 
 def obs_key(y) -> str:

@@ -86,9 +86,7 @@ def import_graph(entry_points=ENTRY_POINTS) -> dict:
         return out - inits
 
     return {
-        m: sorted(through(m) - {m})
-        for m in modules
-        if m not in inits and m not in entry_points
+        m: sorted(through(m) - {m}) for m in modules if m not in inits and m not in entry_points
     }
 
 
@@ -143,6 +141,27 @@ def test_no_module_over_400_lines():
 
 def test_no_private_names_across_subpackages():
     assert not private_reaches()
+
+
+def test_settings_written_once():
+    """``MFDiff``'s settings are ``Config``'s fields (same names, order and defaults), and
+    ``refine``'s keyword settings ``RefineSettings``'s: the signature and the record
+    cannot drift apart."""
+    import dataclasses
+    import inspect
+
+    from numpyro_mfdiff import Config, MFDiff, RefineSettings
+
+    def params(fn, skip):
+        ps = inspect.signature(fn).parameters.values()
+        return {p.name: p.default for p in ps if p.name not in skip}
+
+    fields = {f.name: f.default for f in dataclasses.fields(Config)}
+    assert list(params(MFDiff.__init__, ("self", "model"))) == list(fields)
+    assert params(MFDiff.__init__, ("self", "model")) == fields
+    given = params(MFDiff.refine, ("self", "rng_key", "observations", "model"))
+    given = {k: v for k, v in given.items() if k not in ("model_args", "model_kwargs")}
+    assert given == {f.name: f.default for f in dataclasses.fields(RefineSettings)}
 
 
 if __name__ == "__main__":
