@@ -8,7 +8,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
-from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff import MFDiff, _compiled
 from numpyro_mfdiff._bank import build_bank
 from numpyro_mfdiff._pooled import Proposals, bank_log_weight, batch_kde, plan_rounds
 from numpyro_mfdiff._sampling import ode_low
@@ -144,7 +144,7 @@ def test_one_observation_after_a_batch_starts_from_the_weighted_bank(pooled):
     inf, _ = pooled
 
     st = inf.state
-    log_prior, _ = inf._prior_fns()
+    log_prior, _ = _compiled.prior(inf.state)
     y = jnp.asarray(XS[0])
     ref = new_refinement(
         XS[0],
