@@ -2,7 +2,7 @@
 
 Labelling evaluates ``log p(y_i | theta_j)`` for every (observation, prior
 point) pair of a chunk. The generic path calls each observed site's
-``log_prob`` per pair; the natural form (``numpyro_mfdiff._expfam``) is one
+``log_prob`` per pair; the natural form (``numpyro_mfdiff._model._expfam``) is one
 matmul of sufficient statistics against natural parameters computed once per
 prior point. This script labels the same triples both ways, on the quadratic
 example (Gaussian noise, one observation), a Poisson model (ten counts) and a
@@ -33,7 +33,7 @@ import numpyro.distributions as dist
 from _common import cost_per_solve
 
 from numpyro_mfdiff import MFDiff, _stages
-from numpyro_mfdiff._expfam import log_likelihood_natural, natural_form
+from numpyro_mfdiff._model._expfam import log_likelihood_natural, natural_form
 from numpyro_mfdiff.examples import quadratic
 
 EXPOSURE = np.linspace(0.5, 2.0, 10).astype(np.float32)

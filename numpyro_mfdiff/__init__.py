@@ -5,19 +5,19 @@ Monte Carlo denoiser, ODE steps) is re-exported for users who compose it.
 """
 
 from ._config import Config
-from ._external import external_simulator
 from ._mfdiff import MFDiff
-from ._ode import DDIM, AbstractSolver, DPMSolver2M, DPMSolver3M, ddim_step, solve_ode
+from ._model._external import external_simulator
 from ._refining import RefineSettings
-from ._schedule import (
+from .diffusion._ode import DDIM, AbstractSolver, DPMSolver2M, DPMSolver3M, ddim_step, solve_ode
+from .diffusion._schedule import (
     AbstractSchedule,
     CosineSchedule,
     LinearSchedule,
     geometric_grid,
     uniform_grid,
 )
-from ._score import denoise, score
-from ._weights import ess
+from .diffusion._score import denoise, score
+from .refine._weights import ess
 
 __version__ = "0.1.0"
 

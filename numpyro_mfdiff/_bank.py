@@ -20,10 +20,10 @@ import numpy as np
 import numpyro.distributions as dist
 
 from . import _model
-from ._expfam import log_likelihood_natural, natural_form
-from ._network import Generator, generate, generator_off
+from ._model._expfam import log_likelihood_natural, natural_form
 from ._state import GeneratorCheck
-from ._weights import row_moments
+from .generator._network import Generator, generate, generator_off
+from .refine._weights import row_moments
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator"]
 __all__ += ["read_entries"]
@@ -42,7 +42,7 @@ class PriorBank(eqx.Module):
     labels' inputs nor an observation's filler reach the network as values);
     ``dists``: the batched observed-site distributions;
     ``valid`` (N,): finite simulations; ``natural``: their exponential-family form
-    (:mod:`~numpyro_mfdiff._expfam`) or None; ``log_weight`` (N,): the points' own
+    (:mod:`~numpyro_mfdiff._model._expfam`) or None; ``log_weight`` (N,): the points' own
     log-weights (zeros for draws from the prior).
     """
 
@@ -159,7 +159,8 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted sds
     and the sd ratios per coordinate (labels keep each row's weighted mean and
     covariance, smoothed or not). Returns a :class:`GeneratorCheck`, or ``None`` where
-    no observation qualifies; warns when off (:func:`~numpyro_mfdiff._network.generator_off`)."""
+    no observation qualifies; warns when off
+    (:func:`~numpyro_mfdiff.generator._network.generator_off`)."""
     valid = np.flatnonzero(valid)
     cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
     # the simulated observations themselves (integer sites stay integers), weighed

@@ -14,9 +14,9 @@ import jax
 
 from ._checks import positive_int, real
 from ._domain import DOMAIN_CHECKS
-from ._ode import SOLVERS
-from ._refinement import OdeConfig, RefineContext
-from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+from .diffusion._ode import SOLVERS
+from .diffusion._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+from .refine._refinement import OdeConfig, RefineContext
 
 __all__ = ["Config", "GRIDS", "BUDGETS", "setting_property"]
 
@@ -70,7 +70,7 @@ class Config:
             warning above 1%.
         prune_tol: likelihood mass :meth:`MFDiff.sample_ode` and labelling may drop per
             observation: points below it are skipped, exactly (see
-            :func:`~numpyro_mfdiff._score.support_order`), so the target moves by
+            :func:`~numpyro_mfdiff.diffusion._score.support_order`), so the target moves by
             at most ``prune_tol`` in total variation (1e-4 labels the quadratic 9%
             faster, and its ODE KL rises by about 1e-4: docs/benchmarks.md).
         label_smoothing: label each triple from its observation's weighted prior
@@ -238,7 +238,7 @@ class Config:
 
     @property
     def ode(self) -> OdeConfig:
-        """The ODE settings as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
+        """The ODE settings as :func:`~numpyro_mfdiff.refine._refine.ode_draw` takes them."""
         return OdeConfig(
             schedule=self.schedule,
             grid=self.time_grid,
@@ -250,7 +250,8 @@ class Config:
         )
 
     def refine_context(self, spec) -> RefineContext:
-        """The settings :func:`~numpyro_mfdiff._refine.refine` reads, for the model's ``spec``."""
+        """The settings :func:`~numpyro_mfdiff.refine._refine.refine` reads, for the
+        model's ``spec``."""
         return RefineContext(
             spec=spec,
             ode=self.ode,
@@ -306,7 +307,7 @@ def _schedule_to_json(schedule):
 
 
 def _schedule_from_json(d):
-    from . import _schedule
+    from .diffusion import _schedule
 
     cls = getattr(_schedule, d["type"], None)
     if cls is None:

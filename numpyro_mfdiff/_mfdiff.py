@@ -14,10 +14,10 @@ from . import _compiled as C
 from . import _refining, _samplers, _stages
 from ._checks import model_callable
 from ._config import Config, setting_property
-from ._pooled import batch_checks
 from ._refining import RefineSettings
-from ._schedule import AbstractSchedule
 from ._state import Diagnostics, State, Timings, built_property, obs_key
+from .diffusion._schedule import AbstractSchedule
+from .refine._pooled import batch_checks
 
 __all__ = ["MFDiff"]
 
@@ -149,7 +149,7 @@ class MFDiff:
         (standardised) and ``dropped`` (T,), also kept in ``.triples``. The observations
         are simulated ones drawn uniformly (after a batched :meth:`refine`, a quarter
         at the batch's). Exponential-family observed sites weigh by one matmul per chunk
-        (:mod:`~numpyro_mfdiff._expfam`), others by ``log_prob`` per pair.
+        (:mod:`~numpyro_mfdiff._model._expfam`), others by ``log_prob`` per pair.
         """
         C.require_sims(self._state)
         self._state, triples, stats = _stages.label(self._config, self._state, rng_key)

@@ -1,6 +1,6 @@
 """Refinement of a built inference as functions of its settings and state: one
-observation (:func:`refine_observation`, through :mod:`~numpyro_mfdiff._refine`) or a
-batch (:func:`refine_batch`, through :mod:`~numpyro_mfdiff._pooled`). Each returns a
+observation (:func:`refine_observation`, through :mod:`~numpyro_mfdiff.refine._refine`) or a
+batch (:func:`refine_batch`, through :mod:`~numpyro_mfdiff.refine._pooled`). Each returns a
 new :class:`~numpyro_mfdiff._state.State` and the records of what it did."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _compiled as C
-from . import _pooled, _stages
+from . import _stages
 from ._bank import build_bank
-from ._refinement import HighFidelity, check_settings, high_fidelity_model
 from ._state import obs_key
+from .refine import _pooled
+from .refine._refinement import HighFidelity, check_settings, high_fidelity_model
 
 __all__ = ["RefineSettings", "high_fidelity", "refine_observation", "refine_batch"]
 
@@ -76,7 +77,7 @@ class RefineSettings:
 
     def plan(self, config) -> dict:
         """The settings validated and converted
-        (:func:`~numpyro_mfdiff._refinement.check_settings`: ``budget``, ``stage``,
+        (:func:`~numpyro_mfdiff.refine._refinement.check_settings`: ``budget``, ``stage``,
         ``max_stages``...), ``num_labels`` and ``train_steps`` defaulting to the
         ``config``'s."""
         return check_settings(
@@ -94,7 +95,7 @@ class RefineSettings:
 
     def batch_given(self) -> dict:
         """The settings given that only one observation's refinement takes (a batch's
-        refinement refuses them: :func:`~numpyro_mfdiff._pooled.batch_checks`)."""
+        refinement refuses them: :func:`~numpyro_mfdiff.refine._pooled.batch_checks`)."""
         given = dict(num_simulations=self.num_simulations, target_ess=self.target_ess)
         given.update(num_labels=self.num_labels, train_steps=self.train_steps)
         given.update(smoothing=self.smoothing)
@@ -177,7 +178,7 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
     simulations of ``hf`` and chooses the rest: stages of ``B / 10``
     (100 to 2,000), the temperatures, and the smoothing.
     """
-    from . import _refine
+    from .refine import _refine
 
     log_prior, prior_draw = C.prior(state, cache)
     key = obs_key(y)

@@ -14,9 +14,9 @@ import numpy as np
 from . import _compiled as C
 from ._checks import chain_count, positive_int, real
 from ._domain import not_finite
-from ._network import generate
 from ._sampling import finish, ode_low
 from ._state import OdeStats
+from .generator._network import generate
 
 __all__ = ["get_samples", "sample_ode", "ess", "fidelity", "print_summary", "low_draw"]
 __all__ += ["to_inference_data", "ode_unconstrained"]
@@ -90,7 +90,7 @@ def ode_unconstrained(config, state, y, z, fidelity=None, batch_size=4096):
     (and ``fidelity`` allows), else the likelihood weights of the prior simulations."""
     ref = C.refinement_for(state, y, fidelity)
     if ref is not None:
-        from ._refine import ode_draw
+        from .refine._refine import ode_draw
 
         return ode_draw(config.ode, ref, z, batch_size)
     return ode_low(state.bank, config, y, z, batch_size)

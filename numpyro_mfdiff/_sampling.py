@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _model
 from ._checks import group_chains
-from ._ode import sample_pruned
+from .diffusion._ode import sample_pruned
 
 if TYPE_CHECKING:  # annotations only
     from ._bank import PriorBank
@@ -82,7 +82,7 @@ def prior_fns(model, spec, args, kwargs):
     lp = _model.log_prior_fn(model, spec, args, kwargs)
     return (
         jax.jit(jax.vmap(lp)),
-        jax.jit(jax.vmap(lambda k: _model._simulate_one(model, spec, args, kwargs, k)[0])),
+        jax.jit(jax.vmap(lambda k: _model.simulate_one(model, spec, args, kwargs, k)[0])),
     )
 
 

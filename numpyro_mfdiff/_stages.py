@@ -17,11 +17,11 @@ import numpy as np
 
 from . import _model
 from ._bank import build_bank, check_generator, low_generator
-from ._label import label_triples
-from ._network import fit_generator
-from ._pooled import FOCUS_SHARE
 from ._progress import progress
 from ._state import LabelStats, SimulationStats
+from .diffusion._label import label_triples
+from .generator._network import fit_generator
+from .refine._pooled import FOCUS_SHARE
 
 __all__ = ["run_simulations", "simulate", "label", "fit"]
 __all__ += ["data_observations", "split_run_arguments", "count_failures"]

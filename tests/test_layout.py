@@ -41,7 +41,7 @@ def _package(name: str, path: Path) -> str:
 def _imports(name: str, path: Path, modules: dict) -> list:
     """``(module imported, names taken)`` of every relative import in ``path`` (anywhere in
     it: imports inside functions count): ``from .x import a`` -> ``(pkg.x, [a])``; ``from
-    . import x`` -> ``(pkg.x, [])`` when ``x`` is a module, else ``(pkg, [x])``."""
+    .p import x`` -> ``(pkg.p.x, [])`` when ``x`` is a module, else ``(pkg.p, [x])``."""
     out = []
     tree = ast.parse(path.read_text())
     typing_only = {
@@ -59,13 +59,11 @@ def _imports(name: str, path: Path, modules: dict) -> list:
             base = base.rpartition(".")[0]
         target = f"{base}.{node.module}" if node.module else base
         names = [a.name for a in node.names]
-        if node.module is None:
-            subs = [n for n in names if f"{target}.{n}" in modules]
-            out += [(f"{target}.{n}", []) for n in subs]
-            names = [n for n in names if n not in subs]
-            if not names:
-                continue
-        out.append((target, names))
+        subs = [n for n in names if f"{target}.{n}" in modules]  # modules, not names
+        out += [(f"{target}.{n}", []) for n in subs]
+        names = [n for n in names if n not in subs]
+        if names:
+            out.append((target, names))
     return out
 
 

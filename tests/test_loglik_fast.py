@@ -12,7 +12,8 @@ import numpyro.distributions as dist
 import pytest
 from scipy import stats
 
-from numpyro_mfdiff import MFDiff, _expfam, _model, _stages
+from numpyro_mfdiff import MFDiff, _model, _stages
+from numpyro_mfdiff._model import _expfam
 from numpyro_mfdiff.metrics import kl_divergence_hist
 
 X = jnp.linspace(-1.0, 1.0, 6)

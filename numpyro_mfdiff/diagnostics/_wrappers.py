@@ -14,13 +14,8 @@ from .. import _compiled as C
 from .._checks import positive_int
 from .._refining import high_fidelity
 from .._stages import run_simulations
-from .._weights import ess as likelihood_ess
-from ._arrays import (
-    _check_levels,
-    coverage_from_samples,
-    sbc_from_samples,
-    tarp_from_samples,
-)
+from ..refine._weights import ess as likelihood_ess
+from ._arrays import _check_levels, coverage_from_samples, sbc_from_samples, tarp_from_samples
 from ._results import SBC, TARP, Coverage, Misspecification, PosteriorDraws
 
 __all__ = ["posterior_draws", "sbc", "expected_coverage", "tarp", "misspecification"]

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._kde import SMOOTH_CAP, silverman
+from ..refine._kde import SMOOTH_CAP, silverman
+from ..refine._weights import row_moments
 from ._ode import row_sharding, solve_ode, stop_ratios
 from ._score import dropped_mass, support_order
-from ._weights import row_moments
 
 __all__ = [
     "bucket",
@@ -138,7 +138,7 @@ def label_chunk_pruned(
 ):
     """:func:`label_chunk` on the first ``num_points`` (static) points of ``order``.
 
-    ``order`` (N,) from :func:`~numpyro_mfdiff._score.support_order`: the points
+    ``order`` (N,) from :func:`~numpyro_mfdiff.diffusion._score.support_order`: the points
     that hold weight come first. Returns ``(theta (B, D), dropped (B,))``.
     """
     idx = order[:num_points]
@@ -171,12 +171,12 @@ def label_triples(
     observation of ``y`` (M,), as simulated, to the log-likelihoods (N,).
     ``progress`` receives the triples finished per chunk. With ``tol`` (the
     likelihood mass a row may drop) each chunk weighs only the points that carry
-    weight (:func:`~numpyro_mfdiff._score.support_order`; at most ``num_points``,
+    weight (:func:`~numpyro_mfdiff.diffusion._score.support_order`; at most ``num_points``,
     in a few sizes: :func:`bucket`);
     ``tol=None`` keeps the top ``num_points`` (:func:`label_chunk`). A chunk has
     at most ``LABEL_WEIGHTS / N`` rows, so memory stays bounded whatever N.
     ``sharding``: a :class:`jax.sharding.Sharding` that splits the rows of a
-    chunk over devices, ``"auto"`` (:func:`~numpyro_mfdiff._ode.row_sharding`:
+    chunk over devices, ``"auto"`` (:func:`~numpyro_mfdiff.diffusion._ode.row_sharding`:
     all devices) or ``None``. Warns when a row dropped more than 1% of its mass
     (its support exceeded ``num_points``). ``smooth``: smoothed labels
     (:func:`label_chunk`).

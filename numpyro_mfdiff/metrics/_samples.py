@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .._kde import scott_factor
+from ..refine._kde import scott_factor
 
 __all__ = ["flatten_samples", "kl_divergence_hist", "kl_divergence_kde"]
 

@@ -1,6 +1,6 @@
 """The weight maths every stage shares: effective sample sizes, log-sum-exp
 normalisation, weighted moments (the kernel bandwidths, Scott's and Silverman's, are
-:mod:`~numpyro_mfdiff._kde`'s).
+:mod:`~numpyro_mfdiff.refine._kde`'s).
 
 One module for them, so that the prior bank, labelling, the domain check, sequential
 importance sampling, SMC, refinement and the diagnostics compute an ESS the same way.
