@@ -306,9 +306,12 @@ def _load_refinement(i, spec, config, data, m):
     raw = data[f"ref{i}_generator"].tobytes()
     try:
         gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
-    except Exception:  # noqa: BLE001 - a G_high saved before it was whitened
+    except RuntimeError:  # equinox's TreePathError: a G_high saved before it was whitened
         like = Generator(jax.random.PRNGKey(0), 0, d, **config.net_config)
-        gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+        try:
+            gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+        except RuntimeError as e:
+            raise ValueError(f"refinement {i}: the saved G_high matches no layout: {e}") from e
     return Refinement(
         **{k: data[f"ref{i}_{k}"] for k in _REF_ARRAYS},
         prior_count=m["prior_count"],

@@ -145,7 +145,3 @@ class Diagnostics(dict):
             observations={k: np.asarray(v).tolist() for k, v in observations.items()},
             **ref.summary(),
         )
-
-    def saved(self) -> dict:
-        """The JSON part (without ``train_history``)."""
-        return {k: v for k, v in self.items() if k != "train_history"}
