@@ -167,7 +167,7 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     # and summarised as labelling does (row_moments of the same log-weights)
     ys = ys[cand]
     ll = jax.vmap(lambda y: bank.log_weights(y, fast))(jnp.asarray(ys))
-    mean, lam, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
+    mean, eigvals, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
     ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
     rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
     if not rows.size:
@@ -177,7 +177,7 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     for i in rows:
         d = np.asarray(generate(generator, jnp.asarray(ys[i]), z), np.float64)
         d = (d - bank.theta_mean) / bank.theta_scale  # the points' coordinates
-        sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, lam[i]), 1e-24))
+        sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, eigvals[i]), 1e-24))
         errors.append(float(np.max(np.abs(d.mean(0) - mean[i]) / sd)))
         ratios.extend((d.std(0) / sd).tolist())
     check = GeneratorCheck(len(rows), min(ess[rows].tolist()), max(errors), ratios)

@@ -61,7 +61,7 @@ def smoothing_stops(loglik, points):
     ``loglik`` (B, K), ``points`` (K, D). Returns ``(stop (B,), moments)`` with
     ``moments`` from :func:`row_moments`.
     """
-    mean, lam, vec, n_e = row_moments(loglik, points)
+    mean, eigvals, vec, n_e = row_moments(loglik, points)
     d = points.shape[1]
     w = jnp.where(jnp.isfinite(loglik), jax.nn.softmax(loglik, axis=-1), 0.0)
 
@@ -77,9 +77,9 @@ def smoothing_stops(loglik, points):
         bc = (skew**2 + 1.0) / jnp.maximum(kurt, 1e-30)
         return (bc < BC_MAX + noise) & (kurt < KURT_MAX + 8.0 * noise)
 
-    one_mode = jnp.all(jax.lax.map(shape, (jnp.moveaxis(vec, 2, 0), lam.T)), axis=0)
-    h = jnp.minimum(silverman(jnp.maximum(n_e, 1.0), d), SMOOTH_CAP) * jnp.sqrt(lam[:, 0])
-    return jnp.where(one_mode & (n_e >= 2), h, 0.0), (mean, lam, vec, n_e)
+    one_mode = jnp.all(jax.lax.map(shape, (jnp.moveaxis(vec, 2, 0), eigvals.T)), axis=0)
+    h = jnp.minimum(silverman(jnp.maximum(n_e, 1.0), d), SMOOTH_CAP) * jnp.sqrt(eigvals[:, 0])
+    return jnp.where(one_mode & (n_e >= 2), h, 0.0), (mean, eigvals, vec, n_e)
 
 
 def shrink(x, moments, ratio):
@@ -87,8 +87,8 @@ def shrink(x, moments, ratio):
     ``A = Cov^(1/2) (Cov + ratio^2 I)^(-1/2)`` from the row's weighted covariance
     (``moments`` of :func:`row_moments`), so that labels smoothed by a kernel of sd
     ``ratio`` (B,) keep the weighted mean and covariance. ``x`` (B, D)."""
-    mean, lam, vec, _ = moments
-    gain = jnp.sqrt(lam / jnp.maximum(lam + ratio[:, None] ** 2, 1e-30))
+    mean, eigvals, vec, _ = moments
+    gain = jnp.sqrt(eigvals / jnp.maximum(eigvals + ratio[:, None] ** 2, 1e-30))
     coords = jnp.einsum("bd,bde->be", x - mean, vec) * gain
     return jnp.where(ratio[:, None] > 0, mean + jnp.einsum("be,bde->bd", coords, vec), x)
 

@@ -54,5 +54,5 @@ def row_moments(loglik, points):
     # one (B, K) @ (K, D) product per coordinate: memory K x D whatever B
     second = jax.lax.map(lambda col: w @ (points * col[:, None]), points.T)
     cov = jnp.swapaxes(second, 0, 1) - mean[:, :, None] * mean[:, None, :]
-    lam, vec = jnp.linalg.eigh(cov)
-    return mean, jnp.maximum(lam, 0.0), vec, 1.0 / jnp.sum(w**2, axis=-1)
+    eigvals, vec = jnp.linalg.eigh(cov)
+    return mean, jnp.maximum(eigvals, 0.0), vec, 1.0 / jnp.sum(w**2, axis=-1)
