@@ -332,10 +332,10 @@ class MFDiff:
                 observed sites (names, shapes, supports). Default: the model
                 of this inference (sequential refinement at the same fidelity,
                 where the prior simulations also count as draws).
-            num_simulations, rounds, target_ess, max_simulations, inflation,
-                prior_fraction, num_labels, train_steps, smoothing, engine: the
-                settings of the call, fields of :class:`~numpyro_mfdiff.RefineSettings`
-                (defaults and meanings there).
+            num_simulations, rounds, target_ess, ..., engine: the settings of the call
+                (also ``max_simulations``, ``inflation``, ``prior_fraction``,
+                ``num_labels``, ``train_steps``, ``smoothing``), fields of
+                :class:`~numpyro_mfdiff.RefineSettings` (defaults and meanings there).
             model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
 
         Returns:
