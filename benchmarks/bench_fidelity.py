@@ -2,7 +2,7 @@
 
 ``G_low`` is built on the low-fidelity model; one observation is refined with the
 high-fidelity model by tempered SMC (``engine="smc"``) from three starts
-(``numpyro_mfdiff._smc_start.START``):
+(``numpyro_mfdiff.refine._smc_start.START``):
 
 - ``mf``: the low-fidelity posterior (SMC on the low model, its evaluations reported
   apart), tempered ``p L_low^(1-l) L_high^l`` to the high-fidelity one;
@@ -31,7 +31,7 @@ import numpy as np
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
 
-from numpyro_mfdiff import MFDiff, _smc_start
+from numpyro_mfdiff import MFDiff
 from numpyro_mfdiff.examples import (
     burgers_grid_posterior,
     burgers_grid_sample,
@@ -41,6 +41,7 @@ from numpyro_mfdiff.examples import (
     ou_high,
     ou_low,
 )
+from numpyro_mfdiff.refine import _smc_start
 
 STARTS = {"mf": "low", "laplace": "proposal", "prior": "prior"}
 BUILD = dict(num_simulations=2_000, num_labels=2_000, train_steps=1_000, progress_bar=False)

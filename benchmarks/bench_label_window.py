@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff._ode import ddim_step
-from numpyro_mfdiff._score import _logits, support_order
+from numpyro_mfdiff.diffusion._ode import ddim_step
+from numpyro_mfdiff.diffusion._score import _logits, support_order
 from numpyro_mfdiff.examples import quadratic
 
 

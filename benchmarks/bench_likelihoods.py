@@ -2,7 +2,7 @@
 
 Labelling evaluates ``log p(y_i | theta_j)`` for every (observation, prior
 point) pair of a chunk. The generic path calls each observed site's
-``log_prob`` per pair; the natural form (``numpyro_mfdiff._expfam``) is one
+``log_prob`` per pair; the natural form (``numpyro_mfdiff._model._expfam``) is one
 matmul of sufficient statistics against natural parameters computed once per
 prior point. This script labels the same triples both ways, on the quadratic
 example (Gaussian noise, one observation), a Poisson model (ten counts) and a
@@ -32,8 +32,8 @@ import numpyro
 import numpyro.distributions as dist
 from _common import cost_per_solve
 
-from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff._expfam import log_likelihood_natural, natural_form
+from numpyro_mfdiff import MFDiff, _stages
+from numpyro_mfdiff._model._expfam import log_likelihood_natural, natural_form
 from numpyro_mfdiff.examples import quadratic
 
 EXPOSURE = np.linspace(0.5, 2.0, 10).astype(np.float32)
@@ -57,11 +57,11 @@ MODELS = {"Gaussian (quadratic)": quadratic, "Poisson": poisson_counts, "Binomia
 
 
 def time_label(inf, key, fast):
-    """Seconds of ``inf.label(key)`` with the natural form on or off, and the labels."""
-    inf._fast_likelihood = fast
+    """Seconds of labelling ``inf``'s state with the natural form on or off, the labels
+    and the points weighed per label."""
     t0 = time.perf_counter()
-    triples = inf.label(key)
-    return time.perf_counter() - t0, triples["theta"]
+    _, triples, stats = _stages.label(inf.config, inf.state, key, fast_likelihood=fast)
+    return time.perf_counter() - t0, triples["theta"], stats.label_points_mean
 
 
 def loglik_ms(inf, rows=256):
@@ -109,15 +109,15 @@ def main():
         key = jax.random.PRNGKey(1)
         times, theta = {False: np.inf, True: np.inf}, {}
         for fast in (False, True) * a.repeats:
-            t, theta[fast] = time_label(inf, key, fast)
+            t, theta[fast], points = time_label(inf, key, fast)
             times[fast] = min(times[fast], t)
         matrix[name] = loglik_ms(inf)
-        pts = a.num_labels * inf.diagnostics["label_points_mean"]
+        pts = a.num_labels * points
         us = {k: 1e6 * v / pts for k, v in times.items()}
         rows[name] = us
         print(
             f"{name:<22}{t_sim:>11.2f}{times[False]:>11.2f}{times[True]:>11.2f}"
-            f"{times[False] / times[True]:>9.1f}x{inf.diagnostics['label_points_mean']:>8.0f}"
+            f"{times[False] / times[True]:>9.1f}x{points:>8.0f}"
             f"{us[False]:>11.3f}{us[True]:>11.3f}{pts / times[True] / 1e6:>11.1f}"
             f"{np.abs(theta[True] - theta[False]).max():>10.1e}"
         )

@@ -28,7 +28,7 @@ from pathlib import Path
 import jax
 from bench_sbi import ALL_TASKS, MODELS, flat, observations
 
-from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff import MFDiff, _compiled
 from numpyro_mfdiff.metrics import c2st
 
 
@@ -52,7 +52,9 @@ def main():
     reparam = None if a.reparam == "none" else a.reparam
     inf = MFDiff(model, num_simulations=a.num_simulations, progress_bar=False, reparam=reparam)
     inf.simulate(jax.random.PRNGKey(a.seed))
-    sites = inf._user_latents  # the model's latent sites (not the non-centred coordinates)
+    sites = _compiled.user_latents(
+        inf.state
+    )  # the model's latent sites (not the non-centred coordinates)
     if inf.state.reparam:
         print(f"non-centred: {', '.join(inf.state.reparam)}")
     t0 = time.perf_counter()

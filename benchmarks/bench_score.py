@@ -8,10 +8,10 @@ integrated over ``--steps`` ODE steps by each denoiser:
 
 - ``plain``: the reference :func:`numpyro_mfdiff.denoise` (softmax of a
   batched-matmul logit matrix, then a weighted sum);
-- ``fused``: :func:`numpyro_mfdiff._score.denoise_fused` (kernel and
+- ``fused``: :func:`numpyro_mfdiff.diffusion._score.denoise_fused` (kernel and
   likelihood terms in one matmul, numerator and normaliser in another), in
   blocks of points with a running log-sum-exp above
-  ``numpyro_mfdiff._ode.AUTO_BLOCK_WEIGHTS`` weights per call.
+  ``numpyro_mfdiff.diffusion._ode.AUTO_BLOCK_WEIGHTS`` weights per call.
 
 Each (N, D) runs in a fresh subprocess that compiles both denoisers, reports
 XLA's temporary buffer size of each compiled solve (``memory_analysis``, the
@@ -39,7 +39,8 @@ def one(n, d, batch, steps, reps, precision):
     import jax
     import numpy as np
 
-    from numpyro_mfdiff import LinearSchedule, _score, geometric_grid, solve_ode
+    from numpyro_mfdiff import LinearSchedule, geometric_grid, solve_ode
+    from numpyro_mfdiff.diffusion import _score
 
     if precision == "default":  # the backend's own float32 matmuls (TF32 on recent GPUs)
         _score._HI = jax.lax.Precision.DEFAULT

@@ -11,7 +11,7 @@ at ``y``; importance-weighted simulations can join it with their log-weights.
 from __future__ import annotations
 
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -20,9 +20,10 @@ import numpy as np
 import numpyro.distributions as dist
 
 from . import _model
-from ._expfam import log_likelihood_natural, natural_form
-from ._label import row_moments
-from ._network import Generator, generate, generator_off
+from ._model._expfam import log_likelihood_natural, natural_form
+from ._state import GeneratorCheck
+from .generator._network import Generator, generate, generator_off
+from .refine._weights import row_moments
 
 __all__ = ["PriorBank", "GeneratorCheck", "build_bank", "check_generator"]
 __all__ += ["read_entries"]
@@ -41,7 +42,7 @@ class PriorBank(eqx.Module):
     labels' inputs nor an observation's filler reach the network as values);
     ``dists``: the batched observed-site distributions;
     ``valid`` (N,): finite simulations; ``natural``: their exponential-family form
-    (:mod:`~numpyro_mfdiff._expfam`) or None; ``log_weight`` (N,): the points' own
+    (:mod:`~numpyro_mfdiff._model._expfam`) or None; ``log_weight`` (N,): the points' own
     log-weights (zeros for draws from the prior).
     """
 
@@ -150,17 +151,6 @@ def low_generator(key, spec, bank: PriorBank, net_config) -> Generator:
     )
 
 
-class GeneratorCheck(NamedTuple):
-    """``G_low`` against its weighted prior points at ``rows`` simulated observations
-    (likelihood ESS at least ``ess_min``): the largest mean error in weighted sds and
-    the sd ratio per coordinate and row."""
-
-    rows: int
-    ess_min: float
-    mean_error: float
-    sd_ratio: list
-
-
 def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     """``G_low`` against the weighted prior points it was fitted to, at up to
     ``LOW_CHECK_ROWS`` simulated observations (spread over the simulations ``ys`` (N, M)
@@ -169,14 +159,15 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     ``LOW_CHECK_DRAWS`` draws per observation, the largest mean error in weighted sds
     and the sd ratios per coordinate (labels keep each row's weighted mean and
     covariance, smoothed or not). Returns a :class:`GeneratorCheck`, or ``None`` where
-    no observation qualifies; warns when off (:func:`~numpyro_mfdiff._network.generator_off`)."""
+    no observation qualifies; warns when off
+    (:func:`~numpyro_mfdiff.generator._network.generator_off`)."""
     valid = np.flatnonzero(valid)
     cand = np.unique(valid[np.linspace(0, valid.size - 1, 4 * LOW_CHECK_ROWS).astype(int)])
     # the simulated observations themselves (integer sites stay integers), weighed
     # and summarised as labelling does (row_moments of the same log-weights)
     ys = ys[cand]
     ll = jax.vmap(lambda y: bank.log_weights(y, fast))(jnp.asarray(ys))
-    mean, lam, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
+    mean, eigvals, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
     ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
     rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
     if not rows.size:
@@ -186,7 +177,7 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     for i in rows:
         d = np.asarray(generate(generator, jnp.asarray(ys[i]), z), np.float64)
         d = (d - bank.theta_mean) / bank.theta_scale  # the points' coordinates
-        sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, lam[i]), 1e-24))
+        sd = np.sqrt(np.maximum(np.einsum("ij,j->i", vec[i] ** 2, eigvals[i]), 1e-24))
         errors.append(float(np.max(np.abs(d.mean(0) - mean[i]) / sd)))
         ratios.extend((d.std(0) / sd).tolist())
     check = GeneratorCheck(len(rows), min(ess[rows].tolist()), max(errors), ratios)

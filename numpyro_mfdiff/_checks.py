@@ -1,17 +1,13 @@
-"""Argument validators shared by the inference object and refinement, the checks of
-observations and data, and the chain layout."""
+"""Argument validators shared by the inference object, refinement, the baselines and
+the diagnostics, and the chain layout. A leaf of the package."""
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
-from . import _model
-
 __all__ = ["model_callable", "positive_int", "real", "chain_count", "group_chains"]
-__all__ += ["data_observations", "split_run_arguments", "count_failures"]
 
 
 def positive_int(name, value, minimum=1):
@@ -64,69 +60,3 @@ def group_chains(samples, num_chains, axis=0):
         return v.reshape(shape)
 
     return {k: split(v) for k, v in samples.items()}
-
-
-def data_observations(spec, data):
-    """Validated default observations from data passed to ``run`` (or None)."""
-    if not data:
-        return None
-    missing = sorted(set(spec.observed_shapes) - set(data))
-    if missing:
-        raise ValueError(
-            f"the model arguments give data for site(s) {sorted(data)} but not for the "
-            f"observed site(s) {missing}: pass data for every observed site or for none"
-        )
-    for name, shape in spec.observed_shapes.items():
-        got = np.shape(data[name])
-        if got != tuple(shape):
-            raise ValueError(
-                f"data passed to run for site '{name}' has shape {got}, but the site "
-                f"simulates shape {tuple(shape)}: MCMC.run would read the data as one data "
-                "set of that shape, which these simulations cannot weigh. Give the site "
-                f"that shape in the model (e.g. numpyro.plate('data', {got[0] if got else 1})"
-                " around it, or .expand), or, for separate observations, run without the "
-                f"data and pass a batch to get_samples(key, {{'{name}': data}})"
-            )
-    try:
-        _model.check_observations(spec, data)
-    except ValueError as e:
-        raise ValueError(f"data passed to run: {e}") from e
-    return {k: np.asarray(v) for k, v in data.items()}
-
-
-def split_run_arguments(model, args, kwargs, observed_sites):
-    """The model arguments of ``run`` without the data, the data, the observed sites
-    to inspect (``observed_sites``, else the sites the data observes, else None) and the
-    arguments that carried the data (:func:`~numpyro_mfdiff._model.data_arguments`); a
-    ``ValueError`` for data observing a site outside ``observed_sites``."""
-    args0, kwargs0 = tuple(args), dict(kwargs)
-    args, kwargs, data = _model.split_data_arguments(model, args, kwargs)
-    data_args = _model.data_arguments(args0, kwargs0, args, kwargs, data)
-    if data and observed_sites is not None:
-        names = [observed_sites] if isinstance(observed_sites, str) else list(observed_sites)
-        extra = sorted(set(data) - set(names))
-        if extra:
-            raise ValueError(
-                f"the model arguments observe site(s) {extra}, which are not among "
-                f"observed_sites={sorted(names)}"
-            )
-    observed = sorted(data) if data and observed_sites is None else observed_sites
-    return args, kwargs, data, observed, data_args
-
-
-def count_failures(sims, num_simulations) -> int:
-    """The failed simulations (a warning giving the first errors); a ``RuntimeError``
-    when fewer than two are finite."""
-    n_valid = int(sims.valid.sum())
-    if n_valid < 2:
-        raise RuntimeError(f"only {n_valid} of {num_simulations} prior simulations are finite")
-    failed = num_simulations - n_valid
-    if failed:
-        first = "; ".join(sims.errors[:3])
-        warnings.warn(
-            f"{failed} of {num_simulations} prior simulations failed (non-finite "
-            "output or a simulator error) and are left out"
-            + (f"; first errors: {first}" if first else ""),
-            stacklevel=3,
-        )
-    return failed

@@ -14,11 +14,11 @@ import jax
 
 from ._checks import positive_int, real
 from ._domain import DOMAIN_CHECKS
-from ._ode import SOLVERS
-from ._refinement import OdeConfig, RefineContext
-from ._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+from .diffusion._ode import SOLVERS
+from .diffusion._schedule import AbstractSchedule, LinearSchedule, geometric_grid, uniform_grid
+from .refine._refinement import OdeConfig, RefineContext
 
-__all__ = ["Config", "GRIDS", "BUDGETS"]
+__all__ = ["Config", "GRIDS", "BUDGETS", "setting_property"]
 
 GRIDS = {"geometric": geometric_grid, "uniform": uniform_grid}
 # integer budgets, each validated as a positive integer (in this order)
@@ -52,6 +52,81 @@ class Config:
     schedule as its type and fields); ``observed_sites``, ``checkpoint_dir`` and
     ``executor`` are not saved (the sites come from the saved shapes; the others are
     machine-specific).
+
+    Attributes:
+        num_simulations: prior simulations ``N``.
+        observed_sites: names of the observed sites. Default: the sites the
+            data given to :meth:`MFDiff.run` observes, else the sample sites no other
+            site depends on.
+        num_labels: labelled triples used to fit the generator.
+        num_steps: ODE steps.
+        solver: ``"dpm2m"`` (second-order exponential multistep), ``"dpm3m"`` (third
+            order) or ``"ddim"`` (first order).
+        grid: ``"geometric"`` (steps concentrated near ``t = 0``) or ``"uniform"``.
+        t_min, t_max: end points of the time grid.
+        schedule: forward-diffusion schedule (default :class:`LinearSchedule`).
+        label_points: most prior points a labelling chunk weighs (those of
+            largest likelihood); the dropped likelihood mass is reported, with a
+            warning above 1%.
+        prune_tol: likelihood mass :meth:`MFDiff.sample_ode` and labelling may drop per
+            observation: points below it are skipped, exactly (see
+            :func:`~numpyro_mfdiff.diffusion._score.support_order`), so the target moves by
+            at most ``prune_tol`` in total variation (1e-4 labels the quadratic 9%
+            faster, and its ODE KL rises by about 1e-4: docs/benchmarks.md).
+        label_smoothing: label each triple from its observation's weighted prior
+            points smoothed by a Gaussian kernel, so that ``G_low`` does not
+            learn the discrete points themselves. The kernel is chosen per
+            observation: Silverman's factor from its likelihood-weight ESS and
+            the dimension (at most 0.5) times the sd of its posterior's narrowest
+            direction; the ODE stops where its noise reaches that sd, and the
+            label is shrunk so that it keeps the weighted mean and covariance.
+            Observations whose weighted points look multimodal or spiky along
+            an axis of their covariance (bimodality coefficient >= 0.5 or
+            kurtosis >= 5) are not smoothed. ``False``: the ODE's end point.
+        width, depth, activation: generator MLP.
+        heads, gate_scale: the output is a softmax-gated mixture of ``heads``
+            values per coordinate, gates sharpened by ``gate_scale``, so the
+            network can switch between modes without blurring between them.
+        train_steps, batch_size, learning_rate, loss: generator fit.
+        chunk_size: triples labelled per compiled call.
+        simulation_chunk_size: prior simulations per compiled call (and per
+            checkpoint file).
+        ess_warning: warn when the likelihood-weight ESS of an observation is
+            below this.
+        progress_bar: show progress bars.
+        max_failure_fraction: fraction of simulations, in ``[0, 1)``, that may
+            fail (non-finite output, or an exception inside a simulator wrapped
+            by :func:`~numpyro_mfdiff.external_simulator`). Failed simulations are left out
+            with a warning giving the count and the first errors; beyond this
+            fraction :meth:`MFDiff.simulate` stops with a ``RuntimeError``.
+        checkpoint_dir: directory where prior simulation chunks are written
+            as they finish (``<dir>/prior``). Rerunning with the same key and
+            settings loads the finished chunks instead of simulating them
+            again, so a killed run resumes; a directory written for another
+            run is a ``ValueError``.
+        executor: a ``concurrent.futures.Executor`` (a process pool, a Dask
+            ``Client.get_executor()``, Ray's...) that runs the calls of
+            simulators wrapped by :func:`~numpyro_mfdiff.external_simulator`. Results are
+            gathered in order: the same as without it.
+        reparam: ``"auto"``: non-centre hierarchical latent sites before the
+            inference runs. A latent sample site is non-centred when its
+            distribution is a location-scale family (``Normal``, ``Laplace``,
+            ``Cauchy``, ``Logistic``, ``StudentT``; expanded or ``to_event``
+            allowed) and its parameters depend on another latent sample site
+            (``numpyro.infer.inspect.get_model_relations``), e.g. ``theta_j ~
+            N(mu, tau)``: the inference then runs on ``theta_decentered ~ N(0, 1)``
+            with ``theta = mu + tau * theta_decentered``
+            (``LocScaleReparam(centered=0)``), which turns the funnel between
+            ``tau`` and ``theta`` into a nearly Gaussian posterior. Draws keep the
+            user's sites (``theta``, not ``theta_decentered``); :attr:`MFDiff.spec`
+            describes the coordinates the inference runs in (``theta_decentered``)
+            and ``state.reparam`` names the non-centred sites. ``None``: the model
+            as it is written.
+        domain_check: ``"warn"`` (default), ``"error"`` or ``None``: what
+            :meth:`MFDiff.get_samples` does for an observation outside the simulated ones
+            ``G_low`` was trained on (:mod:`~numpyro_mfdiff._domain`: far below all of
+            1,000 prior simulations in prior-predictive log evidence; measured false
+            alarms on prior-predictive observations 0-0.02%).
     """
 
     num_simulations: int = 20_000
@@ -163,7 +238,7 @@ class Config:
 
     @property
     def ode(self) -> OdeConfig:
-        """The ODE settings as :func:`~numpyro_mfdiff._refine.ode_draw` takes them."""
+        """The ODE settings as :func:`~numpyro_mfdiff.refine._refine.ode_draw` takes them."""
         return OdeConfig(
             schedule=self.schedule,
             grid=self.time_grid,
@@ -175,7 +250,8 @@ class Config:
         )
 
     def refine_context(self, spec) -> RefineContext:
-        """The settings :func:`~numpyro_mfdiff._refine.refine` reads, for the model's ``spec``."""
+        """The settings :func:`~numpyro_mfdiff.refine._refine.refine` reads, for the
+        model's ``spec``."""
         return RefineContext(
             spec=spec,
             ode=self.ode,
@@ -231,9 +307,23 @@ def _schedule_to_json(schedule):
 
 
 def _schedule_from_json(d):
-    from . import _schedule
+    from .diffusion import _schedule
 
     cls = getattr(_schedule, d["type"], None)
     if cls is None:
         raise ValueError(f"unknown schedule {d['type']!r} in the saved file")
     return cls(**d["fields"])
+
+
+def setting_property(name, settable=False):
+    """A property of an object holding a :class:`Config` as ``_config`` that reads its
+    setting ``name`` (settable: replacing the config, validated again)."""
+
+    def get(self):
+        return getattr(self._config, name)
+
+    def set_(self, value):
+        self._config = self._config.replace(**{name: value})
+
+    doc = f"The ``{name}`` setting (:class:`~numpyro_mfdiff.Config`)."
+    return property(get, set_ if settable else None, doc=doc)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._score import ess as _ess
+from .refine._weights import ess as _ess
 
 __all__ = ["REFERENCES", "DOMAIN_CHECKS", "Domain", "compile_summary", "reference", "check"]
 

@@ -24,12 +24,13 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from . import _model, _simulate
+from . import _model
 from ._bank import build_bank, low_generator
-from ._checks import data_observations
 from ._config import Config
-from ._network import Generator
+from ._model import _simulate
+from ._stages import data_observations
 from ._state import Diagnostics, State
+from .generator._network import Generator
 
 FORMAT_VERSION = 3
 _READS = (2, 3)
@@ -174,7 +175,7 @@ def _simulations(path, model, spec, args, kwargs, data, meta):
     """The saved simulations, their observed-site distributions rebuilt (by leaf name) on
     the tree structure of one simulation of ``model``; shapes checked."""
     shapes = jax.eval_shape(
-        lambda k: _model._simulate_one(model, spec, args, kwargs, k),
+        lambda k: _model.simulate_one(model, spec, args, kwargs, k),
         jax.random.PRNGKey(0),
     )
     treedef = jax.tree.structure(shapes[2])
@@ -236,8 +237,8 @@ def _load_pooled(path, data, m):
     """``(proposals, focus, log_weight)`` of a batched refinement, or Nones."""
     if m is None:
         return None, None, None
-    from ._kde import KDE
-    from ._pooled import Proposals
+    from .refine._kde import KDE
+    from .refine._pooled import Proposals
 
     try:
         kdes = tuple(
@@ -292,8 +293,8 @@ def _load_refinements(path, spec, config, data, metas):
 
 
 def _load_refinement(i, spec, config, data, m):
-    from ._kde import KDE
-    from ._refine import Refinement, RoundInfo, high_generator
+    from .refine._kde import KDE
+    from .refine._refine import Refinement, RoundInfo, high_generator
 
     kdes = tuple(
         KDE(*(data[f"ref{i}_kde{r}_{k}"] for k in KDE._fields)) for r in range(len(m["counts"]))
@@ -305,9 +306,12 @@ def _load_refinement(i, spec, config, data, m):
     raw = data[f"ref{i}_generator"].tobytes()
     try:
         gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
-    except Exception:  # noqa: BLE001 - a G_high saved before it was whitened
+    except RuntimeError:  # equinox's TreePathError: a G_high saved before it was whitened
         like = Generator(jax.random.PRNGKey(0), 0, d, **config.net_config)
-        gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+        try:
+            gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)
+        except RuntimeError as e:
+            raise ValueError(f"refinement {i}: the saved G_high matches no layout: {e}") from e
     return Refinement(
         **{k: data[f"ref{i}_{k}"] for k in _REF_ARRAYS},
         prior_count=m["prior_count"],

@@ -1,60 +1,28 @@
-"""The user-facing inference object: a thin orchestrator over the pure modules.
-
-:class:`MFDiff` holds a frozen :class:`~numpyro_mfdiff._config.Config` (its settings),
-a frozen :class:`~numpyro_mfdiff._state.State` (what the stages built: the simulations
-and their :class:`~numpyro_mfdiff._bank.PriorBank`, the triples, the generators) that
-each stage replaces, and the :class:`~numpyro_mfdiff._state.Diagnostics`.
-"""
+"""The user-facing inference object :class:`MFDiff`: a thin driver holding one frozen
+:class:`~numpyro_mfdiff._config.Config` and one frozen :class:`~numpyro_mfdiff._state.State`
+(replaced by each stage) over the functions of ``_stages``, ``_samplers``, ``_refining``."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from functools import partial
 
 import jax
-import numpy as np
 
-from . import _model
-from ._bank import build_bank, check_generator, low_generator
-from ._checks import (
-    count_failures,
-    data_observations,
-    model_callable,
-    split_run_arguments,
-)
-from ._config import Config
-from ._label import label_triples
-from ._network import fit_generator
-from ._pooled import FOCUS_SHARE
-from ._progress import progress
-from ._refine_api import RefineMethods
-from ._sampling_api import SamplingMethods
-from ._schedule import AbstractSchedule
-from ._state import Diagnostics, LabelStats, SimulationStats, State, Timings
+from . import _compiled as C
+from . import _refining, _samplers, _stages
+from ._checks import model_callable
+from ._config import Config, setting_property
+from ._refining import RefineSettings
+from ._state import Diagnostics, State, Timings, built_property, obs_key
+from .diffusion._schedule import AbstractSchedule
+from .refine._pooled import batch_checks
 
 __all__ = ["MFDiff"]
 
 
-def _setting(name, doc, settable=False):
-    """A property reading ``name`` of the config (settable: replacing the config)."""
-
-    def get(self):
-        return getattr(self._config, name)
-
-    def set_(self, value):
-        self._config = self._config.replace(**{name: value})
-
-    return property(get, set_ if settable else None, doc=doc)
-
-
-def _built(name, doc):
-    """A read-only property reading ``name`` of the state."""
-    return property(lambda self: getattr(self._state, name), doc=doc)
-
-
-class MFDiff(SamplingMethods, RefineMethods):
+class MFDiff:
     """Amortized posterior sampling for a NumPyro model with a training-free diffusion.
 
     ``MFDiff(model).run(key)`` simulates the model from its prior once, labels
@@ -69,83 +37,11 @@ class MFDiff(SamplingMethods, RefineMethods):
 
     Args:
         model: a NumPyro model.
-        num_simulations: prior simulations ``N``.
-        observed_sites: names of the observed sites. Default: the sites the
-            data given to :meth:`run` observes, else the sample sites no other
-            site depends on.
-        num_labels: labelled triples used to fit the generator.
-        num_steps: ODE steps.
-        solver: ``"dpm2m"`` (second-order exponential multistep), ``"dpm3m"`` (third
-            order) or ``"ddim"`` (first order).
-        grid: ``"geometric"`` (steps concentrated near ``t = 0``) or ``"uniform"``.
-        t_min, t_max: end points of the time grid.
-        schedule: forward-diffusion schedule (default :class:`LinearSchedule`).
-        label_points: most prior points a labelling chunk weighs (those of
-            largest likelihood); the dropped likelihood mass is reported, with a
-            warning above 1%.
-        prune_tol: likelihood mass :meth:`sample_ode` and labelling may drop per
-            observation: points below it are skipped, exactly (see
-            :func:`~numpyro_mfdiff._score.support_order`), so the target moves by
-            at most ``prune_tol`` in total variation (1e-4 labels the quadratic 9%
-            faster, and its ODE KL rises by about 1e-4: docs/benchmarks.md).
-        label_smoothing: label each triple from its observation's weighted prior
-            points smoothed by a Gaussian kernel, so that ``G_low`` does not
-            learn the discrete points themselves. The kernel is chosen per
-            observation: Silverman's factor from its likelihood-weight ESS and
-            the dimension (at most 0.5) times the sd of its posterior's narrowest
-            direction; the ODE stops where its noise reaches that sd, and the
-            label is shrunk so that it keeps the weighted mean and covariance.
-            Observations whose weighted points look multimodal or spiky along
-            an axis of their covariance (bimodality coefficient >= 0.5 or
-            kurtosis >= 5) are not smoothed. ``False``: the ODE's end point.
-        width, depth, activation: generator MLP.
-        heads, gate_scale: the output is a softmax-gated mixture of ``heads``
-            values per coordinate, gates sharpened by ``gate_scale``, so the
-            network can switch between modes without blurring between them.
-        train_steps, batch_size, learning_rate, loss: generator fit.
-        chunk_size: triples labelled per compiled call.
-        simulation_chunk_size: prior simulations per compiled call (and per
-            checkpoint file).
-        ess_warning: warn when the likelihood-weight ESS of an observation is
-            below this.
-        progress_bar: show progress bars.
-        max_failure_fraction: fraction of simulations, in ``[0, 1)``, that may
-            fail (non-finite output, or an exception inside a simulator wrapped
-            by :func:`external_simulator`). Failed simulations are left out
-            with a warning giving the count and the first errors; beyond this
-            fraction :meth:`simulate` stops with a ``RuntimeError``.
-        checkpoint_dir: directory where prior simulation chunks are written
-            as they finish (``<dir>/prior``). Rerunning with the same key and
-            settings loads the finished chunks instead of simulating them
-            again, so a killed run resumes; a directory written for another
-            run is a ``ValueError``.
-        executor: a ``concurrent.futures.Executor`` (a process pool, a Dask
-            ``Client.get_executor()``, Ray's...) that runs the calls of
-            simulators wrapped by :func:`external_simulator`. Results are
-            gathered in order: the same as without it.
-        reparam: ``"auto"``: non-centre hierarchical latent sites before the
-            inference runs. A latent sample site is non-centred when its
-            distribution is a location-scale family (``Normal``, ``Laplace``,
-            ``Cauchy``, ``Logistic``, ``StudentT``; expanded or ``to_event``
-            allowed) and its parameters depend on another latent sample site
-            (``numpyro.infer.inspect.get_model_relations``), e.g. ``theta_j ~
-            N(mu, tau)``: the inference then runs on ``theta_decentered ~ N(0, 1)``
-            with ``theta = mu + tau * theta_decentered``
-            (``LocScaleReparam(centered=0)``), which turns the funnel between
-            ``tau`` and ``theta`` into a nearly Gaussian posterior. Draws keep the
-            user's sites (``theta``, not ``theta_decentered``); :attr:`spec`
-            describes the coordinates the inference runs in (``theta_decentered``)
-            and ``state.reparam`` names the non-centred sites. ``None``: the model
-            as it is written.
-        domain_check: ``"warn"`` (default), ``"error"`` or ``None``: what
-            :meth:`get_samples` does for an observation outside the simulated ones
-            ``G_low`` was trained on (:mod:`~numpyro_mfdiff._domain`: far below all of
-            1,000 prior simulations in prior-predictive log evidence; measured false
-            alarms on prior-predictive observations 0-0.02%).
+        num_simulations, observed_sites, ...: the settings, each a field of
+            :class:`~numpyro_mfdiff.Config` (its default and meaning there), validated
+            there: a ``ValueError`` (``TypeError`` for ``checkpoint_dir`` and
+            ``executor``) names the first bad one. ``inf.config`` holds them.
     """
-
-    # internal switch: False forces the generic log_prob path in labelling (tests, benchmarks)
-    _fast_likelihood = True
 
     def __init__(
         self,
@@ -183,93 +79,43 @@ class MFDiff(SamplingMethods, RefineMethods):
         domain_check: str | None = "warn",
     ):
         model_callable(model)
-        config = Config(
-            num_simulations=num_simulations,
-            observed_sites=observed_sites,
-            num_labels=num_labels,
-            num_steps=num_steps,
-            solver=solver,
-            grid=grid,
-            t_min=t_min,
-            t_max=t_max,
-            schedule=schedule,
-            label_points=label_points,
-            prune_tol=prune_tol,
-            label_smoothing=label_smoothing,
-            width=width,
-            depth=depth,
-            activation=activation,
-            heads=heads,
-            gate_scale=gate_scale,
-            train_steps=train_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            loss=loss,
-            chunk_size=chunk_size,
-            simulation_chunk_size=simulation_chunk_size,
-            ess_warning=ess_warning,
-            progress_bar=progress_bar,
-            max_failure_fraction=max_failure_fraction,
-            checkpoint_dir=checkpoint_dir,
-            executor=executor,
-            reparam=reparam,
-            domain_check=domain_check,
-        )
-        self._setup(model, config, State(), Diagnostics())
+        config = Config(**{k: v for k, v in locals().items() if k not in ("self", "model")})
+        self._setup(config, State(model=model), Diagnostics())
+
+    def _setup(self, config, state, diagnostics):
+        self._config, self._state, self.diagnostics = config, state, diagnostics
+        self._compiled = C.Compiled()  # compiled functions of the state, built on first use
+        return self
 
     # ------------------------------------------------------- read-only views
     config = property(lambda self: self._config, doc="The settings (a frozen ``Config``).")
     state = property(lambda self: self._state, doc="What the stages built (a frozen ``State``).")
-    bank = _built("bank", "The prior bank (``PriorBank``): the weighted prior points.")
-    spec = _built("spec", "The model's sites (``ModelSpec``), after :meth:`simulate`.")
-    simulations = _built("simulations", "The prior simulations (``Simulations``).")
-    triples = _built("triples", "The labelled triples of the last :meth:`label` (a dict).")
-    generator = _built("generator", "``G_low`` once fitted, else None.")
-    default_observations = _built("default_observations", "The data given to :meth:`run`.")
-    num_simulations = _setting("num_simulations", "Prior simulations ``N``.")
-    observed_sites = _setting("observed_sites", "The observed sites asked for (or None).")
-    num_labels = _setting("num_labels", "Labelled triples used to fit the generator.")
-    num_steps = _setting("num_steps", "ODE steps.")
-    solver = _setting("solver", "The ODE solver.")
-    grid = _setting("time_grid", "The ODE's decreasing times.")
-    schedule = _setting("schedule", "The forward-diffusion schedule.")
-    label_points = _setting("label_points", "Most prior points a labelling chunk weighs.")
-    prune_tol = _setting("prune_tol", "Likelihood mass the ODE may drop per observation.")
-    label_smoothing = _setting("label_smoothing", "Whether labels are kernel-smoothed.")
-    net_config = _setting("net_config", "The generator network's settings (a dict).")
-    fit_config = _setting("fit_config", "The generator fit's settings (a dict).")
-    chunk_size = _setting("chunk_size", "Triples labelled per compiled call.")
-    simulation_chunk_size = _setting("simulation_chunk_size", "Simulations per compiled call.")
-    ess_warning = _setting("ess_warning", "The ESS below which sampling warns.")
-    progress_bar = _setting("progress_bar", "Whether progress bars show.")
-    max_failure_fraction = _setting("max_failure_fraction", "Simulations that may fail.")
-    checkpoint_dir = _setting("checkpoint_dir", "Where simulations are checkpointed.", True)
-    executor = _setting("executor", "The executor of external simulators.", True)
-    domain_check = _setting("domain_check", "The domain check of G_low's answers.", True)
+    model = built_property("model", "The NumPyro model.")
+    bank = built_property("bank", "The prior bank (``PriorBank``): the weighted prior points.")
+    spec = built_property("spec", "The model's sites (``ModelSpec``), after :meth:`simulate`.")
+    simulations = built_property("simulations", "The prior simulations (``Simulations``).")
+    triples = built_property("triples", "The labelled triples of the last :meth:`label` (a dict).")
+    generator = built_property("generator", "``G_low`` once fitted, else None.")
+    default_observations = built_property("default_observations", "The data given to :meth:`run`.")
+    grid = property(lambda self: self._config.time_grid, doc="The ODE's decreasing times.")
 
     # ------------------------------------------------------------------ run
     def run(self, rng_key, *args, **kwargs):
         """Simulate the prior, label triples and fit ``G_low``; returns ``self``.
 
-        ``args``/``kwargs`` are passed to the model, as in ``MCMC.run``:
-        covariates as they are, and the data too, e.g. ``run(key, X, y=y_obs)``
-        for ``def model(X, y=None)`` with ``numpyro.sample("y", ..., obs=y)``.
-        An argument is data when leaving it out (``None``) turns observed
-        sites into sampled ones; the prior simulations run without it, and its
-        values become the default observations (``default_observations``) of
-        :meth:`get_samples`, :meth:`sample_ode`, :meth:`ess` and
-        :meth:`to_inference_data` when they are called without observations.
-        With data given, the observed sites are the sites it observes (unless
-        ``observed_sites`` says otherwise; the data must then cover them all).
+        ``args``/``kwargs`` go to the model as in ``MCMC.run``, data included, e.g.
+        ``run(key, X, y=y_obs)`` for ``def model(X, y=None)``. An argument is data when
+        leaving it out turns observed sites into sampled ones; the simulations run
+        without it, and it becomes the ``default_observations`` of the samplers called
+        without observations. With data, the observed sites are those it observes
+        (unless ``observed_sites`` says otherwise; the data must then cover them all).
 
-        Raises ``ValueError`` naming the site, before any simulation, for what
-        the method cannot handle: discrete or improper latent sites, latent
-        supports that depend on other latents, ``numpyro.factor`` sites, scaled
-        sites (subsampled plates, ``handlers.scale``) and sites observed with
-        data that is not a separate argument. ``numpyro.plate``,
-        ``numpyro.deterministic`` (computed from the draws and returned by
-        :meth:`get_samples`), several observed sites and discrete observed
-        sites are supported.
+        A ``ValueError`` names the site, before any simulation, for what the method
+        cannot handle: discrete, improper or dependent-support latent sites,
+        ``numpyro.factor``, scaled sites (subsampled plates, ``handlers.scale``), sites
+        observed with data that is not a separate argument. Plates, deterministic
+        sites (returned by :meth:`get_samples`), several or discrete observed sites
+        are supported.
         """
         k_sim, k_label, k_fit = jax.random.split(rng_key, 3)
         t0 = time.perf_counter()
@@ -292,91 +138,22 @@ class MFDiff(SamplingMethods, RefineMethods):
         ``RuntimeError``. With ``checkpoint_dir`` finished chunks are written
         to disk and reused by a rerun with the same key.
         """
-        cfg = self._config
-        args, kwargs, data, observed, data_args = split_run_arguments(
-            self.model, args, kwargs, cfg.observed_sites
-        )
-        sites = ()
-        if cfg.reparam == "auto":
-            sites = _model.auto_reparam_sites(self.model, args, kwargs, observed)
-        self._state = self._state.replace(reparam=sites, data_args=data_args)
-        model = self._inner_model()
-        spec = _model.inspect_model(model, args, kwargs, observed)
-        default = data_observations(spec, data)
-        self._state = self._state.replace(
-            spec=spec, args=args, kwargs=kwargs, default_observations=default
-        )
-        ckpt = None if cfg.checkpoint_dir is None else cfg.checkpoint_dir / "prior"
-        with progress(cfg.num_simulations, "simulating", cfg.progress_bar) as update:
-            sims = _model.simulate(
-                rng_key,
-                model,
-                spec,
-                cfg.num_simulations,
-                args,
-                kwargs,
-                cfg.simulation_chunk_size,
-                update,
-                checkpoint=ckpt,
-                executor=cfg.executor,
-                max_failure_fraction=cfg.max_failure_fraction,
-            )
-        failed = count_failures(sims, cfg.num_simulations)
-        self._state = self._state.replace(simulations=sims, bank=build_bank(spec, sims))
-        self._compiled = {}
-        self.diagnostics.record(SimulationStats(cfg.num_simulations, failed, list(sims.errors)))
-        return sims
+        self._state, stats = _stages.simulate(self._config, self._state, rng_key, args, kwargs)
+        self.diagnostics.record(stats)
+        return self._state.simulations
 
     def label(self, rng_key):
         """Stage 2: labelled triples ``(y, z, theta)`` from the Monte Carlo-score ODE.
 
         Returns a dict of arrays ``y`` (T, M), ``z`` (T, D), ``theta`` (T, D)
-        (standardised coordinates) and ``dropped`` (T,); also kept in
-        ``.triples`` (saved by :meth:`save`). The observations are the simulated ones,
-        drawn uniformly; after a batched :meth:`refine`, a quarter of the labels are at
-        the batch's observations instead. The log-likelihoods of observed sites that
-        are exponential families (Normal, Binomial, Poisson, Bernoulli, Categorical,
-        Gamma, ...: :mod:`~numpyro_mfdiff._expfam`) are one matmul per chunk; other
-        sites call ``log_prob`` for every (observation, simulation) pair.
+        (standardised) and ``dropped`` (T,), also kept in ``.triples``. The observations
+        are simulated ones drawn uniformly (after a batched :meth:`refine`, a quarter
+        at the batch's). Exponential-family observed sites weigh by one matmul per chunk
+        (:mod:`~numpyro_mfdiff._model._expfam`), others by ``log_prob`` per pair.
         """
-        self._require_sims()
-        cfg, bank, sims = self._config, self.bank, self.simulations
-        k_idx, k_z = jax.random.split(rng_key)
-        valid_idx = np.flatnonzero(sims.valid)
-        T = cfg.num_labels
-        focus = self._state.focus
-        n_focus = 0 if focus is None else int(FOCUS_SHARE * T)
-        idx = np.asarray(
-            jax.random.choice(
-                k_idx, valid_idx, (T - n_focus,), replace=T - n_focus > valid_idx.size
-            )
-        )
-        y = sims.y[idx]
-        if n_focus:  # after a batched refinement, a share at the batch's observations
-            y = np.concatenate([y, np.asarray(focus)[np.arange(n_focus) % focus.shape[0]]])
-        y_std = bank.standardise_y(y)
-        z = np.asarray(jax.random.normal(k_z, (T, self.spec.dim)))
-        with progress(T, "labelling", cfg.progress_bar) as update:
-            order, theta, dropped, used = label_triples(
-                y,
-                y_std,
-                z,
-                partial(bank.log_weights, fast=self._fast_likelihood),
-                bank.points,
-                cfg.schedule,
-                cfg.time_grid,
-                cfg.label_points,
-                cfg.solver,
-                cfg.chunk_size,
-                update,
-                tol=cfg.prune_tol,
-                smooth=cfg.label_smoothing,
-            )
-        y_std, z = y_std[order], z[order]
-        stats = LabelStats(float(dropped.max()), float(dropped.mean()), float(used.mean()))
+        C.require_sims(self._state)
+        self._state, triples, stats = _stages.label(self._config, self._state, rng_key)
         self.diagnostics.record(stats)
-        triples = dict(y=y_std.astype(np.float32), z=z, theta=theta, dropped=dropped)
-        self._state = self._state.replace(triples=triples)
         return triples
 
     def fit(self, rng_key, triples=None):
@@ -385,60 +162,239 @@ class MFDiff(SamplingMethods, RefineMethods):
         ``triples`` defaults to ``.triples``, the last :meth:`label` output
         (or the triples loaded by :meth:`load`).
         """
-        self._require_sims()
+        C.require_sims(self._state)
         if triples is None:
             if self.triples is None:
                 raise RuntimeError("no labelled triples yet: call .label(rng_key) first")
             triples = self.triples
-        cfg = self._config
-        k_init, k_fit = jax.random.split(rng_key)
-        gen = low_generator(k_init, self.spec, self.bank, cfg.net_config)
-        with progress(cfg.train_steps, "training", cfg.progress_bar) as update:
-            gen, history = fit_generator(
-                k_fit,
-                gen,
-                triples["y"],
-                triples["z"],
-                triples["theta"],
-                progress=update,
-                **cfg.fit_config,
-            )
-        self._state = self._state.replace(generator=gen)
+        self._state, history, check = _stages.fit(self._config, self._state, rng_key, triples)
         self.diagnostics.record(train_history=history)
-        sims, key = self.simulations, jax.random.fold_in(rng_key, 1)
-        check = check_generator(key, self.bank, gen, sims.y, sims.valid, self._fast_likelihood)
         self.diagnostics.record(generator_check=check)
-        return gen
+        return self.generator
+
+    # ------------------------------------------------------------- sampling
+    def get_samples(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
+    ):
+        """Posterior samples for one observation or a batch, one network pass each.
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: dict from observed site name to value, at the
+                site's shape or with a leading batch axis ``B`` on every site.
+                ``None`` (default): the data passed to :meth:`run` as model
+                arguments (``default_observations``); a ``ValueError`` if
+                there is none.
+            num_samples: samples per observation.
+            fidelity: ``None`` (default) draws from ``G_high`` for an
+                observation refined with :meth:`refine` and from ``G_low``
+                otherwise; ``"low"`` always uses ``G_low``; ``"high"`` requires
+                a refined observation.
+            group_by_chain: split the draws into ``num_chains`` chains, as
+                ``MCMC.get_samples(group_by_chain=True)``: shapes
+                ``(num_chains, num_samples // num_chains, *site_shape)``
+                (after the batch axis ``B`` for a batch). The draws are
+                independent; chain ``c`` is the ``c``-th block of consecutive
+                draws, so the same key gives the same draws either way.
+            num_chains: a divisor of ``num_samples`` (as in
+                :meth:`to_inference_data`).
+
+        Returns:
+            Dict site name -> constrained samples ``(num_samples, *site_shape)`` (``(B,
+            ...)`` for a batch): the latent sites and the deterministic sites computed
+            from them with the observed sites set to the observation, as ``MCMC``.
+        """
+        args = (rng_key, observations, num_samples, fidelity, group_by_chain, num_chains)
+        return _samplers.get_samples(self._config, self._state, *args, self._compiled)
+
+    def sample_ode(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        batch_size: int = 4096,
+        fidelity=None,
+        *,
+        group_by_chain: bool = False,
+        num_chains: int = 1,
+    ):
+        """Posterior samples from the Monte Carlo-score ODE, without the network.
+
+        Slower than :meth:`get_samples` and more accurate; points holding at most
+        ``prune_tol`` of the weight are dropped first. A refined observation's ODE runs
+        over its high-fidelity simulations and importance weights. Arguments and
+        return value as :meth:`get_samples`.
+        """
+        args = (observations, num_samples, batch_size, fidelity, group_by_chain, num_chains)
+        out, stats = _samplers.sample_ode(self._config, self._state, rng_key, *args, self._compiled)
+        self.diagnostics.record_all(stats)
+        return out
+
+    def ess(self, observations=None, fidelity=None):
+        """Effective sample size of the weights the samplers use, per observation.
+
+        ``G_low``'s likelihood weights over the prior simulations, or a refined
+        observation's importance weights (arguments as in :meth:`get_samples`): a float,
+        or (B,) for a batch. Tens mean the estimator rests on few simulations.
+        """
+        return _samplers.ess(self._config, self._state, observations, fidelity, self._compiled)
+
+    def fidelity(self, observations=None) -> str:
+        """Which generator serves a single observation: ``"high"`` once refined, else ``"low"``."""
+        return _samplers.fidelity(self._state, observations)
+
+    def print_summary(
+        self,
+        rng_key,
+        observations=None,
+        num_samples: int = 1000,
+        prob: float = 0.9,
+        *,
+        num_chains: int = 1,
+        fidelity=None,
+        exclude_deterministic: bool = True,
+    ):
+        """Print the posterior of one observation as ``MCMC.print_summary`` does.
+
+        ``numpyro.diagnostics.print_summary`` of ``num_samples`` draws of
+        :meth:`get_samples` (same key, same table; independent draws split into
+        ``num_chains`` chains), then the sampler that served (``G_low``, or ``G_high``
+        once refined) with the ESS of its weights. Arguments as in :meth:`get_samples`;
+        deterministic sites left out unless ``exclude_deterministic=False``.
+        """
+        args = (rng_key, observations, num_samples, prob, num_chains, fidelity)
+        args += (exclude_deterministic, self._compiled)
+        _samplers.print_summary(self._config, self._state, *args)
+
+    def to_inference_data(self, rng_key, observations=None, num_samples=1000, **kwargs):
+        """Posterior for one observation as ``az.InferenceData``.
+
+        ``observations=None``: the data passed to :meth:`run` (``default_observations``).
+
+        ``posterior`` (latent and deterministic sites, as :meth:`get_samples`
+        with ``group_by_chain=True``) has dims ``chain``/``draw``; also ``observed_data``,
+        ``prior``/``prior_predictive`` (``prior=True``), ``posterior_predictive``
+        (``posterior_predictive=True``), ``log_likelihood`` (default on, for
+        ``az.loo``/``az.compare``) and the method's diagnostics in ``attrs``.
+        Keyword arguments: ``num_chains``, ``prior``, ``posterior_predictive``,
+        ``log_likelihood``, ``method`` (``"generator"`` or ``"ode"``).
+        """
+        samplers = {"generator": self.get_samples, "ode": self.sample_ode}
+        args = (rng_key, observations, num_samples, samplers, self.diagnostics, self._compiled)
+        return _samplers.to_inference_data(self._config, self._state, *args, **kwargs)
+
+    def refine(
+        self,
+        rng_key,
+        observations,
+        model=None,
+        num_simulations: int | None = None,
+        *,
+        rounds: int | None = None,
+        target_ess: float | None = None,
+        max_simulations: int | None = None,
+        inflation: float = 1.5,
+        prior_fraction: float = 0.1,
+        num_labels: int | None = None,
+        train_steps: int | None = None,
+        smoothing: float | None = None,
+        model_args=None,
+        model_kwargs=None,
+        engine: str = "auto",
+    ):
+        """Refine the posterior of one observation (or a batch) with more simulations.
+
+        One observation: adaptive importance sampling in stages (``engine="is"``, up
+        to 10 latent coordinates with ``"auto"``) or tempered SMC on BlackJAX's kernels
+        (``"smc"``, above), simulating ``model`` at proposed parameters and weighting
+        every simulation; then the weighted Monte Carlo-score ODE labels an
+        unconditional ``G_high(z)``, which :meth:`get_samples` uses for this
+        observation afterwards. A further call adds stages with the engine of the
+        first. ``refine(key, obs, model=hf, max_simulations=B)`` spends at most ``B``
+        evaluations of ``hf`` and chooses the rest (stages, temperatures, smoothing).
+        The engines in detail: :func:`~numpyro_mfdiff._refining.refine_observation`.
+
+        A batch (a leading axis on every site), at the same fidelity, shares one budget:
+        simulations around ``G_low``'s draws join the bank, weighted, and ``G_low`` is
+        refitted (:func:`~numpyro_mfdiff._refining.refine_batch`; ``diagnostics["pooled"]``).
+
+        Args:
+            rng_key: a ``jax.random`` key.
+            observations: one observation (dict site name -> value), or a batch.
+            model: the high-fidelity NumPyro model, with the same latent and
+                observed sites (names, shapes, supports). Default: the model
+                of this inference (sequential refinement at the same fidelity,
+                where the prior simulations also count as draws).
+            num_simulations, rounds, target_ess, ..., engine: the settings of the call
+                (also ``max_simulations``, ``inflation``, ``prior_fraction``,
+                ``num_labels``, ``train_steps``, ``smoothing``), fields of
+                :class:`~numpyro_mfdiff.RefineSettings` (defaults and meanings there).
+            model_args, model_kwargs: arguments of ``model`` (default: those of :meth:`run`).
+
+        Returns:
+            ``self``; the stages, ESS before and after, simulations, bandwidths and
+            timings are in ``diagnostics["refinements"]``.
+        """
+        cfg, st = self._config, self._state
+        C.require_sims(st)
+        y = C.check(cfg, st, observations, warn=False, sampler="refine", cache=self._compiled)
+        rs = RefineSettings(num_simulations, rounds, target_ess, max_simulations, inflation)
+        rs = rs.replace(prior_fraction=prior_fraction, num_labels=num_labels)
+        rs = rs.replace(train_steps=train_steps, smoothing=smoothing, engine=engine)
+        s = rs.plan(cfg)
+        high = _refining.high_fidelity(st, model, model_args, model_kwargs)
+        if y.ndim == 2:
+            batch_checks(high.same, rs.batch_given())
+            args = (_samplers.low_draw, self.diagnostics.get("pooled"), self._compiled)
+            self._state, record, records = _refining.refine_batch(cfg, st, rng_key, y, s, *args)
+            self.diagnostics.record_all([*records, dict(pooled=record)])
+            return self
+        self._state, ref = _refining.refine_observation(
+            cfg, st, rng_key, y, s, high, _samplers.low_draw, self._compiled
+        )
+        self.diagnostics.record_refinement(obs_key(y), observations, ref)
+        return self
 
     # ------------------------------------------------------------ save/load
     def save(self, path):
         """Save the prior simulations, the labelled triples and the generator to ``path``.
 
-        One ``.npz`` file: simulations as arrays, the triples of the last
-        :meth:`label` (if any), the generator with ``eqx.tree_serialise_leaves``
-        (if fitted), the settings, a format version, the model's site shapes
-        and a fingerprint of the model arguments. Load it with
-        :meth:`MFDiff.load` and the same model.
+        One ``.npz`` file (:mod:`~numpyro_mfdiff._io`): simulations, triples, generators,
+        refinements, settings, site shapes and a fingerprint of the model arguments.
+        Load it with :meth:`MFDiff.load` and the same model.
         """
         from ._io import save
 
-        self._require_sims()
+        C.require_sims(self._state)
         save(path, self._config, self._state, self.diagnostics)
 
     @classmethod
     def load(cls, path, model, *args, **kwargs):
         """Rebuild an :class:`MFDiff` for ``model`` from a file written by :meth:`save`.
 
-        ``args``/``kwargs`` are the model arguments used in ``run``; data among
-        them is taken out as in :meth:`run` (data keywords may be left out:
-        the default observations are saved, and data given here replaces
-        them). The result draws the same samples as the saved object for the
-        same key. A file of
-        another format version, a corrupted file, or one saved for other site
-        shapes or other model arguments is a ``ValueError``. ``checkpoint_dir``
-        and ``executor`` are not saved; set them on the returned object.
+        ``args``/``kwargs``: the model arguments of ``run`` (data may be left out: it is
+        saved; data given replaces it). Same key, same draws as the saved object. Another
+        format version, a corrupted file, other site shapes or other model arguments are
+        a ``ValueError``; ``checkpoint_dir`` and ``executor`` are not saved.
         """
         from ._io import load
 
         config, state, diagnostics = load(path, model, args, kwargs)
-        return cls.__new__(cls)._setup(model, config, state, diagnostics)
+        return cls.__new__(cls)._setup(config, state.replace(model=model), diagnostics)
+
+
+# the settings read as attributes (``inf.num_steps``), and those set on a built inference
+_READ = "num_simulations observed_sites num_labels num_steps solver schedule label_points"
+_READ += " prune_tol label_smoothing net_config fit_config chunk_size simulation_chunk_size"
+_READ += " ess_warning progress_bar max_failure_fraction"
+for _name in _READ.split():
+    setattr(MFDiff, _name, setting_property(_name))
+for _name in ("checkpoint_dir", "executor", "domain_check"):
+    setattr(MFDiff, _name, setting_property(_name, settable=True))

@@ -5,7 +5,7 @@ low-fidelity ODE over the prior bank."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import equinox as eqx
 import jax
@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _model
-from ._bank import PriorBank
 from ._checks import group_chains
-from ._ode import sample_pruned
+from .diffusion._ode import sample_pruned
+
+if TYPE_CHECKING:  # annotations only
+    from ._bank import PriorBank
 
 __all__ = ["make_draws", "compile_deterministic", "with_deterministic", "finish"]
 __all__ += ["prior_fns", "ode_low"]
@@ -80,7 +82,7 @@ def prior_fns(model, spec, args, kwargs):
     lp = _model.log_prior_fn(model, spec, args, kwargs)
     return (
         jax.jit(jax.vmap(lp)),
-        jax.jit(jax.vmap(lambda k: _model._simulate_one(model, spec, args, kwargs, k)[0])),
+        jax.jit(jax.vmap(lambda k: _model.simulate_one(model, spec, args, kwargs, k)[0])),
     )
 
 

@@ -9,8 +9,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._bank import GeneratorCheck, PriorBank
-
 __all__ = [
     "State",
     "Diagnostics",
@@ -20,28 +18,31 @@ __all__ = [
     "OdeStats",
     "GeneratorCheck",
     "obs_key",
+    "built_property",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class State:
-    """The model's ``spec`` and arguments (``args``/``kwargs``, the data left out), the
-    ``default_observations`` (the data given to ``run``), the prior ``simulations`` and
-    their ``bank``, the labelled ``triples``, ``G_low`` (``generator``) and the
-    ``refinements`` by observation (:func:`obs_key` -> :class:`~numpyro_mfdiff._refine.Refinement`);
+    """The ``model`` (the user's NumPyro model), its ``spec`` and arguments
+    (``args``/``kwargs``, the data left out), the ``default_observations`` (the data
+    given to ``run``), the prior ``simulations`` and their ``bank``, the labelled
+    ``triples``, ``G_low`` (``generator``) and the ``refinements`` by observation
+    (:func:`obs_key` -> :class:`~numpyro_mfdiff.refine._refine.Refinement`);
     after a batched refinement, the ``proposals`` the bank's points came from
-    (:class:`~numpyro_mfdiff._pooled.Proposals`) and the batch's observations ``focus``
+    (:class:`~numpyro_mfdiff.refine._pooled.Proposals`) and the batch's observations ``focus``
     (B, M), where a share of ``G_low``'s labels is placed; ``reparam``, the latent
     sites non-centred (:mod:`~numpyro_mfdiff._model._reparam`); ``data_args``, the model
     arguments that carried data to ``run`` (:func:`~numpyro_mfdiff._model.data_arguments`).
     Each stage returns a new state (:meth:`replace`)."""
 
+    model: Any = None
     spec: Any = None
     args: tuple = ()
     kwargs: Mapping = dataclasses.field(default_factory=dict)
     default_observations: dict | None = None
     simulations: Any = None
-    bank: PriorBank | None = None
+    bank: Any = None
     triples: dict | None = None
     generator: Any = None
     refinements: Mapping = dataclasses.field(default_factory=dict)
@@ -55,6 +56,23 @@ class State:
 
     def with_refinement(self, key, ref) -> State:
         return self.replace(refinements={**self.refinements, key: ref})
+
+
+class GeneratorCheck(NamedTuple):
+    """``G_low`` against its weighted prior points at ``rows`` simulated observations
+    (likelihood ESS at least ``ess_min``): the largest mean error in weighted sds and
+    the sd ratio per coordinate and row."""
+
+    rows: int
+    ess_min: float
+    mean_error: float
+    sd_ratio: list
+
+
+def built_property(name, doc):
+    """A read-only property of an object holding a :class:`State` as ``_state`` that
+    reads its field ``name``."""
+    return property(lambda self: getattr(self._state, name), doc=doc)
 
 
 def obs_key(y) -> str:
@@ -115,13 +133,15 @@ class Diagnostics(dict):
         self.update({k: v._asdict() if hasattr(v, "_asdict") else v for k, v in plain.items()})
         return self
 
+    def record_all(self, records):
+        """:meth:`record` each of ``records``: typed records, or dicts of plain entries."""
+        for r in records:
+            self.record(**r) if isinstance(r, dict) else self.record(r)
+        return self
+
     def record_refinement(self, key, observations, ref):
         """The summary of refinement ``ref`` of ``observations`` under ``key``."""
         self.setdefault("refinements", {})[key] = dict(
             observations={k: np.asarray(v).tolist() for k, v in observations.items()},
             **ref.summary(),
         )
-
-    def saved(self) -> dict:
-        """The JSON part (without ``train_history``)."""
-        return {k: v for k, v in self.items() if k != "train_history"}

@@ -15,8 +15,8 @@ from numpyro_mfdiff import (
     solve_ode,
     uniform_grid,
 )
-from numpyro_mfdiff._label import label_chunk
-from numpyro_mfdiff._score import prune_points
+from numpyro_mfdiff.diffusion._label import label_chunk
+from numpyro_mfdiff.diffusion._score import prune_points
 
 
 def test_schedules_boundaries():

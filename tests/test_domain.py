@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from models import TINY
 
-from numpyro_mfdiff import MFDiff, _domain
+from numpyro_mfdiff import MFDiff, _compiled, _domain
 from numpyro_mfdiff.examples import quadratic
 
 
@@ -69,10 +69,11 @@ def test_prior_predictive_observations_pass(quad):
     the K = 500 references), and a batch of them draws without a warning; the package's
     own observations (quadratic at 0.25-3.5) pass."""
     y = _fresh_observations(2000)
-    log_z, ess = quad._low_summary(y[:, None])
-    rate = _domain.outside(quad._domain(), log_z).mean()
+    log_z, ess = _compiled.low_summary(quad.state, y[:, None])
+    ref = _compiled.domain_reference(quad.config, quad.state)
+    rate = _domain.outside(ref, log_z).mean()
     assert rate <= 0.01, rate
-    assert quad._domain().log_evidence.size == 500
+    assert ref.log_evidence.size == 500
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quad.get_samples(jax.random.PRNGKey(3), {"y": y[:40]}, 50)

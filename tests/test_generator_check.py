@@ -71,8 +71,8 @@ def test_calibrate_gives_g_high_the_particles_moments():
     shape is kept (the map is affine)."""
     import jax.numpy as jnp
 
-    from numpyro_mfdiff._network import calibrate, generate
-    from numpyro_mfdiff._refine import high_generator
+    from numpyro_mfdiff.generator._network import calibrate, generate
+    from numpyro_mfdiff.refine._refine import high_generator
 
     d = 5
     a = np.random.default_rng(0).normal(size=(d, d))

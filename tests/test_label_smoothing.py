@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from numpyro_mfdiff import LinearSchedule, geometric_grid, solve_ode
-from numpyro_mfdiff._label import SMOOTH_CAP, label_chunk, row_moments, smoothing_stops
-from numpyro_mfdiff._ode import stop_ratios
+from numpyro_mfdiff.diffusion._label import label_chunk, smoothing_stops
+from numpyro_mfdiff.diffusion._ode import stop_ratios
+from numpyro_mfdiff.refine._kde import SMOOTH_CAP
+from numpyro_mfdiff.refine._weights import row_moments
 
 SCHED, GRID = LinearSchedule(), geometric_grid(60)
 

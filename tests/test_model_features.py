@@ -65,7 +65,7 @@ def test_same_support_compares_constraints_by_value():
     def box(lo, hi, n=5):
         return dist.Uniform(lo * jnp.ones(n), hi * jnp.ones(n)).to_event(1).support
 
-    same = _model._same_support
+    same = _model.same_support
     assert same(box(-3.0, 3.0), box(-3.0, 3.0))  # equal vector bounds, distinct arrays
     assert not same(box(-3.0, 3.0), box(-3.0, 2.0))  # other bounds
     assert not same(box(-3.0, 3.0), box(-3.0, 3.0, n=4))  # other bound shapes

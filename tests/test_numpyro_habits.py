@@ -11,7 +11,7 @@ import numpyro.distributions as dist
 import pytest
 from models import SMALL, assert_wrong_answers_fail, moment_errors, moments_agree
 
-from numpyro_mfdiff import MFDiff, _model
+from numpyro_mfdiff import MFDiff, _compiled, _model
 from numpyro_mfdiff._arviz import from_draws
 from numpyro_mfdiff.baselines import nuts, smc
 
@@ -89,7 +89,8 @@ def test_print_summary_names_the_refined_sampler(inf, capsys):
     inf.refine(jax.random.PRNGKey(3), obs, num_simulations=200, rounds=1)
     inf.print_summary(jax.random.PRNGKey(4), obs, 200)
     out = capsys.readouterr().out
-    n_high = inf._refinement(_model.check_observations(inf.spec, obs), None).num_high_fidelity
+    y = _model.check_observations(inf.spec, obs)
+    n_high = _compiled.refinement_for(inf.state, y, None).num_high_fidelity
     assert f"sampler: G_high (refined with {n_high} high-fidelity simulations)" in out
     assert f"importance-weight ESS {inf.ess(obs):.1f}" in out
     assert f"G_low's likelihood-weight ESS {inf.ess(obs, fidelity='low'):.1f}" in out

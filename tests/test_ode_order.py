@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_mfdiff._ode import DDIM, DPMSolver2M, DPMSolver3M, get_solver, integrate
-from numpyro_mfdiff._schedule import CosineSchedule
+from numpyro_mfdiff.diffusion._ode import DDIM, DPMSolver2M, DPMSolver3M, get_solver, integrate
+from numpyro_mfdiff.diffusion._schedule import CosineSchedule
 
 MU, S = 1.5, 0.5
 STEPS = (16, 32, 64, 128)

@@ -8,10 +8,10 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
-from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff import MFDiff, _compiled
 from numpyro_mfdiff._bank import build_bank
-from numpyro_mfdiff._pooled import Proposals, bank_log_weight, batch_kde, plan_rounds
 from numpyro_mfdiff._sampling import ode_low
+from numpyro_mfdiff.refine._pooled import Proposals, bank_log_weight, batch_kde, plan_rounds
 
 S = 0.2  # noise sd; the prior is N(0, I_2), so the posterior sd is 0.196
 XS = np.array([[0.5, -0.3], [1.2, 0.4], [-0.8, -1.1], [0.1, 0.9]], np.float32)
@@ -138,13 +138,13 @@ def test_one_observation_after_a_batch_starts_from_the_weighted_bank(pooled):
     """A same-fidelity refinement's first pool is the pooled bank with its proposals: its
     ESS before refinement is the bank's, not that of the pooled points taken as prior
     draws."""
-    from numpyro_mfdiff import _sequential
-    from numpyro_mfdiff._refine import new_refinement
+    from numpyro_mfdiff.refine import _sequential
+    from numpyro_mfdiff.refine._refine import new_refinement
 
     inf, _ = pooled
 
     st = inf.state
-    log_prior, _ = inf._prior_fns()
+    log_prior, _ = _compiled.prior(inf.state)
     y = jnp.asarray(XS[0])
     ref = new_refinement(
         XS[0],

@@ -25,7 +25,7 @@ from models import (
 from scipy.stats import multivariate_normal
 
 from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff._kde import fit_kde, kde_logpdf, kde_sample, mixture_logpdf
+from numpyro_mfdiff.refine._kde import fit_kde, kde_logpdf, kde_sample, mixture_logpdf
 
 X_OBS = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
 
@@ -199,7 +199,7 @@ def test_refine_same_key_same_result():
 def test_generator_check_flags_wrong_samplers():
     """G_high against its labels: a right sampler (fresh draws of the same law) passes,
     draws shifted by 0.3 sd, with halved or doubled sds fail (and refine warns)."""
-    from numpyro_mfdiff._network import generator_check, generator_off
+    from numpyro_mfdiff.generator._network import generator_check, generator_off
 
     rng = np.random.default_rng(0)
     labels = rng.normal(size=(4000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
@@ -292,7 +292,7 @@ def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
     (ESS ~1,000 of 3,000). Without smoothing the refined ODE returns the points
     themselves, so 4,000 draws repeat some; with smoothing 0.3 every draw is new
     and the mean (within 0.05 sd) and sd (within 5%) are those of the weights."""
-    from numpyro_mfdiff._refine import Refinement, _weighted_standardisation, ode_draw
+    from numpyro_mfdiff.refine._refine import Refinement, _weighted_standardisation, ode_draw
 
     rng = np.random.default_rng(0)
     mu, s = np.array([0.5, -1.0, 2.0]), np.array([1.0, 0.5, 2.0])
@@ -312,10 +312,10 @@ def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
     )
     inf = MFDiff(linear_gaussian, **SMALL)
     z = jax.random.normal(jax.random.PRNGKey(0), (4000, 3))
-    raw, _, _ = ode_draw(inf.ode_config, ref, z)
+    raw, _, _ = ode_draw(inf.config.ode, ref, z)
     assert np.unique(np.round(raw, 3), axis=0).shape[0] < 0.9 * 4000
     ref = dataclasses.replace(ref, smoothing=0.3)
-    smooth, _, _ = ode_draw(inf.ode_config, ref, z)
+    smooth, _, _ = ode_draw(inf.config.ode, ref, z)
     assert np.unique(np.round(smooth, 3), axis=0).shape[0] == 4000
     assert np.all(np.abs(smooth.mean(0) - ref.mean) < 0.05 * ref.scale)
     np.testing.assert_allclose(smooth.std(0), ref.scale, rtol=0.05)

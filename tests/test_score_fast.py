@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from numpyro_mfdiff import LinearSchedule, denoise, geometric_grid, solve_ode
-from numpyro_mfdiff._label import bucket, label_triples
-from numpyro_mfdiff._ode import AUTO_BLOCK_WEIGHTS, auto_block_size
-from numpyro_mfdiff._score import (
+from numpyro_mfdiff.diffusion._label import bucket, label_triples
+from numpyro_mfdiff.diffusion._ode import AUTO_BLOCK_WEIGHTS, auto_block_size
+from numpyro_mfdiff.diffusion._score import (
     denoise_blocked,
     denoise_fused,
     dropped_mass,

@@ -18,8 +18,8 @@ CHILD = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     from numpyro_mfdiff import LinearSchedule, geometric_grid
-    from numpyro_mfdiff._label import label_triples
-    from numpyro_mfdiff._ode import row_sharding, sample_pruned, solve_ode, solve_ode_jit
+    from numpyro_mfdiff.diffusion._label import label_triples
+    from numpyro_mfdiff.diffusion._ode import row_sharding, sample_pruned, solve_ode, solve_ode_jit
 
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     pts = jax.random.normal(k1, (1500, 2))
@@ -74,7 +74,7 @@ MFDIFF_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from models import TINY, linear_gaussian
     from numpyro_mfdiff import MFDiff
-    from numpyro_mfdiff._ode import row_sharding
+    from numpyro_mfdiff.diffusion._ode import row_sharding
 
     inf = MFDiff(linear_gaussian, 1000, **TINY).run(jax.random.PRNGKey(0))
     x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}

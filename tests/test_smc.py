@@ -1,4 +1,4 @@
-"""The tempered-SMC refinement engine (numpyro_mfdiff._smc) and its tempering steps."""
+"""The tempered-SMC refinement engine (numpyro_mfdiff.refine._smc) and its tempering steps."""
 
 import copy
 import dataclasses
@@ -12,7 +12,8 @@ import numpyro.distributions as dist
 import pytest
 from models import TINY, assert_wrong_answers_fail
 
-from numpyro_mfdiff import MFDiff, _refine, _sequential, _smc, _smc_start
+from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff.refine import _refine, _sequential, _smc, _smc_start
 
 D = 12
 NOISE = 0.3

@@ -8,39 +8,31 @@ observation vectors ``y`` of size ``M``.
 Modules: ``_sites`` (tracing, site kinds, data arguments), ``_spec`` (the model's
 :class:`ModelSpec` and the checks against it), ``_sims`` (prior simulations),
 ``_density`` (prior, likelihood and deterministic sites), ``_reparam`` (automatic
-non-centring). Callers use this
-package's names (``_model.simulate``...), so that tests can patch them here.
+non-centring), ``_simulate`` (chunked, checkpointed simulation runs, executors),
+``_external`` (non-JAX simulators inside a model), ``_expfam`` (exponential-family
+likelihoods as one matmul). The other layers use the names below (``_model.simulate``...).
 """
 
 from ._density import deterministic_fn, log_likelihood, log_prior_fn
 from ._reparam import REPARAM, auto_reparam_sites, hidden_sites, reparam_model
-
-# private helpers other modules use: _io and _mfdiff (_simulate_one), the baselines
-# (_is_factor), tests/test_model_features.py (_same_support)
-from ._sims import (
-    Simulations,
-    _simulate_one,  # noqa: F401
-    simulate,
-)
-from ._sites import (
-    _is_factor,  # noqa: F401
-    data_arguments,
-    split_data_arguments,
-    with_data,
-)
+from ._sims import Simulations, simulate, simulate_one
+from ._sites import data_arguments, is_factor, split_data_arguments, with_data
 from ._spec import (
     ModelSpec,
-    _same_support,  # noqa: F401
     check_high_fidelity,
     check_observations,
     check_same_latents,
     inspect_model,
     obs_tag,
+    same_support,
 )
 
 __all__ = [
     "ModelSpec",
     "Simulations",
+    "simulate_one",
+    "is_factor",
+    "same_support",
     "inspect_model",
     "split_data_arguments",
     "data_arguments",

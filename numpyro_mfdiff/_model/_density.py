@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
 from ._sites import _dry_trace, _trace, with_data
-from ._spec import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: no import of _spec at run time
+    from ._spec import ModelSpec
 
 __all__ = ["log_prior_fn", "deterministic_fn", "log_likelihood"]
 
@@ -23,14 +27,14 @@ def log_prior_fn(model, spec: ModelSpec, args=(), kwargs=None):
     kwargs = kwargs or {}
 
     def fn(theta):
-        tr = _substituted_trace(model, args, kwargs, spec.constrain(theta))
+        tr = substituted_trace(model, args, kwargs, spec.constrain(theta))
         lp = sum(jnp.sum(tr[n]["fn"].log_prob(tr[n]["value"])) for n in spec.latent_shapes)
         return lp + spec.log_prior_jacobian(theta)
 
     return fn
 
 
-def _substituted_trace(model, args, kwargs, values, data=None):
+def substituted_trace(model, args, kwargs, values, data=None):
     """Trace of ``model`` with latent sites set to ``values`` (constrained) and the
     observed sites, when ``data`` is given, conditioned on it."""
     m = handlers.substitute(model, data=values)
@@ -63,7 +67,7 @@ def deterministic_fn(model, spec: ModelSpec, args=(), kwargs=None, data_args=())
         obs = spec.unravel_obs(y)
         obs = {n: v.astype(spec.observed_dtypes[n]) for n, v in obs.items()}
         a, kw = with_data(args, kwargs, data_args, obs)
-        tr = _substituted_trace(model, a, kw, values, obs)
+        tr = substituted_trace(model, a, kw, values, obs)
         return {n: tr[n]["value"] for n in names}
 
     return fn

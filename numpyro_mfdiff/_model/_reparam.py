@@ -15,7 +15,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.reparam import LocScaleReparam
 
-from .. import _external
+from . import _external
 from ._sites import _dry_trace, _sample_sites
 
 __all__ = ["REPARAM", "LOC_SCALE", "auto_reparam_sites", "reparam_model", "hidden_sites"]

@@ -1,9 +1,9 @@
-"""Prior simulations of a model: one at a time (:func:`_simulate_one`) and in
+"""Prior simulations of a model: one at a time (:func:`simulate_one`) and in
 chunked, checkpointed, jitted batches (:func:`simulate`)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +11,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 
-from .. import _external, _simulate
+from . import _external, _simulate
 from ._sites import _sample_sites, _trace
-from ._spec import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: no import of _spec at run time
+    from ._spec import ModelSpec
 
 __all__ = ["Simulations", "simulate"]
 
@@ -35,7 +37,7 @@ class Simulations(NamedTuple):
     errors: tuple = ()
 
 
-def _simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
+def simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
     """One simulation; with ``theta`` (D,) unconstrained, the latent sites take those values."""
     if theta is not None:
         model = handlers.substitute(model, data=spec.constrain(theta))
@@ -110,7 +112,7 @@ def simulate(
     inputs = (keys,) if theta is None else (keys, jnp.asarray(theta))
 
     def one(k, th=None):
-        return _simulate_one(model, spec, args, kwargs, k, th)
+        return simulate_one(model, spec, args, kwargs, k, th)
 
     one_like = [x[0] for x in inputs]
     traced = []

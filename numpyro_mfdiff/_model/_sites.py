@@ -9,7 +9,7 @@ from numpyro import handlers
 from numpyro.distributions.distribution import ImproperUniform, Unit
 from numpyro.primitives import Messenger
 
-from .. import _external
+from . import _external
 
 __all__ = ["split_data_arguments", "data_arguments", "with_data"]
 
@@ -29,7 +29,7 @@ def _improper(fn):
     return next((d for d in _dist_chain(fn) if isinstance(d, ImproperUniform)), None)
 
 
-def _is_factor(fn):
+def is_factor(fn):
     return any(isinstance(d, Unit) for d in _dist_chain(fn))
 
 

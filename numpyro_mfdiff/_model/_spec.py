@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.constraints import Constraint
 from numpyro.distributions.transforms import biject_to
 
-from ._sites import _dry_trace, _improper, _is_factor, _leaf_sites, _sample_sites
+from ._sites import _dry_trace, _improper, _leaf_sites, _sample_sites, is_factor
 
 __all__ = [
     "ModelSpec",
@@ -120,7 +120,7 @@ def _reject_unsupported_sites(tr):
     for name, site in tr.items():
         if site["type"] != "sample":
             continue
-        if _is_factor(site["fn"]):
+        if is_factor(site["fn"]):
             raise ValueError(
                 f"site '{name}' is a numpyro.factor (a Unit distribution): an extra "
                 "log-density term is not supported, because the method simulates the model "
@@ -206,7 +206,7 @@ def _check_fixed_supports(model, args, kwargs, supports):
         return
     other = _sample_sites(_dry_trace(model, args, kwargs, jax.random.PRNGKey(1)))
     for n, s in supports.items():
-        if n in other and not _same_support(s, other[n]["fn"].support):
+        if n in other and not same_support(s, other[n]["fn"].support):
             raise ValueError(
                 f"latent site '{n}' has a support that depends on other latent sites "
                 f"({s} in one prior draw, {other[n]['fn'].support} in another); only "
@@ -236,7 +236,7 @@ def check_same_latents(spec_low: ModelSpec, spec_high: ModelSpec):
                 f"model and {tuple(high[name])} in the high-fidelity model"
             )
         s_low, s_high = spec_low.supports[name], spec_high.supports[name]
-        if not _same_support(s_low, s_high):
+        if not same_support(s_low, s_high):
             raise ValueError(
                 f"latent site '{name}' has support {s_low} in the low-fidelity model and "
                 f"{s_high} in the high-fidelity model"
@@ -258,7 +258,7 @@ def check_high_fidelity(spec_low: ModelSpec, spec_high: ModelSpec):
             )
 
 
-def _same_support(a, b) -> bool:
+def same_support(a, b) -> bool:
     """Whether two constraints describe the same support, compared by value.
 
     Same constraint type and, recursively over their attributes, equal
@@ -272,13 +272,13 @@ def _same_support(a, b) -> bool:
         if type(a) is not type(b):
             return False
         va, vb = vars(a), vars(b)
-        return va.keys() == vb.keys() and all(_same_support(va[k], vb[k]) for k in va)
+        return va.keys() == vb.keys() and all(same_support(va[k], vb[k]) for k in va)
     if isinstance(a, (list, tuple, dict)) or isinstance(b, (list, tuple, dict)):
         if type(a) is not type(b) or len(a) != len(b):
             return False
         if isinstance(a, dict):
-            return a.keys() == b.keys() and all(_same_support(a[k], b[k]) for k in a)
-        return all(_same_support(x, y) for x, y in zip(a, b, strict=True))
+            return a.keys() == b.keys() and all(same_support(a[k], b[k]) for k in a)
+        return all(same_support(x, y) for x, y in zip(a, b, strict=True))
     if a is None or b is None or isinstance(a, str) or callable(a):
         return a is b or (type(a) is type(b) and a == b)
     try:

@@ -77,7 +77,7 @@ class _Problem:
         self.observed_values = {
             k: np.asarray(tr[k]["value"])
             for k in sorted(self.observed_names)
-            if not _model._is_factor(tr[k]["fn"])
+            if not _model.is_factor(tr[k]["fn"])
         }
         self.deterministic_names = [k for k, s in tr.items() if s["type"] == "deterministic"]
         # arguments of prior/posterior predictive draws, checked before any sampling

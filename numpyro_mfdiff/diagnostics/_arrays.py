@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import positive_int, real
-from ..metrics import _scott_chol
+from ..metrics._samples import kde_chol
 from ._results import SBC, TARP, Coverage
 from ._stats import (
     _binomial_tails,
@@ -175,7 +175,7 @@ def _higher_density(samples, truth, density="kde", neighbours=5):
 
     def one(a):
         s, t = a
-        chol = _scott_chol(s, None if density == "kde" else 1.0)
+        chol = kde_chol(s, None if density == "kde" else 1.0)
         w = jax.scipy.linalg.solve_triangular(chol, s.T, lower=True).T
         wt = jax.scipy.linalg.solve_triangular(chol, t, lower=True)
         sq = jnp.sum((w[:, None, :] - w[None, :, :]) ** 2, axis=-1)

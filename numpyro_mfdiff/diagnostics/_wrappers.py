@@ -10,15 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _model
+from .. import _compiled as C
 from .._checks import positive_int
-from .._score import ess as _ess
-from ._arrays import (
-    _check_levels,
-    coverage_from_samples,
-    sbc_from_samples,
-    tarp_from_samples,
-)
+from .._refining import high_fidelity
+from .._stages import run_simulations
+from ..refine._weights import ess as likelihood_ess
+from ._arrays import _check_levels, coverage_from_samples, sbc_from_samples, tarp_from_samples
 from ._results import SBC, TARP, Coverage, Misspecification, PosteriorDraws
 
 __all__ = ["posterior_draws", "sbc", "expected_coverage", "tarp", "misspecification"]
@@ -46,28 +43,11 @@ def _generate_batch(gen, y, z):
 def _prior_predictive(inf, rng_key, num, model, model_args, model_kwargs):
     """Valid simulations ``(theta (n, D), y (n, M))`` of ``model`` (default ``inf``'s) from
     the prior, through ``inf``'s executor; failed ones left out with a warning."""
-    from .._refine import high_fidelity_model
-
-    model, args, kwargs, spec, _ = high_fidelity_model(
-        inf.spec,
-        inf._inner_model(),
-        inf.state.args,
-        inf.state.kwargs,
-        inf._high_model(model),
-        model_args,
-        model_kwargs,
+    high = high_fidelity(inf.state, model, model_args, model_kwargs)
+    state = inf.state.replace(
+        model=high.model, args=high.args, kwargs=high.kwargs, spec=high.spec, reparam=()
     )
-    sims = _model.simulate(
-        rng_key,
-        model,
-        spec,
-        num,
-        args,
-        kwargs,
-        inf.simulation_chunk_size,
-        executor=inf.executor,
-        max_failure_fraction=inf.max_failure_fraction,
-    )
+    sims = run_simulations(inf.config, state, rng_key, num)
     valid = np.asarray(sims.valid)
     if not valid.all():
         warnings.warn(
@@ -121,7 +101,7 @@ def posterior_draws(
     """
     num_datasets = positive_int("num_datasets", num_datasets, 2)
     num_samples = positive_int("num_samples", num_samples)
-    inf._require_generator()
+    C.require_generator(inf.state)
     k_sim, k_z = jax.random.split(rng_key)
     theta, y = _prior_predictive(inf, k_sim, num_datasets, model, model_args, model_kwargs)
     z = jax.random.normal(k_z, (theta.shape[0], num_samples, inf.spec.dim))
@@ -197,11 +177,12 @@ def misspecification(inf, rng_key, observations=None, num_datasets: int = 1000) 
         :class:`Misspecification` (scalars for one observation, arrays (B,) for a batch).
     """
     num_datasets = positive_int("num_datasets", num_datasets, 2)
-    inf._require_sims()
-    observations = inf._observations(observations)
-    y = inf._check(observations, warn=False)
+    st = inf.state
+    C.require_sims(st)
+    observations = C.observations_or_default(st, observations)
+    y = C.check(inf.config, st, observations, warn=False)
     rows = np.atleast_2d(y)
-    fid = ["low" if inf._refinement(r, None) is None else "high" for r in rows]
+    fid = ["low" if C.refinement_for(st, r, None) is None else "high" for r in rows]
     _, y_ref = _prior_predictive(inf, rng_key, num_datasets, None, None, None)
     bank = inf.bank
     stats = jax.jit(
@@ -226,4 +207,4 @@ def misspecification(inf, rng_key, observations=None, num_datasets: int = 1000) 
 def _ess_and_evidence(ll):
     """ESS and ``log mean exp`` of log-likelihoods (N,) over the finite ones."""
     n = jnp.sum(jnp.isfinite(ll))
-    return _ess(ll), jax.nn.logsumexp(ll) - jnp.log(n)
+    return likelihood_ess(ll), jax.nn.logsumexp(ll) - jnp.log(n)

@@ -5,7 +5,7 @@ model it simulates (:class:`HighFidelity`), the record of an observation
 (:class:`Refinement`, frozen, with a :class:`RoundInfo` per stage and the
 :class:`FitInfo` of ``G_high``), and the checks of :meth:`MFDiff.refine`'s arguments
 (:func:`check_settings`, :func:`high_fidelity_model`); the stages themselves are in
-:mod:`~numpyro_mfdiff._refine`.
+:mod:`~numpyro_mfdiff.refine._refine`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model, _sequential, _smc
-from ._checks import model_callable, positive_int, real
-from ._network import Generator
-from ._schedule import AbstractSchedule, geometric_grid, uniform_grid
-from ._score import ess as _ess
+from .. import _model
+from .._checks import model_callable, positive_int, real
+from ..diffusion._schedule import AbstractSchedule, geometric_grid, uniform_grid
+from ..generator._network import Generator
+from . import _sequential, _smc
+from ._weights import ess as _ess
+from ._weights import host_ess
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -105,8 +107,8 @@ class FitInfo(NamedTuple):
 
 
 class RoundInfo(NamedTuple):
-    """One stage (a :class:`~numpyro_mfdiff._sequential.StageInfo` of importance sampling,
-    a :class:`~numpyro_mfdiff._smc.StageInfo` of SMC, or its dict as an older file saved
+    """One stage (a :class:`~numpyro_mfdiff.refine._sequential.StageInfo` of importance sampling,
+    a :class:`~numpyro_mfdiff.refine._smc.StageInfo` of SMC, or its dict as an older file saved
     it) and, for the last stage of a ``refine`` call, ``G_high``'s
     :class:`FitInfo`."""
 
@@ -168,7 +170,7 @@ class Refinement:
 
     @property
     def ess(self) -> float:
-        return _sequential.ess(self.log_w)
+        return host_ess(self.log_w)
 
     def summary(self) -> dict:
         """Diagnostics as plain numbers (for ``diagnostics`` and InferenceData attrs)."""
@@ -291,7 +293,7 @@ def new_refinement(
     (N, D), the bank's points at the same fidelity, they join it (temperature 0), with
     their prior log densities from ``log_prior`` (batched): as draws from the prior, or
     after a batched refinement from the bank's ``proposals``
-    (:class:`~numpyro_mfdiff._pooled.Proposals`), whose ``log_weight`` (N,) also enters
+    (:class:`~numpyro_mfdiff.refine._pooled.Proposals`), whose ``log_weight`` (N,) also enters
     the ESS before refinement."""
     weights = loglik_low
     if log_weight is not None:

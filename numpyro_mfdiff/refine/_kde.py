@@ -15,6 +15,33 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["KDE", "bucket", "fit_kde", "kde_logpdf", "kde_sample", "mixture_logpdf"]
+__all__ += ["scott_factor", "scott_chol", "silverman", "SMOOTH_CAP"]
+
+# the largest kernel factor of smoothing (labels and refinement): Silverman's factor is
+# capped here
+SMOOTH_CAP = 0.5
+
+
+def scott_factor(n, d):
+    """Scott's kernel factor ``n^(-1 / (d + 4))`` for ``n`` points in ``d`` dimensions."""
+    return n ** (-1.0 / (d + 4))
+
+
+def silverman(n_e, d):
+    """Silverman's kernel factor ``(4 / (n_e (d + 2)))^(1 / (d + 4))`` for ``n_e``
+    effective points in ``d`` dimensions (NumPy or JAX arrays)."""
+    return (4.0 / (n_e * (d + 2))) ** (1.0 / (d + 4))
+
+
+def scott_chol(x, inflation, size=None):
+    """The Cholesky factor (D, D) of a Gaussian kernel's covariance for the points ``x``
+    (C, D): their covariance (with a 1e-9 relative jitter) times the squared Scott factor
+    of ``size`` points (default C) times ``inflation``; and that factor."""
+    c, d = x.shape
+    factor = float(inflation) * scott_factor(c if size is None else max(size, 1.0), d)
+    cov = np.atleast_2d(np.cov(x, rowvar=False))
+    cov = cov + 1e-9 * max(np.trace(cov) / d, 1e-12) * np.eye(d)
+    return np.linalg.cholesky(factor**2 * cov), factor
 
 
 class KDE(NamedTuple):
@@ -29,14 +56,6 @@ class KDE(NamedTuple):
     chols: np.ndarray
     group: np.ndarray
     bandwidth: np.ndarray
-
-
-def _scott_chol(x, inflation, size=None):
-    c, d = x.shape
-    factor = float(inflation) * (c if size is None else max(size, 1.0)) ** (-1.0 / (d + 4))
-    cov = np.atleast_2d(np.cov(x, rowvar=False))
-    cov = cov + 1e-9 * max(np.trace(cov) / d, 1e-12) * np.eye(d)
-    return np.linalg.cholesky(factor**2 * cov), factor
 
 
 def _clusters(x, chol, radius, min_neighbours):
@@ -80,7 +99,7 @@ def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8, size=None) -> 
     if c < 2:
         raise ValueError(f"a KDE needs at least 2 samples, got {c}")
     size = None if size is None else float(min(size, c))
-    chol_global, factor_global = _scott_chol(x, 1.0, size)
+    chol_global, factor_global = scott_chol(x, 1.0, size)
     min_size = max(2 * d + 2, 10)
     # resampled points repeat: count distinct neighbours, or a repeated point is a cluster
     ux, inv = np.unique(x, axis=0, return_inverse=True)
@@ -99,7 +118,7 @@ def fit_kde(samples, inflation: float = 1.0, max_groups: int = 8, size=None) -> 
     for g, i in enumerate(big):
         member = labels == i
         group[member] = g
-        ch, f = _scott_chol(x[member], inflation, None if size is None else size * member.mean())
+        ch, f = scott_chol(x[member], inflation, None if size is None else size * member.mean())
         chols.append(ch)
         factors.append(f)
     chols.append(chol_global * float(inflation))

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..refine._kde import SMOOTH_CAP, silverman
+from ..refine._weights import row_moments
 from ._ode import row_sharding, solve_ode, stop_ratios
 from ._score import dropped_mass, support_order
 
@@ -16,7 +18,6 @@ __all__ = [
     "label_chunk",
     "label_chunk_pruned",
     "label_triples",
-    "row_moments",
     "shrink",
     "smoothing_stops",
 ]
@@ -45,32 +46,8 @@ def bucket(count, n, granule=512):
 # Gaussian; half the mass in a spike 10x narrower than its base: 5.9). The 1/sqrt(n_e)
 # terms are the sampling noise: the largest of 10 axes of n_e Gaussian draws has a
 # bimodality coefficient above 0.5 (kurtosis above 5) in 5% of samples at n_e = 100 (50)
-SMOOTH_CAP = 0.5
 BC_MAX = 0.5
 KURT_MAX = 5.0
-
-
-def silverman(n_e, d):
-    """Silverman's kernel factor ``(4 / (n_e (d + 2)))^(1 / (d + 4))`` for ``n_e``
-    effective points in ``d`` dimensions (NumPy or JAX arrays)."""
-    return (4.0 / (n_e * (d + 2))) ** (1.0 / (d + 4))
-
-
-def row_moments(loglik, points):
-    """Weighted moments of the points under each row's normalised weights.
-
-    ``loglik`` (B, K) log-weights (``-inf`` excluded), ``points`` (K, D). Returns
-    ``(mean (B, D), eigenvalues (B, D) ascending, eigenvectors (B, D, D), ess (B,))``
-    of each row's weighted covariance.
-    """
-    w = jax.nn.softmax(loglik, axis=-1)
-    w = jnp.where(jnp.isfinite(w), w, 0.0)
-    mean = w @ points
-    # one (B, K) @ (K, D) product per coordinate: memory K x D whatever B
-    second = jax.lax.map(lambda col: w @ (points * col[:, None]), points.T)
-    cov = jnp.swapaxes(second, 0, 1) - mean[:, :, None] * mean[:, None, :]
-    lam, vec = jnp.linalg.eigh(cov)
-    return mean, jnp.maximum(lam, 0.0), vec, 1.0 / jnp.sum(w**2, axis=-1)
 
 
 def smoothing_stops(loglik, points):
@@ -84,7 +61,7 @@ def smoothing_stops(loglik, points):
     ``loglik`` (B, K), ``points`` (K, D). Returns ``(stop (B,), moments)`` with
     ``moments`` from :func:`row_moments`.
     """
-    mean, lam, vec, n_e = row_moments(loglik, points)
+    mean, eigvals, vec, n_e = row_moments(loglik, points)
     d = points.shape[1]
     w = jnp.where(jnp.isfinite(loglik), jax.nn.softmax(loglik, axis=-1), 0.0)
 
@@ -100,9 +77,9 @@ def smoothing_stops(loglik, points):
         bc = (skew**2 + 1.0) / jnp.maximum(kurt, 1e-30)
         return (bc < BC_MAX + noise) & (kurt < KURT_MAX + 8.0 * noise)
 
-    one_mode = jnp.all(jax.lax.map(shape, (jnp.moveaxis(vec, 2, 0), lam.T)), axis=0)
-    h = jnp.minimum(silverman(jnp.maximum(n_e, 1.0), d), SMOOTH_CAP) * jnp.sqrt(lam[:, 0])
-    return jnp.where(one_mode & (n_e >= 2), h, 0.0), (mean, lam, vec, n_e)
+    one_mode = jnp.all(jax.lax.map(shape, (jnp.moveaxis(vec, 2, 0), eigvals.T)), axis=0)
+    h = jnp.minimum(silverman(jnp.maximum(n_e, 1.0), d), SMOOTH_CAP) * jnp.sqrt(eigvals[:, 0])
+    return jnp.where(one_mode & (n_e >= 2), h, 0.0), (mean, eigvals, vec, n_e)
 
 
 def shrink(x, moments, ratio):
@@ -110,8 +87,8 @@ def shrink(x, moments, ratio):
     ``A = Cov^(1/2) (Cov + ratio^2 I)^(-1/2)`` from the row's weighted covariance
     (``moments`` of :func:`row_moments`), so that labels smoothed by a kernel of sd
     ``ratio`` (B,) keep the weighted mean and covariance. ``x`` (B, D)."""
-    mean, lam, vec, _ = moments
-    gain = jnp.sqrt(lam / jnp.maximum(lam + ratio[:, None] ** 2, 1e-30))
+    mean, eigvals, vec, _ = moments
+    gain = jnp.sqrt(eigvals / jnp.maximum(eigvals + ratio[:, None] ** 2, 1e-30))
     coords = jnp.einsum("bd,bde->be", x - mean, vec) * gain
     return jnp.where(ratio[:, None] > 0, mean + jnp.einsum("be,bde->bd", coords, vec), x)
 
@@ -161,7 +138,7 @@ def label_chunk_pruned(
 ):
     """:func:`label_chunk` on the first ``num_points`` (static) points of ``order``.
 
-    ``order`` (N,) from :func:`~numpyro_mfdiff._score.support_order`: the points
+    ``order`` (N,) from :func:`~numpyro_mfdiff.diffusion._score.support_order`: the points
     that hold weight come first. Returns ``(theta (B, D), dropped (B,))``.
     """
     idx = order[:num_points]
@@ -194,12 +171,12 @@ def label_triples(
     observation of ``y`` (M,), as simulated, to the log-likelihoods (N,).
     ``progress`` receives the triples finished per chunk. With ``tol`` (the
     likelihood mass a row may drop) each chunk weighs only the points that carry
-    weight (:func:`~numpyro_mfdiff._score.support_order`; at most ``num_points``,
+    weight (:func:`~numpyro_mfdiff.diffusion._score.support_order`; at most ``num_points``,
     in a few sizes: :func:`bucket`);
     ``tol=None`` keeps the top ``num_points`` (:func:`label_chunk`). A chunk has
     at most ``LABEL_WEIGHTS / N`` rows, so memory stays bounded whatever N.
     ``sharding``: a :class:`jax.sharding.Sharding` that splits the rows of a
-    chunk over devices, ``"auto"`` (:func:`~numpyro_mfdiff._ode.row_sharding`:
+    chunk over devices, ``"auto"`` (:func:`~numpyro_mfdiff.diffusion._ode.row_sharding`:
     all devices) or ``None``. Warns when a row dropped more than 1% of its mass
     (its support exceeded ``num_points``). ``smooth``: smoothed labels
     (:func:`label_chunk`).

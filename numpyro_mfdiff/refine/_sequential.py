@@ -25,8 +25,9 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ._kde import KDE, fit_kde, kde_logpdf, kde_sample
-from ._label import SMOOTH_CAP, silverman
+from ._kde import KDE, SMOOTH_CAP, fit_kde, kde_logpdf, kde_sample, silverman
+from ._weights import host_ess as ess
+from ._weights import log_normalise
 
 __all__ = [
     "Pool",
@@ -123,20 +124,11 @@ def log_weights(pool: Pool, lam: float | None = None) -> np.ndarray:
     lam = pool.lam if lam is None else lam
     with np.errstate(divide="ignore"):
         log_mix = np.log(pool.counts / pool.counts.sum())
-    log_q = _logsumexp(pool.log_comp + log_mix, axis=1)
+    log_q = log_normalise(pool.log_comp + log_mix, axis=1)
     ll = np.where(np.isfinite(pool.loglik), pool.loglik, -np.inf)
     log_w = pool.logprior + (lam * ll if lam > 0 else np.where(np.isfinite(ll), 0.0, -np.inf))
     log_w = log_w - log_q
     return np.where(np.isfinite(log_w), log_w, -np.inf)
-
-
-def ess(log_w) -> float:
-    """Effective sample size ``(sum w)^2 / sum w^2`` of NumPy log-weights (0 if none)."""
-    log_w = np.asarray(log_w, np.float64)
-    if not np.isfinite(log_w).any():
-        return 0.0
-    w = np.exp(log_w - np.max(log_w))
-    return float(w.sum() ** 2 / (w**2).sum())
 
 
 def next_temperature(pool: Pool, ess_floor: float, cess_target: float = CESS_TARGET) -> float:
@@ -370,10 +362,3 @@ def _heterogeneity(pts, k=10):
 
 def _kde_logpdf(kde, x):
     return np.asarray(kde_logpdf(kde, x), np.float64) if len(x) else np.zeros(0)
-
-
-def _logsumexp(a, axis):
-    top = np.max(a, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))

@@ -32,8 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _model, _sequential, _smc, _smc_start
-from ._network import (
+from .. import _model
+from .._progress import progress
+from ..diffusion._ode import sample_pruned
+from ..diffusion._schedule import time_at_noise_ratio
+from ..generator._network import (
     Generator,
     calibrate,
     fit_generator,
@@ -41,8 +44,7 @@ from ._network import (
     generator_check,
     generator_off,
 )
-from ._ode import sample_pruned
-from ._progress import progress
+from . import _sequential, _smc, _smc_start
 from ._refinement import (
     DEFAULT_BUDGET,
     FitInfo,
@@ -55,7 +57,6 @@ from ._refinement import (
     high_fidelity_model,
     new_refinement,
 )
-from ._schedule import time_at_noise_ratio
 
 __all__ = [
     "DEFAULT_BUDGET",

@@ -16,7 +16,6 @@ __all__ = [
     "denoise_blocked",
     "fuse_points",
     "score",
-    "ess",
     "prune_points",
     "support_order",
     "dropped_mass",
@@ -201,14 +200,6 @@ def score(x, alpha, beta, points, log_lik):
     """Score of the diffused posterior, ``-(x - alpha m) / beta^2``; shape (B, D)."""
     m = denoise(x, alpha, beta, points, log_lik)
     return -(x - alpha * m) / beta**2
-
-
-def ess(log_w, axis=-1):
-    """Effective sample size ``(sum w)^2 / sum w^2`` of log-weights along ``axis``."""
-    log_w = jnp.asarray(log_w)
-    return jnp.exp(
-        2.0 * jax.nn.logsumexp(log_w, axis=axis) - jax.nn.logsumexp(2.0 * log_w, axis=axis)
-    )
 
 
 def prune_points(ll, tol):

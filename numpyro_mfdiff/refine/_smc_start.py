@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc import resampling
 
-from . import _external
-from ._model._density import _substituted_trace
+from .._model import _external
+from .._model._density import substituted_trace as _substituted_trace
 from ._smc import Target, num_particles, run, stage_cost
 
 __all__ = [

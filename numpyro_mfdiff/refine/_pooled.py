@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._kde import KDE, _scott_chol, kde_sample, mixture_logpdf
+from ._kde import KDE, kde_sample, mixture_logpdf, scott_chol
 
 __all__ = [
     "FOCUS_SHARE",
@@ -93,7 +93,7 @@ def batch_kde(draws, counts, inflation: float) -> KDE:
     draws = np.asarray(draws, np.float64)
     centers, chols, group, factors = [], [], [], []
     for b, (x, c) in enumerate(zip(draws, counts, strict=True)):
-        chol, f = _scott_chol(x, inflation, size=max(int(c), 1))
+        chol, f = scott_chol(x, inflation, size=max(int(c), 1))
         chols.append(chol)
         factors.append(f)
         centers.append(x[:c])
