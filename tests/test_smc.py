@@ -100,7 +100,8 @@ def test_smc_stages_and_budget(smc_run):
     assert all(b >= a for a, b in zip(lams, lams[1:], strict=False)) and res.lam == 1.0
     n = res.stages[0].particles
     staged = sum(s.evaluations for s in res.stages)
-    kept = sum(s.lam == 1.0 for s in res.stages)  # the stages at 1 are pooled
+    # the stages at 1 are pooled, but the first FINAL_BURN
+    kept = max(sum(s.lam == 1.0 for s in res.stages) - _smc.FINAL_BURN, 1)
     assert res.theta.shape[0] == kept * n
     assert res.evaluations == staged + kept * n <= budget  # + their log-likelihoods
     assert len(res.stages) <= 1 + (budget - n) // _smc.stage_cost(move, n, adaptive=False)
@@ -215,6 +216,33 @@ def test_choose_engine():
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM) == "is"
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM + 1) == "smc"
     assert _smc.choose_engine("is", 50) == "is"
+
+
+def test_auto_engine_by_the_start(linear_gaussian_small, quadratic_small):
+    """``engine="auto"`` below ``SMC_MIN_DIM``: on the linear Gaussian (3 coordinates, a
+    Gaussian posterior: the Laplace start is all but exact) importance sampling from that
+    start (record ``"smc"``, every stage ``"is"``, the first's ESS above half its draws);
+    on the bimodal quadratic (the start finds one mode, ``G_low``'s draws spread over
+    both) the KDE engine, its first round the start's draws at temperature 1."""
+    from models import linear_gaussian_posterior, stack_linear
+
+    x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
+    lin, quad = copy.deepcopy(linear_gaussian_small), copy.deepcopy(quadratic_small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # G_high's fit check at SMALL budgets
+        fit = dict(max_simulations=1_000, num_labels=256, train_steps=20)
+        lin.refine(jax.random.PRNGKey(1), x, **fit)
+        quad.refine(jax.random.PRNGKey(1), {"y": 1.0}, **fit)
+    rec = next(iter(lin.diagnostics["refinements"].values()))
+    assert rec["engine"] == "smc" and {r["move"] for r in rec["rounds"]} == {"is"}
+    assert rec["rounds"][0]["ess"] > 0.5 * rec["rounds"][0]["particles"]
+    assert rec["num_high_fidelity_simulations"] <= 1_000 and rec["ess_after"] > 500
+    mean, cov = linear_gaussian_posterior(x["x"])
+    ode = stack_linear(lin.sample_ode(jax.random.PRNGKey(2), x, 1000))
+    assert np.max(np.abs(ode.mean(0) - mean) / np.sqrt(np.diag(cov))) < 0.2
+    rec = next(iter(quad.diagnostics["refinements"].values()))
+    assert rec["engine"] == "is" and rec["rounds"][0]["lam"] == 1.0
+    assert rec["num_high_fidelity_simulations"] == 1_000 and rec["num_rounds"] > 2
 
 
 @pytest.fixture(scope="module")
