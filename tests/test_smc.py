@@ -218,8 +218,51 @@ def test_choose_engine():
     assert _smc.choose_engine("is", 50) == "is"
 
 
+def _probe(inf, obs, budget=1_000):
+    """``_smc_start.probe_start`` on a built ``inf`` at ``obs`` with a budget."""
+    st = inf._state
+    y = inf._check(obs, warn=False, sampler="refine")
+    high = _refine.high_fidelity_model(
+        st.spec, inf._inner_model(), st.args, st.kwargs, inf._high_model(None)
+    )
+    log_prior, prior_draw = inf._prior_fns()
+    s = _refine.check_settings(
+        rounds=None,
+        num_simulations=None,
+        max_simulations=budget,
+        num_labels=256,
+        train_steps=20,
+        inflation=1.5,
+        prior_fraction=0.1,
+        target_ess=None,
+        smoothing=None,
+    )
+    key = jax.random.PRNGKey(1)
+    return _smc_start.probe_start(key, y, high, log_prior, prior_draw, inf._low_draw, s)
+
+
+def test_the_start_decides_the_low_dimensional_engine(linear_gaussian_small, quadratic_small):
+    """The probe of ``engine="auto"`` below ``SMC_MIN_DIM``: on the linear Gaussian the
+    Laplace start keeps most of its draws (importance sampling from it spends the whole
+    budget: every stage ``"is"``); on the bimodal quadratic it finds one mode (ESS below
+    a fifth of its 100 draws; 3.7 of 200 at a budget of 2,000) and hands its draws to
+    the KDE engine (a one-kernel proposal, the prior's share last)."""
+    res = _probe(linear_gaussian_small, {"x": np.array([0.8, -0.4, 1.1, 0.3])})
+    assert isinstance(res, _smc.SMCResult) and {st.move for st in res.stages} == {"is"}
+    assert res.stages[0].ess > _smc.IS_ESS * res.stages[0].particles
+    assert res.evaluations <= 1_000 and res.theta.shape[0] > 900
+    probe = _probe(quadratic_small, {"y": 1.0})
+    assert isinstance(probe, _smc_start.Probe) and probe.info.ess < 0.2 * 100
+    assert (
+        probe.theta.shape == (100, 1) and probe.n_prior == 10 and probe.kde.centers.shape == (1, 1)
+    )
+    assert probe.info.simulations > 100  # the draws and the Laplace search
+
+
+@pytest.mark.slow
 def test_auto_engine_by_the_start(linear_gaussian_small, quadratic_small):
-    """``engine="auto"`` below ``SMC_MIN_DIM``: on the linear Gaussian (3 coordinates, a
+    """Through the API (slow: the KDE engine's stages and two G_high fits), ``engine="auto"``
+    below ``SMC_MIN_DIM``: on the linear Gaussian (3 coordinates, a
     Gaussian posterior: the Laplace start is all but exact) importance sampling from that
     start (record ``"smc"``, every stage ``"is"``, the first's ESS above half its draws);
     on the bimodal quadratic (the start finds one mode, ``G_low``'s draws spread over
