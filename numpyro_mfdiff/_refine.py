@@ -179,10 +179,11 @@ def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s, probe
         ref.theta, ref.loglik, ref.logprior, ref.kdes, ref.counts, ref.prior_count, ref.lam
     )
     fresh, spent, infos = pool.theta.shape[0] == 0, 0, []
-    if probe is not None:
+    if probe is not None and probe.theta.shape[0]:
         pool = _sequential.absorb(
             pool, probe.theta, probe.loglik, probe.logprior, probe.kde, probe.n_prior, pool.lam
         )
+    if probe is not None:
         spent, infos = probe.info.simulations, [probe.info]
     while s["max_stages"] is None or len(infos) < s["max_stages"]:
         left = s["budget"] - spent

@@ -260,8 +260,9 @@ def probe_start(key, y, high, log_prior, prior_draw, low_draw, s):
     rest of the budget draws from it (:func:`~numpyro_mfdiff._smc.run`'s importance
     sampling), returned as an :class:`~numpyro_mfdiff._smc.SMCResult`; else (several
     modes, heavy tails) a :class:`Probe` whose draws join the importance-sampling
-    engine's pool. ``None`` (nothing spent) for a model JAX cannot differentiate, a
-    fixed number of stages or a budget below four stages."""
+    engine's pool (none when ``G_low``'s spread alone rules ``q`` out: then only the
+    Laplace search is spent). ``None`` (nothing spent) for a model JAX cannot
+    differentiate, a fixed number of stages or a budget below four stages."""
     t0 = time.perf_counter()
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
     m = s["stage"]
@@ -271,19 +272,22 @@ def probe_start(key, y, high, log_prior, prior_draw, low_draw, s):
     x, log_q, draw_q, pre, prop, fitted = _proposal_start(
         k_q, target, y, m, s, prior_draw, low_draw
     )
-    parts = _smc._parts(target, log_q)
-    first = parts(x)
-    ess = _sequential.ess(_smc._path_log_w(first))
-    # G_low's draws spread wider than q in some direction: mass q may miss (more modes)
+    # G_low's draws spread wider than q in some direction: mass q may miss (more modes),
+    # so the KDE engine, and nothing spent on q's draws
     a = np.linalg.solve(prop.chol, fitted.chol / s["inflation"])
-    if ess >= _smc.IS_ESS * m and np.linalg.eigvalsh(a @ a.T).max() <= SPREAD:
+    if np.linalg.eigvalsh(a @ a.T).max() > SPREAD:
+        x = x[:0]
+    parts = _smc._parts(target, log_q)
+    first = parts(x) if x.shape[0] else (np.zeros(0),) * 3
+    ess = _sequential.ess(_smc._path_log_w(first)) if x.shape[0] else 0.0
+    if ess >= _smc.IS_ESS * m:
         res = _smc._importance(k_run, parts, draw_q, x, first, s["budget"] - pre, t0)
         stages = (res.stages[0]._replace(evaluations=res.stages[0].evaluations + pre),)
         return res._replace(evaluations=res.evaluations + pre, stages=stages + res.stages[1:])
-    n_prior = int(round(prop.prior_fraction * m))
+    n_prior = int(round(prop.prior_fraction * x.shape[0]))
     kde = KDE(prop.mean[None], prop.chol[None], np.zeros(1, np.int32), np.ones(1))
     kde = KDE(*(np.asarray(v, np.float32) for v in kde[:2]), kde.group, kde.bandwidth)
     failed = int(np.sum(~np.isfinite(first[0])))
-    info = _sequential.StageInfo(1.0, m + pre, n_prior, failed, [1.0], 0, ess, 0.0)
+    info = _sequential.StageInfo(1.0, x.shape[0] + pre, n_prior, failed, [1.0], 0, ess, 0.0)
     info = info._replace(seconds=time.perf_counter() - t0)
     return Probe(x, first[0], first[1], kde, n_prior, info)

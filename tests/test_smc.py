@@ -244,19 +244,23 @@ def _probe(inf, obs, budget=1_000):
 def test_the_start_decides_the_low_dimensional_engine(linear_gaussian_small, quadratic_small):
     """The probe of ``engine="auto"`` below ``SMC_MIN_DIM``: on the linear Gaussian the
     Laplace start keeps most of its draws (importance sampling from it spends the whole
-    budget: every stage ``"is"``); on the bimodal quadratic it finds one mode (ESS below
-    a fifth of its 100 draws; 3.7 of 200 at a budget of 2,000) and hands its draws to
-    the KDE engine (a one-kernel proposal, the prior's share last)."""
+    budget: every stage ``"is"``); on the bimodal quadratic ``G_low``'s draws spread over
+    both modes, far wider than the start around one: the KDE engine, only the Laplace
+    search spent; by the ESS alone the same (below a fifth of its 100 draws), the draws
+    handed to the KDE engine (a one-kernel proposal, the prior's share last)."""
     res = _probe(linear_gaussian_small, {"x": np.array([0.8, -0.4, 1.1, 0.3])})
     assert isinstance(res, _smc.SMCResult) and {st.move for st in res.stages} == {"is"}
     assert res.stages[0].ess > _smc.IS_ESS * res.stages[0].particles
     assert res.evaluations <= 1_000 and res.theta.shape[0] > 900
-    probe = _probe(quadratic_small, {"y": 1.0})
+    probe = _probe(quadratic_small, {"y": 1.0})  # G_low's draws on both modes: no draws
+    assert isinstance(probe, _smc_start.Probe) and probe.theta.shape == (0, 1)
+    assert probe.info.simulations > 0 and probe.info.ess == 0.0  # the Laplace search
+    with pytest.MonkeyPatch.context() as mp:  # the ESS alone
+        mp.setattr(_smc_start, "SPREAD", np.inf)
+        probe = _probe(quadratic_small, {"y": 1.0})
     assert isinstance(probe, _smc_start.Probe) and probe.info.ess < 0.2 * 100
-    assert (
-        probe.theta.shape == (100, 1) and probe.n_prior == 10 and probe.kde.centers.shape == (1, 1)
-    )
-    assert probe.info.simulations > 100  # the draws and the Laplace search
+    assert probe.theta.shape == (100, 1) and probe.n_prior == 10
+    assert probe.kde.centers.shape == (1, 1) and probe.info.simulations > 100
 
 
 @pytest.mark.slow
