@@ -124,10 +124,14 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
     (:func:`~numpyro_mfdiff._samplers.low_draw`). Returns ``(state with the
     refinement, its record)``.
 
-    Two engines for one observation (``engine``; ``"auto"`` picks importance
-    sampling up to 10 latent coordinates and SMC above, and a further call
-    continues with the engine of the first; the choice is in
-    ``diagnostics["refinements"][...]["engine"]``).
+    Two engines for one observation (``engine``; ``"auto"`` picks SMC above 10
+    latent coordinates; up to 10, for a model JAX differentiates, when ``G_low``'s
+    draws spread at most 4 times the variance of SMC's Laplace start ``q``, it draws
+    a first stage from ``q`` and continues by importance sampling from ``q`` (engine
+    ``"smc"``) when those draws keep an ESS of half their number at the posterior;
+    else importance sampling from KDEs (``"is"``, the probe its first round); a
+    further call continues with the engine of the first; the choice is in
+    ``diagnostics["refinements"][...]["engine"]``, docs/method.md section 6).
 
     ``engine="smc"``: adaptive tempered SMC with MCMC moves (BlackJAX; docs/method.md,
     section 6). Particles (as many as let the budget pay max(24, 0.6 d) stages, 60 to

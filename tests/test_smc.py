@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpyro.distributions as dist
 import pytest
 from models import TINY, assert_wrong_answers_fail
 
-from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff import MFDiff, _compiled, _refining, _samplers
 from numpyro_mfdiff.refine import _refine, _sequential, _smc, _smc_start
 
 D = 12
@@ -101,7 +102,8 @@ def test_smc_stages_and_budget(smc_run):
     assert all(b >= a for a, b in zip(lams, lams[1:], strict=False)) and res.lam == 1.0
     n = res.stages[0].particles
     staged = sum(s.evaluations for s in res.stages)
-    kept = sum(s.lam == 1.0 for s in res.stages)  # the stages at 1 are pooled
+    # the stages at 1 are pooled, but the first FINAL_BURN
+    kept = max(sum(s.lam == 1.0 for s in res.stages) - _smc.FINAL_BURN, 1)
     assert res.theta.shape[0] == kept * n
     assert res.evaluations == staged + kept * n <= budget  # + their log-likelihoods
     assert len(res.stages) <= 1 + (budget - n) // _smc.stage_cost(move, n, adaptive=False)
@@ -216,6 +218,69 @@ def test_choose_engine():
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM) == "is"
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM + 1) == "smc"
     assert _smc.choose_engine("is", 50) == "is"
+
+
+def _probe(inf, obs, budget=1_000):
+    """``_smc_start.probe_start`` on a built ``inf`` at ``obs`` with a budget."""
+    cfg, st = inf.config, inf.state
+    y = _compiled.check(cfg, st, obs, warn=False, sampler="refine")
+    log_prior, prior_draw = _compiled.prior(st)
+    s = _refining.RefineSettings(max_simulations=budget, num_labels=256, train_steps=20)
+    low_draw = partial(_samplers.low_draw, cfg, st)
+    key = jax.random.PRNGKey(1)
+    high = _refining.high_fidelity(st)
+    return _smc_start.probe_start(key, y, high, log_prior, prior_draw, low_draw, s.plan(cfg))
+
+
+def test_the_start_decides_the_low_dimensional_engine(linear_gaussian_small, quadratic_small):
+    """The probe of ``engine="auto"`` below ``SMC_MIN_DIM``: on the linear Gaussian the
+    Laplace start keeps most of its draws (importance sampling from it spends the whole
+    budget: every stage ``"is"``); on the bimodal quadratic ``G_low``'s draws spread over
+    both modes, far wider than the start around one: the KDE engine, only the Laplace
+    search spent; by the ESS alone the same (below a fifth of its 100 draws), the draws
+    handed to the KDE engine (a one-kernel proposal, the prior's share last)."""
+    res = _probe(linear_gaussian_small, {"x": np.array([0.8, -0.4, 1.1, 0.3])})
+    assert isinstance(res, _smc.SMCResult) and {st.move for st in res.stages} == {"is"}
+    assert res.stages[0].ess > _smc.IS_ESS * res.stages[0].particles
+    assert res.evaluations <= 1_000 and res.theta.shape[0] > 900
+    probe = _probe(quadratic_small, {"y": 1.0})  # G_low's draws on both modes: no draws
+    assert isinstance(probe, _smc_start.Probe) and probe.theta.shape == (0, 1)
+    assert probe.info.simulations > 0 and probe.info.ess == 0.0  # the Laplace search
+    with pytest.MonkeyPatch.context() as mp:  # the ESS alone
+        mp.setattr(_smc_start, "SPREAD", np.inf)
+        probe = _probe(quadratic_small, {"y": 1.0})
+    assert isinstance(probe, _smc_start.Probe) and probe.info.ess < 0.2 * 100
+    assert probe.theta.shape == (100, 1) and probe.n_prior == 10
+    assert probe.kde.centers.shape == (1, 1) and probe.info.simulations > 100
+
+
+@pytest.mark.slow
+def test_auto_engine_by_the_start(linear_gaussian_small, quadratic_small):
+    """Through the API (slow: the KDE engine's stages and two G_high fits), ``engine="auto"``
+    below ``SMC_MIN_DIM``: on the linear Gaussian (3 coordinates, a
+    Gaussian posterior: the Laplace start is all but exact) importance sampling from that
+    start (record ``"smc"``, every stage ``"is"``, the first's ESS above half its draws);
+    on the bimodal quadratic (the start finds one mode, ``G_low``'s draws spread over
+    both) the KDE engine, its first round the start's draws at temperature 1."""
+    from models import linear_gaussian_posterior, stack_linear
+
+    x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
+    lin, quad = copy.deepcopy(linear_gaussian_small), copy.deepcopy(quadratic_small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # G_high's fit check at SMALL budgets
+        fit = dict(max_simulations=1_000, num_labels=256, train_steps=20)
+        lin.refine(jax.random.PRNGKey(1), x, **fit)
+        quad.refine(jax.random.PRNGKey(1), {"y": 1.0}, **fit)
+    rec = next(iter(lin.diagnostics["refinements"].values()))
+    assert rec["engine"] == "smc" and {r["move"] for r in rec["rounds"]} == {"is"}
+    assert rec["rounds"][0]["ess"] > 0.5 * rec["rounds"][0]["particles"]
+    assert rec["num_high_fidelity_simulations"] <= 1_000 and rec["ess_after"] > 500
+    mean, cov = linear_gaussian_posterior(x["x"])
+    ode = stack_linear(lin.sample_ode(jax.random.PRNGKey(2), x, 1000))
+    assert np.max(np.abs(ode.mean(0) - mean) / np.sqrt(np.diag(cov))) < 0.2
+    rec = next(iter(quad.diagnostics["refinements"].values()))
+    assert rec["engine"] == "is" and rec["rounds"][0]["lam"] == 1.0
+    assert rec["num_high_fidelity_simulations"] == 1_000 and rec["num_rounds"] > 2
 
 
 @pytest.fixture(scope="module")

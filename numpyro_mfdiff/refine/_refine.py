@@ -171,13 +171,21 @@ def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
     return simulate
 
 
-def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
-    """The stages of one ``refine`` call from ``ref``'s pool: the final pool, the
-    :class:`~numpyro_mfdiff._sequential.StageInfo` of each stage and the simulations spent."""
+def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s, probe=None):
+    """The stages of one ``refine`` call from ``ref``'s pool (and a
+    :class:`~numpyro_mfdiff._smc_start.Probe`'s draws, its first stage): the final pool,
+    the :class:`~numpyro_mfdiff._sequential.StageInfo` of each stage and the simulations
+    spent."""
     pool = _sequential.init(
         ref.theta, ref.loglik, ref.logprior, ref.kdes, ref.counts, ref.prior_count, ref.lam
     )
-    spent, infos = 0, []
+    fresh, spent, infos = pool.theta.shape[0] == 0, 0, []
+    if probe is not None and probe.theta.shape[0]:
+        pool = _sequential.absorb(
+            pool, probe.theta, probe.loglik, probe.logprior, probe.kde, probe.n_prior, pool.lam
+        )
+    if probe is not None:
+        spent, infos = probe.info.simulations, [probe.info]
     while s["max_stages"] is None or len(infos) < s["max_stages"]:
         left = s["budget"] - spent
         n = min(s["stage"], left)
@@ -187,8 +195,8 @@ def _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s):
             break
         key, k_cand, k_step = jax.random.split(key, 3)
         cands = None
-        if pool.theta.shape[0] == 0:  # a new high-fidelity refinement: start from G_low
-            cands = low_draw(k_cand, y, n)
+        if fresh:  # a new high-fidelity refinement: start from G_low
+            cands, fresh = low_draw(k_cand, y, n), False
         pool, info = _sequential.step(
             k_step,
             pool,
@@ -221,10 +229,12 @@ def _engine(setting, dim, ref) -> str:
     return setting
 
 
-def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None):
-    """Importance-sampling stages: the record's new fields, the stages and the simulations."""
+def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None, start=None):
+    """Importance-sampling stages (after the draws of a ``start`` probe): the record's new
+    fields, the stages and the simulations."""
     simulate = _simulator(ctx, high, y, ref)
-    pool, infos, spent = _run_stages(key, y, ref, simulate, log_prior, prior_draw, low_draw, s)
+    args = (key, y, ref, simulate, log_prior, prior_draw, low_draw, s, start)
+    pool, infos, spent = _run_stages(*args)
     if not infos:
         raise ValueError("no refinement round ran: the simulation budget is below 2")
     fields = dict(
@@ -240,10 +250,11 @@ def _is_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=N
     return fields, infos, spent
 
 
-def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None):
-    """SMC stages (:func:`~numpyro_mfdiff._smc_start.refine_stages`): the record's new fields,
-    the stages and the model evaluations."""
-    res = _smc_start.refine_stages(
+def _smc_stages(key, y, ref, high, ctx, log_prior, prior_draw, low_draw, s, low=None, start=None):
+    """SMC stages (:func:`~numpyro_mfdiff._smc_start.refine_stages`, or a ``start``'s
+    :class:`~numpyro_mfdiff._smc.SMCResult`): the record's new fields, the stages and the
+    model evaluations."""
+    res = start or _smc_start.refine_stages(
         key, y, ref, high, log_prior, prior_draw, low_draw, s, ctx.executor, low
     )
     fields = dict(
@@ -285,10 +296,14 @@ def refine(
     tempering)."""
     k_stages, k_label = jax.random.split(rng_key)
     t_start = time.perf_counter()
-    engine = _engine(settings.get("engine", "auto"), ctx.spec.dim, ref)
+    engine, start = _engine(settings.get("engine", "auto"), ctx.spec.dim, ref), None
+    if engine == "is" and settings.get("engine", "auto") == "auto" and not ref.rounds:
+        k_probe = jax.random.fold_in(k_stages, 1)  # by the start's ESS
+        start = _smc_start.probe_start(k_probe, y, high, log_prior, prior_draw, low_draw, settings)
+        engine = "smc" if isinstance(start, _smc.SMCResult) else engine
     stages = _smc_stages if engine == "smc" else _is_stages
     fields, infos, spent = stages(
-        k_stages, y, ref, high, ctx, log_prior, prior_draw, low_draw, settings, low
+        k_stages, y, ref, high, ctx, log_prior, prior_draw, low_draw, settings, low, start
     )
     mean, scale = _weighted_standardisation(fields["theta"], fields["log_w"])
     ref = replace(

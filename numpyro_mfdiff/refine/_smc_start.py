@@ -10,6 +10,7 @@ Laplace approximation for a differentiable model (:func:`laplace_proposal`, sear
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -21,6 +22,8 @@ from blackjax.smc import resampling
 
 from .._model import _external
 from .._model._density import substituted_trace as _substituted_trace
+from . import _sequential, _smc
+from ._kde import KDE
 from ._smc import Target, num_particles, run, stage_cost
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "fit_proposal",
     "laplace_proposal",
     "model_target",
+    "probe_start",
     "proposal_logpdf",
     "proposal_sample",
     "refine_stages",
@@ -44,6 +48,10 @@ START = "proposal"
 # q is that close, keep ~60% of the particles, issue 26's logistic regression)
 LAPLACE_ITER = 200
 LAPLACE_INFLATION = 1.1
+# engine="auto" at low dimension: importance sampling from the Laplace start when its
+# draws keep an ESS of IS_ESS at the posterior and G_low's draws have at most SPREAD
+# times its variance in every direction (else the KDE engine: several modes, heavy tails)
+SPREAD = 4.0
 
 
 class Proposal(NamedTuple):
@@ -145,19 +153,21 @@ def _resampled(key, theta, log_w, n):
 
 
 def _proposal_start(key, target, y, n, s, prior_draw, low_draw):
-    """``(x (n, D), log_q, draw_q, evaluations)`` of the start ``q``: a Gaussian fitted to
-    ``G_low``'s draws, the Laplace approximation of ``target`` from their mean when it is
-    differentiable (its search's evaluations counted), with the prior's share."""
+    """``(x (n, D), log_q, draw_q, evaluations, proposal, fitted)`` of the start ``q``: a
+    Gaussian fitted to ``G_low``'s draws (``fitted``, a :class:`Proposal`), the Laplace
+    approximation of ``target`` from their mean when it is differentiable (its search's
+    evaluations counted), with the prior's share."""
     k_q, k_x = jax.random.split(key)
     prop = fit_proposal(low_draw(k_q, y, max(4 * n, 2_000)), s["inflation"], s["prior_fraction"])
-    pre = 0
+    fitted, pre = prop, 0
     if target.differentiable:  # G_low's mean starts the search for the mode
         prop, pre = laplace_proposal(target, prop.mean, LAPLACE_INFLATION, s["prior_fraction"])
 
     def draw_q(k, m):
         return proposal_sample(k, prop, prior_draw, m)
 
-    return draw_q(k_x, n), partial(proposal_logpdf, prop, target.logprior), draw_q, pre
+    log_q = partial(proposal_logpdf, prop, target.logprior)
+    return draw_q(k_x, n), log_q, draw_q, pre, prop, fitted
 
 
 def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw):
@@ -166,7 +176,7 @@ def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw):
     evaluations, resampled), its unnormalised log density as ``log q`` and its stages
     (move ``"<move>-low"``: low-fidelity evaluations, not in the budget)."""
     k_start, k_run, k_res = jax.random.split(key, 3)
-    x, log_q, draw_q, pre = _proposal_start(k_start, low_t, y, n, s, prior_draw, low_draw)
+    x, log_q, draw_q, pre, *_ = _proposal_start(k_start, low_t, y, n, s, prior_draw, low_draw)
     res = run(k_run, low_t, log_q, x, s["budget"] - pre, draw_q=draw_q)
     x = _resampled(k_res, res.theta, res.log_w, n)
     stages = [st._replace(move=f"{st.move}-low") for st in res.stages]
@@ -211,7 +221,7 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     elif mf and low_t.differentiable:  # temper p L_low -> p L_high
         x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw)
     else:
-        x, log_q, draw_q, pre = _proposal_start(k_q, target, y, n, s, prior_draw, low_draw)
+        x, log_q, draw_q, pre, *_ = _proposal_start(k_q, target, y, n, s, prior_draw, low_draw)
     with _external.session(executor):
         res = run(
             k_run,
@@ -226,3 +236,59 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
             draw_q=draw_q,
         )
     return res._replace(evaluations=res.evaluations + pre, stages=low_stages + res.stages)
+
+
+class Probe(NamedTuple):
+    """The Laplace start's draws ``theta`` (m, D) (the last ``n_prior`` from the prior) with
+    their ``loglik`` and ``logprior`` (m,), the start's Gaussian as a one-kernel ``kde``,
+    and ``info``, a :class:`~numpyro_mfdiff._sequential.StageInfo` at temperature 1 (its
+    ``simulations`` count the Laplace search too, its ``ess`` the draws' at l = 1)."""
+
+    theta: np.ndarray
+    loglik: np.ndarray
+    logprior: np.ndarray
+    kde: KDE
+    n_prior: int
+    info: _sequential.StageInfo
+
+
+def probe_start(key, y, high, log_prior, prior_draw, low_draw, s):
+    """``engine="auto"`` at low dimension: draw a stage (``s["stage"]``) from the Laplace
+    start ``q`` of a differentiable model and weigh them at the posterior. When their
+    ESS is at least ``IS_ESS`` of the draws and ``G_low``'s draws spread at most
+    ``SPREAD`` times ``q``'s variance in every direction (a posterior with several modes
+    or heavy tails would spread them wider), ``q`` is a good importance proposal: the
+    rest of the budget draws from it (:func:`~numpyro_mfdiff._smc.run`'s importance
+    sampling), returned as an :class:`~numpyro_mfdiff._smc.SMCResult`; else (several
+    modes, heavy tails) a :class:`Probe` whose draws join the importance-sampling
+    engine's pool (none when ``G_low``'s spread alone rules ``q`` out: then only the
+    Laplace search is spent). ``None`` (nothing spent) for a model JAX cannot
+    differentiate, a fixed number of stages or a budget below four stages."""
+    t0 = time.perf_counter()
+    target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
+    m = s["stage"]
+    if not target.differentiable or s["max_stages"] is not None or s["budget"] < 4 * m:
+        return None
+    k_q, k_run = jax.random.split(key)
+    x, log_q, draw_q, pre, prop, fitted = _proposal_start(
+        k_q, target, y, m, s, prior_draw, low_draw
+    )
+    # G_low's draws spread wider than q in some direction: mass q may miss (more modes),
+    # so the KDE engine, and nothing spent on q's draws
+    a = np.linalg.solve(prop.chol, fitted.chol / s["inflation"])
+    if np.linalg.eigvalsh(a @ a.T).max() > SPREAD:
+        x = x[:0]
+    parts = _smc._parts(target, log_q)
+    first = parts(x) if x.shape[0] else (np.zeros(0),) * 3
+    ess = _sequential.ess(_smc._path_log_w(first)) if x.shape[0] else 0.0
+    if ess >= _smc.IS_ESS * m:
+        res = _smc._importance(k_run, parts, draw_q, x, first, s["budget"] - pre, t0)
+        stages = (res.stages[0]._replace(evaluations=res.stages[0].evaluations + pre),)
+        return res._replace(evaluations=res.evaluations + pre, stages=stages + res.stages[1:])
+    n_prior = int(round(prop.prior_fraction * x.shape[0]))
+    kde = KDE(prop.mean[None], prop.chol[None], np.zeros(1, np.int32), np.ones(1))
+    kde = KDE(*(np.asarray(v, np.float32) for v in kde[:2]), kde.group, kde.bandwidth)
+    failed = int(np.sum(~np.isfinite(first[0])))
+    info = _sequential.StageInfo(1.0, x.shape[0] + pre, n_prior, failed, [1.0], 0, ess, 0.0)
+    info = info._replace(seconds=time.perf_counter() - t0)
+    return Probe(x, first[0], first[1], kde, n_prior, info)
