@@ -1,8 +1,8 @@
 """Multi-fidelity tempering against single-fidelity starts, on the paper's examples (issue 26).
 
 ``G_low`` is built on the low-fidelity model; one observation is refined with the
-high-fidelity model by tempered SMC (``engine="smc"``) from three starts
-(``numpyro_mfdiff.refine._smc_start.START``):
+high-fidelity model by tempered SMC (``engine="smc"``) from three starts (the
+refinement settings' ``"start"``, passed to ``_refining.refine_observation``):
 
 - ``mf``: the low-fidelity posterior (SMC on the low model, its evaluations reported
   apart), tempered ``p L_low^(1-l) L_high^l`` to the high-fidelity one;
@@ -22,7 +22,6 @@ and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
 """
 
 import argparse
-import copy
 import time
 import warnings
 
@@ -31,7 +30,7 @@ import numpy as np
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
 
-from numpyro_mfdiff import MFDiff
+from numpyro_mfdiff import MFDiff, RefineSettings, _compiled, _refining, _samplers
 from numpyro_mfdiff.examples import (
     burgers_grid_posterior,
     burgers_grid_sample,
@@ -41,7 +40,6 @@ from numpyro_mfdiff.examples import (
     ou_high,
     ou_low,
 )
-from numpyro_mfdiff.refine import _smc_start
 
 STARTS = {"mf": "low", "laplace": "proposal", "prior": "prior"}
 BUILD = dict(num_simulations=2_000, num_labels=2_000, train_steps=1_000, progress_bar=False)
@@ -68,12 +66,22 @@ def problem(name):
     return burgers_low, burgers_high, y, np.stack([ref["nu"], ref["amp"]], 1), ("nu", "amp")
 
 
-def particles(inf, names, n=20_000):
+def refine(inf, key, y, high, budget, start):
+    """``inf.refine(key, {"y": y}, model=high, engine="smc", max_simulations=budget, ...)``
+    from ``start``, through the functional core (the start is not a user setting)."""
+    cfg, st = inf.config, inf.state
+    flat = _compiled.check(cfg, st, {"y": y}, warn=False, sampler="refine")
+    rs = RefineSettings(max_simulations=budget, num_labels=1_000, train_steps=200, engine="smc")
+    s = {**rs.plan(cfg), "start": start}
+    hf = _refining.high_fidelity(st, high)
+    return _refining.refine_observation(cfg, st, key, flat, s, hf, _samplers.low_draw)[1]
+
+
+def particles(rec, spec, names, n=20_000):
     """``n`` draws (n, d) of the refinement's weighted particles (multinomial), constrained."""
-    rec = next(iter(inf.state.refinements.values()))
     w = np.exp(rec.log_w - rec.log_w.max())
     idx = np.random.default_rng(0).choice(len(w), n, p=w / w.sum())
-    vals = jax.vmap(inf.state.spec.constrain)(rec.theta[idx])
+    vals = jax.vmap(spec.constrain)(rec.theta[idx])
     return np.stack([np.asarray(vals[k]) for k in names], 1), rec
 
 
@@ -97,23 +105,14 @@ def main():
         print("|---|---|---|---|---|---|---|---|---|")
         ok = {s: {} for s in a.starts}
         for start in a.starts:
-            _smc_start.START = STARTS[start]
             for budget in a.budgets:
                 good = True
                 for seed in a.seeds:
-                    i2 = copy.deepcopy(inf)
                     t0 = time.perf_counter()
-                    i2.refine(
-                        jax.random.PRNGKey(seed),
-                        {"y": y},
-                        model=high,
-                        engine="smc",
-                        max_simulations=budget,
-                        num_labels=1_000,
-                        train_steps=200,
-                    )
+                    key = jax.random.PRNGKey(seed)
+                    rec = refine(inf, key, y, high, budget, STARTS[start])
                     secs = time.perf_counter() - t0
-                    x, rec = particles(i2, names)
+                    x, rec = particles(rec, inf.state.spec, names)
                     err = float(np.max(np.abs(x.mean(0) - m) / sd))
                     r = x.std(0) / sd
                     low_ev = sum(
@@ -136,7 +135,6 @@ def main():
                 else f"{first[s] / first['mf']:.2f}"
             )
             print(f"| {s} | {first[s] or '> ' + str(a.budgets[-1])} | {ratio} |")
-        _smc_start.START = "proposal"
 
 
 if __name__ == "__main__":

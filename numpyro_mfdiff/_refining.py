@@ -271,7 +271,8 @@ def refine_batch(
         ess = list(C.low_summary(state, ys, cache=cache))[1]
         state, triples, stats = _stages.label(config, state, k_label, fast_likelihood)
         state, history, check = _stages.fit(config, state, k_fit, triples, fast_likelihood)
-        records += [stats, dict(train_history=history), check]
+        # the check is None when no row has enough ESS to judge G_low by (as in fit)
+        records += [stats, dict(train_history=history, generator_check=check)]
         record["num_simulations"] += theta.shape[0]
         record["rounds"].append(_pooled.round_record(plan, new, ess, time.perf_counter() - t0))
     record.update(

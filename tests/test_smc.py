@@ -406,3 +406,20 @@ def test_smc_varying_intercepts_against_nuts():
     ratio = draws.std(0) / sd
     err = np.max(np.abs(draws.mean(0) - m) / sd)
     assert check(draws), f"mean error {err:.3f} sd, sd ratios {ratio.min():.2f}-{ratio.max():.2f}"
+
+
+def test_an_unknown_start_is_refused_before_simulating(linear_gaussian_small):
+    """The SMC start is a setting of the refinement (``"start"``, default
+    ``"proposal"``), not a module switch: an unknown one is a ``ValueError`` naming the
+    choices, raised before any simulation."""
+    inf = linear_gaussian_small
+    cfg, st = inf.config, inf.state
+    obs = {"x": np.array([0.8, -0.4, 0.3, 1.0])}
+    y = _compiled.check(cfg, st, obs, warn=False, sampler="refine")
+    s = _refining.RefineSettings(max_simulations=2_000, engine="smc").plan(cfg)
+    high = _refining.high_fidelity(st)
+    with pytest.raises(ValueError, match=r"start must be one of \('proposal', 'low', 'prior'\)"):
+        _refining.refine_observation(
+            cfg, st, jax.random.PRNGKey(0), y, {**s, "start": "nope"}, high, _samplers.low_draw
+        )
+    assert not inf.state.refinements  # the session's build is left as it was

@@ -37,12 +37,13 @@ __all__ = [
     "refine_stages",
 ]
 
-# where the particles of a new refinement start: "proposal" (the Laplace Gaussian, or
-# one fitted to G_low's draws, with the prior's share), "low" (multi-fidelity tempering
-# from the low-fidelity posterior when refine is given another differentiable model,
-# else "proposal") or "prior". "proposal" won on every example measured
-# (benchmarks/bench_fidelity.py, docs/method.md section 6).
-START = "proposal"
+# where the particles of a new refinement start (``settings["start"]``, see
+# refine_stages): "proposal" (the Laplace Gaussian, or one fitted to G_low's draws, with
+# the prior's share), "low" (multi-fidelity tempering from the low-fidelity posterior
+# when refine is given another differentiable model, else "proposal") or "prior".
+# "proposal" won on every example measured (benchmarks/bench_fidelity.py,
+# docs/method.md section 6), so it is the default.
+STARTS = ("proposal", "low", "prior")
 # the most L-BFGS iterations of the Laplace start, and the factor on its covariance's
 # square root (a little wider than the posterior: the importance weights from q, when
 # q is that close, keep ~60% of the particles, issue 26's logistic regression)
@@ -192,12 +193,13 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     """The SMC stages of one ``refine`` call for flat ``y`` (M,) on the model of ``high``
     (a :class:`~numpyro_mfdiff._refinement.HighFidelity`) within the settings ``s`` of
     ``check_settings``. A new refinement starts from ``q`` of :func:`_proposal_start`
-    (the Laplace approximation searched from ``G_low``'s draws), or, with ``START =
-    "low"`` when ``high`` is another model than ``low`` (the inference's, a
+    (the Laplace approximation searched from ``G_low``'s draws), or, with
+    ``s["start"] == "low"`` when ``high`` is another model than ``low`` (the inference's, a
     ``HighFidelity`` too) and both are differentiable, from the low-fidelity posterior,
     tempering ``p L_low^(1-l) L_high^l`` (multi-fidelity tempering,
-    :func:`_low_posterior`), or with ``START = "prior"`` from the prior. A record of SMC
-    continues from its particles resampled at ``l = 1``. Returns the
+    :func:`_low_posterior`), or with ``s["start"] == "prior"`` from the prior
+    (``"proposal"`` when ``s`` has no ``"start"``: benchmarks/bench_fidelity.py sets
+    it). A record of SMC continues from its particles resampled at ``l = 1``. Returns the
     :class:`SMCResult` (the low-fidelity stages first); a ``ValueError`` when the budget
     cannot pay a stage."""
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
@@ -210,13 +212,16 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
         )
     k_q, k_x, k_run = jax.random.split(key, 3)
     pre, draw_q, low_stages, lam = 0, None, (), 0.0  # pre: the Laplace search's evaluations
+    start = s.get("start", "proposal")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
     cont = ref.engine == "smc" and ref.theta.shape[0] > 0  # continue at the posterior
-    mf = START == "low" and not cont and low is not None and not high.same
+    mf = start == "low" and not cont and low is not None and not high.same
     mf = mf and target.differentiable
     low_t = model_target(low.model, low.spec, low.args, low.kwargs, y, log_prior) if mf else None
     if cont:
         x, lam, log_q = _resampled(k_x, ref.theta, ref.log_w, n), 1.0, target.logprior
-    elif START == "prior":
+    elif start == "prior":
         x, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), target.logprior
     elif mf and low_t.differentiable:  # temper p L_low -> p L_high
         x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw)
