@@ -12,6 +12,11 @@ package must leave each of them bitwise equal.
 ``--saved FILE`` loads a file written by ``save`` (``--write-saved FILE`` writes the
 quadratic build's) and fingerprints its draws (default: the file just written): a file
 saved by an earlier version must load and draw as it did there.
+
+Bitwise only at a fixed number of CPU cores: XLA's CPU reductions are split by thread
+count, so the same tree on one core and on two differs in its last bits (43 of 178
+arrays, amplified by training). Make both fingerprints under the same ``taskset``, e.g.
+``taskset -c 1 python benchmarks/fingerprint.py --out fp.npz``.
 """
 
 from __future__ import annotations
