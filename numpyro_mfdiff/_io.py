@@ -294,7 +294,8 @@ def _load_refinements(path, spec, config, data, metas):
 
 def _load_refinement(i, spec, config, data, m):
     from .refine._kde import KDE
-    from .refine._refine import Refinement, RoundInfo, high_generator
+    from .refine._refine import high_generator
+    from .refine._refinement import Refinement, RoundInfo
 
     kdes = tuple(
         KDE(*(data[f"ref{i}_kde{r}_{k}"] for k in KDE._fields)) for r in range(len(m["counts"]))

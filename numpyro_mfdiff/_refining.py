@@ -18,7 +18,7 @@ from . import _stages
 from ._bank import build_bank
 from ._state import obs_key
 from .refine import _pooled
-from .refine._refinement import HighFidelity, check_settings, high_fidelity_model
+from .refine._refinement import HighFidelity, check_settings, high_fidelity_model, new_refinement
 
 __all__ = ["RefineSettings", "high_fidelity", "refine_observation", "refine_batch"]
 
@@ -188,7 +188,7 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
     key = obs_key(y)
     ref = state.refinements.get(key)
     if ref is None:
-        ref = _refine.new_refinement(
+        ref = new_refinement(
             y,
             state.spec.dim,
             state.bank.log_likelihood(jnp.asarray(y)),

@@ -28,7 +28,7 @@ class State:
     (``args``/``kwargs``, the data left out), the ``default_observations`` (the data
     given to ``run``), the prior ``simulations`` and their ``bank``, the labelled
     ``triples``, ``G_low`` (``generator``) and the ``refinements`` by observation
-    (:func:`obs_key` -> :class:`~numpyro_mfdiff.refine._refine.Refinement`);
+    (:func:`obs_key` -> :class:`~numpyro_mfdiff.refine._refinement.Refinement`);
     after a batched refinement, the ``proposals`` the bank's points came from
     (:class:`~numpyro_mfdiff.refine._pooled.Proposals`) and the batch's observations ``focus``
     (B, M), where a share of ``G_low``'s labels is placed; ``reparam``, the latent

@@ -139,7 +139,7 @@ def test_one_observation_after_a_batch_starts_from_the_weighted_bank(pooled):
     ESS before refinement is the bank's, not that of the pooled points taken as prior
     draws."""
     from numpyro_mfdiff.refine import _sequential
-    from numpyro_mfdiff.refine._refine import new_refinement
+    from numpyro_mfdiff.refine._refinement import new_refinement
 
     inf, _ = pooled
 

@@ -292,7 +292,8 @@ def test_smoothing_breaks_repeated_points_and_keeps_the_weighted_moments():
     (ESS ~1,000 of 3,000). Without smoothing the refined ODE returns the points
     themselves, so 4,000 draws repeat some; with smoothing 0.3 every draw is new
     and the mean (within 0.05 sd) and sd (within 5%) are those of the weights."""
-    from numpyro_mfdiff.refine._refine import Refinement, _weighted_standardisation, ode_draw
+    from numpyro_mfdiff.refine._refine import _weighted_standardisation, ode_draw
+    from numpyro_mfdiff.refine._refinement import Refinement
 
     rng = np.random.default_rng(0)
     mu, s = np.array([0.5, -1.0, 2.0]), np.array([1.0, 0.5, 2.0])

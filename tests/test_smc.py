@@ -15,6 +15,7 @@ from models import TINY, assert_wrong_answers_fail
 
 from numpyro_mfdiff import MFDiff, _compiled, _refining, _samplers
 from numpyro_mfdiff.refine import _refine, _sequential, _smc, _smc_start
+from numpyro_mfdiff.refine._refinement import Refinement
 
 D = 12
 NOISE = 0.3
@@ -341,7 +342,7 @@ def test_warns_when_target_ess_is_not_reached():
     about it; one that reaches it does not; SMC short of temperature 1 always warns."""
     y, theta = np.zeros(2, np.float32), np.zeros((10, 2), np.float32)
     log_w = np.log(np.r_[[0.9], np.full(9, 0.1 / 9)])  # ESS about 1.2
-    ref = _refine.Refinement(y, theta, np.zeros(10), np.zeros(10), log_w=log_w, lam=1.0)
+    ref = Refinement(y, theta, np.zeros(10), np.zeros(10), log_w=log_w, lam=1.0)
     with pytest.warns(UserWarning, match="without reaching target_ess=5"):
         _refine._warn_short(ref, 0.0, 5.0)
     with pytest.warns(UserWarning, match="temperature 0.5"):

@@ -46,33 +46,15 @@ from ..generator._network import (
 )
 from . import _sequential, _smc, _smc_start
 from ._refinement import (
-    DEFAULT_BUDGET,
     FitInfo,
     HighFidelity,
     OdeConfig,
     RefineContext,
     Refinement,
     RoundInfo,
-    check_settings,
-    high_fidelity_model,
-    new_refinement,
 )
 
-__all__ = [
-    "DEFAULT_BUDGET",
-    "FitInfo",
-    "HighFidelity",
-    "OdeConfig",
-    "RefineContext",
-    "Refinement",
-    "RoundInfo",
-    "check_settings",
-    "fit_high",
-    "high_fidelity_model",
-    "new_refinement",
-    "ode_draw",
-    "refine",
-]
+__all__ = ["fit_high", "ode_draw", "refine"]
 
 
 def _weighted_standardisation(theta, log_w):
