@@ -82,7 +82,7 @@ def particles(rec, spec, names, n=20_000):
     w = np.exp(rec.log_w - rec.log_w.max())
     idx = np.random.default_rng(0).choice(len(w), n, p=w / w.sum())
     vals = jax.vmap(spec.constrain)(rec.theta[idx])
-    return np.stack([np.asarray(vals[k]) for k in names], 1), rec
+    return np.stack([np.asarray(vals[k]) for k in names], 1)
 
 
 def main():
@@ -112,7 +112,7 @@ def main():
                     key = jax.random.PRNGKey(seed)
                     rec = refine(inf, key, y, high, budget, STARTS[start])
                     secs = time.perf_counter() - t0
-                    x, rec = particles(rec, inf.state.spec, names)
+                    x = particles(rec, inf.state.spec, names)
                     err = float(np.max(np.abs(x.mean(0) - m) / sd))
                     r = x.std(0) / sd
                     low_ev = sum(
