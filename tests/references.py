@@ -1,0 +1,100 @@
+"""Reference posteriors too slow to recompute at every run, stored in ``tests/references/``.
+
+Each entry is NUTS run on a model of the suite with the call it was made by (below), kept
+with what it was computed from: the observation, and the model's log joint density at a
+few of the draws. Loading checks both against the model as it is now, so a changed model,
+example or observation fails with the command that regenerates the file instead of
+passing against a stale posterior:
+
+    python tests/references.py [name ...]      # all entries by default; minutes
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.util import log_density
+
+DIR = Path(__file__).resolve().parent / "references"
+_NUM_CHECKS = 8  # draws whose log density is stored and re-evaluated at load
+
+
+def runaway():
+    """The runaway-electron RK4 model at the observation of ``test_runaway.py``:
+    (model, args, observed data, site names in column order)."""
+    from numpyro_mfdiff.examples import (
+        RUNAWAY_NOISE,
+        RUNAWAY_TIMES,
+        RUNAWAY_TRUE,
+        runaway_high,
+        runaway_solve,
+    )
+
+    names = ("E_f", "n_e", "T_f")
+    f = runaway_solve(tuple(RUNAWAY_TRUE[k] for k in names))
+    noise = jax.random.normal(jax.random.PRNGKey(1), (len(RUNAWAY_TIMES),))
+    y = np.asarray(jnp.log10(f) + RUNAWAY_NOISE * noise)
+    return runaway_high, (), {"y": y}, names
+
+
+def _runaway_nuts(model, args, obs):
+    from numpyro_mfdiff.baselines import nuts
+
+    idata = nuts(model, obs, jax.random.PRNGKey(6), num_chains=2, num_warmup=200, num_samples=500)
+    return {k: np.asarray(idata.posterior[k]).reshape(-1) for k in idata.posterior.data_vars}
+
+
+# name -> (problem, sampler): each sampler returns {site: (num_draws, ...)}
+ENTRIES = {"runaway_nuts": (runaway, _runaway_nuts)}
+
+
+def _log_joint(model, args, obs, draws, i):
+    params = {k: jnp.asarray(v[i]) for k, v in draws.items()}
+    return float(log_density(model, args, obs, params)[0])
+
+
+def load(name):
+    """The stored draws of entry ``name`` as an array (num_draws, D), columns in the
+    problem's site order, after checking that the observation and the model's log
+    density at stored draws are still those the draws were made from."""
+    problem, _ = ENTRIES[name]
+    model, args, obs, names = problem()
+    path = DIR / f"{name}.npz"
+    regenerate = f"regenerate it: python tests/references.py {name}"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: {regenerate}")
+    f = np.load(path)
+    for k, v in obs.items():
+        if not np.allclose(f[f"obs_{k}"], v, rtol=1e-6, atol=0):
+            raise AssertionError(f"{path.name}: the observation {k!r} changed; {regenerate}")
+    draws = {k: f[f"draw_{k}"] for k in names}
+    now = [_log_joint(model, args, obs, draws, i) for i in range(_NUM_CHECKS)]
+    if not np.allclose(now, f["log_joint"], rtol=1e-4, atol=1e-3):
+        raise AssertionError(
+            f"{path.name}: the model's log density at the stored draws changed "
+            f"({np.round(now, 3)} against {np.round(f['log_joint'], 3)}); {regenerate}"
+        )
+    return np.concatenate([draws[k].reshape(len(draws[k]), -1) for k in names], axis=1)
+
+
+def make(name):
+    """Run entry ``name``'s sampler and store its draws with what they depend on."""
+    problem, sampler = ENTRIES[name]
+    model, args, obs, names = problem()
+    draws = sampler(model, args, obs)
+    log_joint = [_log_joint(model, args, obs, draws, i) for i in range(_NUM_CHECKS)]
+    DIR.mkdir(exist_ok=True)
+    np.savez_compressed(
+        DIR / f"{name}.npz",
+        **{f"obs_{k}": np.asarray(v) for k, v in obs.items()},
+        **{f"draw_{k}": np.asarray(draws[k]) for k in names},
+        log_joint=np.asarray(log_joint),
+    )
+
+
+if __name__ == "__main__":
+    for entry in sys.argv[1:] or list(ENTRIES):
+        make(entry)
+        print(entry, "->", DIR / f"{entry}.npz")
