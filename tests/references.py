@@ -50,9 +50,11 @@ def _runaway_nuts(model, args, obs):
 ENTRIES = {"runaway_nuts": (runaway, _runaway_nuts)}
 
 
-def _log_joint(model, args, obs, draws, i):
-    params = {k: jnp.asarray(v[i]) for k, v in draws.items()}
-    return float(log_density(model, args, obs, params)[0])
+def _log_joint(model, args, obs, draws):
+    """The log joint density (_NUM_CHECKS,) at the first draws: one compiled, vmapped call."""
+    params = {k: jnp.asarray(v[:_NUM_CHECKS]) for k, v in draws.items()}
+    one = lambda p: log_density(model, args, obs, p)[0]  # noqa: E731
+    return np.asarray(jax.jit(jax.vmap(one))(params), dtype=float)
 
 
 def load(name):
@@ -65,12 +67,13 @@ def load(name):
     regenerate = f"regenerate it: python tests/references.py {name}"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: {regenerate}")
-    f = np.load(path)
+    with np.load(path) as stored:
+        f = {k: stored[k] for k in stored.files}
     for k, v in obs.items():
         if not np.allclose(f[f"obs_{k}"], v, rtol=1e-6, atol=0):
             raise AssertionError(f"{path.name}: the observation {k!r} changed; {regenerate}")
     draws = {k: f[f"draw_{k}"] for k in names}
-    now = [_log_joint(model, args, obs, draws, i) for i in range(_NUM_CHECKS)]
+    now = _log_joint(model, args, obs, draws)
     if not np.allclose(now, f["log_joint"], rtol=1e-4, atol=1e-3):
         raise AssertionError(
             f"{path.name}: the model's log density at the stored draws changed "
@@ -84,7 +87,7 @@ def make(name):
     problem, sampler = ENTRIES[name]
     model, args, obs, names = problem()
     draws = sampler(model, args, obs)
-    log_joint = [_log_joint(model, args, obs, draws, i) for i in range(_NUM_CHECKS)]
+    log_joint = _log_joint(model, args, obs, draws)
     DIR.mkdir(exist_ok=True)
     np.savez_compressed(
         DIR / f"{name}.npz",

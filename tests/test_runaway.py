@@ -145,3 +145,22 @@ def test_refine_reaches_nuts():
     assert check(high), figures(high)
     prior = stack(Predictive(runaway_high, num_samples=500)(jax.random.PRNGKey(8)))
     assert_wrong_answers_fail(check, other, prior)
+
+
+def test_the_stored_reference_refuses_a_changed_model_or_observation(monkeypatch):
+    """``references.load`` re-evaluates the model at stored draws and compares the
+    observation: the Euler model in place of RK4, or another observation, is refused
+    with the command that regenerates the file; the RK4 model as stored loads."""
+    import references
+
+    problem, sampler = references.ENTRIES["runaway_nuts"]
+    assert references.load("runaway_nuts").shape == (1000, 3)
+    model, args, obs, names = problem()
+    for changed, match in (
+        ((runaway_low, args, obs, names), "log density"),
+        ((model, args, {"y": obs["y"] + 0.01}, names), "observation"),
+    ):
+        monkeypatch.setitem(references.ENTRIES, "runaway_nuts", (lambda c=changed: c, sampler))
+        with pytest.raises(AssertionError, match=match) as err:
+            references.load("runaway_nuts")
+        assert "python tests/references.py runaway_nuts" in str(err.value)
