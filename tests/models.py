@@ -109,3 +109,21 @@ def assert_wrong_answers_fail(check, exact, prior):
     assert check(exact), "the check rejects exact draws"
     for name, wrong in wrong_answers(exact, prior).items():
         assert not check(wrong), f"the check accepts a wrong answer: {name}"
+
+
+def varying_intercepts(group, y=None, num_groups=16):
+    """mu ~ N(0, 5^2), tau ~ HalfNormal(5), alpha_j ~ N(mu, tau^2) (centred as written),
+    y_i ~ N(alpha[group_i], 1): one parameter per group."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(5.0))
+    with numpyro.plate("groups", num_groups):
+        alpha = numpyro.sample("alpha", dist.Normal(mu, tau))
+    numpyro.sample("y", dist.Normal(alpha[group], 1.0), obs=y)
+
+
+def varying_intercepts_data():
+    """16 groups of 5 points, seed 0: (group (80,), y (80,))."""
+    rng = np.random.default_rng(0)
+    group = jnp.repeat(jnp.arange(16), 5)
+    y = jnp.asarray(1.0 + 1.5 * rng.normal(size=16))[group] + rng.normal(size=80)
+    return group, y
