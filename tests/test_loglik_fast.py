@@ -10,6 +10,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from models import assert_wrong_answers_fail
 from scipy import stats
 
 from numpyro_mfdiff import MFDiff, _model, _stages
@@ -287,8 +288,7 @@ def _grid_kl(samples, counts, bins=60):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_binomial_generator_grid_posterior(seed):
+def test_binomial_generator_grid_posterior(seed=0):
     """G_low of a Binomial model (labelled through the natural form) against its exact
     Beta posterior, for two observations, 50,000 samples, 60 bins over mean +- 6 sd.
 
@@ -296,8 +296,10 @@ def test_binomial_generator_grid_posterior(seed):
     training steps; likelihood ESS about 1,400 and 2,100), KL for the two observations:
     seed 0: 0.0008, 0.0007; seed 1: 0.0010, 0.0006; seed 2: 0.0006, 0.0006 (the
     histogram floor of 50,000 samples in 60 bins is about 0.0006). Command:
-    ``JAX_PLATFORMS=cpu python -m pytest tests/test_loglik_fast.py -m slow -q``
-    (about 2-4 minutes per seed on 2 shared CPU cores).
+    ``JAX_PLATFORMS=cpu python -m pytest tests/test_loglik_fast.py -m slow -q`` with the
+    seed as a parameter [0, 1, 2] (the suite ran all three until 2026-12-06: 102 CPU-s;
+    it now runs seed 0, whose margin, 0.0042, is that of the others). Exact draws pass
+    and the four wrong answers fail the same bound (checked at the end).
     """
     inf = MFDiff(
         binomial_beta,
@@ -311,3 +313,7 @@ def test_binomial_generator_grid_posterior(seed):
     for i, counts in enumerate(COUNTS):
         s = inf.get_samples(jax.random.PRNGKey(10 + i), {"y": counts}, 50_000)["p"]
         assert _grid_kl(np.asarray(s), counts) <= 0.005
+        a, b = 2 + counts.sum(), 2 + 20 * counts.size - counts.sum()
+        exact = np.random.default_rng(i).beta(a, b, size=50_000)
+        prior = np.random.default_rng(10 + i).beta(2.0, 2.0, size=50_000)
+        assert_wrong_answers_fail(lambda d, c=counts: _grid_kl(d, c) <= 0.005, exact, prior)
