@@ -97,6 +97,47 @@ def generate(gen, y, z):
     return jax.lax.map(lambda zi: gen(y, zi), z, batch_size=4096)
 
 
+def _optimiser(learning_rate, num_steps):
+    """Adam on a cosine decay from ``learning_rate`` over ``num_steps`` (to 1e-3 of it)."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3))
+
+
+def _loss(p, static, batch, loss, huber_delta):
+    """Mean over rows of the summed per-coordinate loss of ``eqx.combine(p, static)`` on
+    ``batch`` = (y_std, z, u)."""
+    g = eqx.combine(p, static)
+    yb, zb, ub = batch
+    err = jax.vmap(g.standardised)(yb, zb) - ub
+    if loss == "l1":
+        e = jnp.abs(err)
+    elif loss == "huber":
+        e = optax.huber_loss(err, delta=huber_delta) / huber_delta
+    else:
+        e = err**2
+    return jnp.mean(jnp.sum(e, axis=-1))
+
+
+@eqx.filter_jit
+def _train_block(p, s, key, train, valid, static, opt_args, loss_args, batch_size, nsteps):
+    """``nsteps`` Adam steps on minibatches of ``train``, then the held-out loss on ``valid``.
+    A module-level function of its data (not a closure over it): fits of the same
+    shapes and settings share one compiled program, in a process and through JAX's
+    persistent cache."""
+    opt = _optimiser(*opt_args)
+
+    def step(carry, kk):
+        p, s = carry
+        idx = jax.random.randint(kk, (batch_size,), 0, train[0].shape[0])
+        value, grads = jax.value_and_grad(_loss)(
+            p, static, tuple(x[idx] for x in train), *loss_args
+        )
+        updates, s = opt.update(grads, s, p)
+        return (eqx.apply_updates(p, updates), s), value
+
+    (p, s), losses = jax.lax.scan(step, (p, s), jax.random.split(key, nsteps))
+    return p, s, jnp.mean(losses), _loss(p, static, valid, *loss_args)
+
+
 def fit_generator(
     key,
     gen: Generator,
@@ -139,36 +180,12 @@ def fit_generator(
     train = tuple(x[tr] for x in data)
     valid = tuple(x[val] for x in data) if n_val else train
     batch_size = min(batch_size, train[0].shape[0])
-    sched = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3)
-    opt = optax.adam(sched)
+    opt_args = (float(learning_rate), int(num_steps))
+    loss_args = (loss, float(huber_delta))
     # the loss only sees the MLP: the standardisation constants get zero
     # gradients, hence zero Adam updates, and stay as they are
     params, static = eqx.partition(gen, eqx.is_inexact_array)
-    opt_state = opt.init(params)
-
-    def loss_fn(p, yb, zb, ub):
-        g = eqx.combine(p, static)
-        pred = jax.vmap(g.standardised)(yb, zb)
-        err = pred - ub
-        if loss == "l1":
-            e = jnp.abs(err)
-        elif loss == "huber":
-            e = optax.huber_loss(err, delta=huber_delta) / huber_delta
-        else:
-            e = err**2
-        return jnp.mean(jnp.sum(e, axis=-1))
-
-    @eqx.filter_jit
-    def run_block(p, s, k, nsteps):
-        def step(carry, kk):
-            p, s = carry
-            idx = jax.random.randint(kk, (batch_size,), 0, train[0].shape[0])
-            value, grads = jax.value_and_grad(loss_fn)(p, *(x[idx] for x in train))
-            updates, s = opt.update(grads, s, p)
-            return (eqx.apply_updates(p, updates), s), value
-
-        (p, s), losses = jax.lax.scan(step, (p, s), jax.random.split(k, nsteps))
-        return p, s, jnp.mean(losses), loss_fn(p, *valid)
+    opt_state = _optimiser(*opt_args).init(params)
 
     best = (jnp.inf, params)
     history = []
@@ -176,7 +193,9 @@ def fit_generator(
     keys = jax.random.split(k_train, -(-num_steps // eval_every))
     for kb in keys:
         nsteps = min(eval_every, num_steps - done)
-        params, opt_state, tl, vl = run_block(params, opt_state, kb, nsteps)
+        params, opt_state, tl, vl = _train_block(
+            params, opt_state, kb, train, valid, static, opt_args, loss_args, batch_size, nsteps
+        )
         done += nsteps
         history.append((done, float(tl), float(vl)))
         if select == "last" or float(vl) < float(best[0]):
