@@ -89,13 +89,28 @@ def prior(state, cache=None):
     )
 
 
+# rows per call of the compiled summary: every call has this shape (the last rows
+# repeated), so one program per bank serves the domain's references and each check
+SUMMARY_ROWS = 256
+
+
 def low_summary(state, ys, skip=None, cache=None):
     """``(log Z (B,), ESS (B,))`` of the bank's exact log-weights at flat ``ys`` (B, M)
-    (:func:`~numpyro_mfdiff._domain.compile_summary`, compiled once per bank)."""
+    (:func:`~numpyro_mfdiff._domain.compile_summary`, compiled once per bank, called on
+    :data:`SUMMARY_ROWS` rows at a time)."""
     bank = state.bank
     fn = _cache(cache).get("summary", (bank,), lambda: _domain.compile_summary(bank))
-    skip = np.full(len(ys), -1) if skip is None else skip
-    return (np.asarray(a, np.float64) for a in fn(jnp.asarray(ys), jnp.asarray(skip)))
+    ys = np.asarray(ys)
+    num = len(ys)
+    skip = np.full(num, -1) if skip is None else np.asarray(skip)
+    pad = (-num) % SUMMARY_ROWS
+    ys = np.concatenate([ys, np.repeat(ys[-1:], pad, axis=0)])
+    skip = np.concatenate([skip, np.full(pad, -1, skip.dtype)])
+    out = [
+        fn(jnp.asarray(ys[i : i + SUMMARY_ROWS]), jnp.asarray(skip[i : i + SUMMARY_ROWS]))
+        for i in range(0, num + pad, SUMMARY_ROWS)
+    ]
+    return (np.concatenate([np.asarray(o[j], np.float64) for o in out])[:num] for j in (0, 1))
 
 
 def domain_reference(config, state, cache=None):
