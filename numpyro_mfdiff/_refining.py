@@ -127,8 +127,9 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
     Two engines for one observation (``engine``; ``"auto"`` picks SMC above 10
     latent coordinates; up to 10, for a model JAX differentiates, when ``G_low``'s
     draws spread at most 4 times the variance of SMC's Laplace start ``q``, it draws
-    a first stage from ``q`` and continues by importance sampling from ``q`` (engine
-    ``"smc"``) when those draws keep an ESS of half their number at the posterior;
+    a first stage from ``q`` (at most a quarter of the budget) and continues by
+    importance sampling from ``q`` (engine ``"smc"``) when those draws keep an ESS of
+    half their number at the posterior;
     else importance sampling from KDEs (``"is"``, the probe its first round); a
     further call continues with the engine of the first; the choice is in
     ``diagnostics["refinements"][...]["engine"]``, docs/method.md section 6).

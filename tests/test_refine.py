@@ -183,7 +183,8 @@ def test_refine_same_key_same_result():
     def go():
         inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
         inf.simulate(jax.random.PRNGKey(0))
-        inf.refine(jax.random.PRNGKey(1), X_OBS, num_simulations=300, train_steps=50)
+        # the KDE engine (its pool's counts below; "auto" would probe the Laplace start)
+        inf.refine(jax.random.PRNGKey(1), X_OBS, num_simulations=300, train_steps=50, engine="is")
         return inf
 
     a, b = go(), go()

@@ -102,16 +102,19 @@ def test_refine_reaches_nuts():
     sd, every sd within a factor exp(0.35) = 1.42; NUTS's other 500 draws pass, and
     the prior, those draws shifted by 0.3 sd, with the sd halved or doubled fail.
 
-    Measured over build/refine keys (0, 3) (this test's), (10, 13), (20, 23)
-    (``/tmp/s3/rw/rw.py``, 2026-12-06): G_high C2ST 0.497 / 0.523 / 0.520, largest
-    mean error 0.084 / 0.132 / 0.162 sd, largest |log sd ratio| 0.019 / 0.180 / 0.036
-    (G_low before: C2ST 0.85-0.92, 0.9-1.3 sd off). The Laplace start at y (section 6
-    of docs/method.md) is what makes 500 solves enough: the KDE importance sampling
-    of the same budget (``engine="is"``) gave C2ST 0.600 / 0.654 / 0.762, 0.24 / 0.34 /
-    0.88 sd. NUTS's 0.3-sd shift measured C2ST 0.64 before. The NUTS draws (100 s of the
-    test's 150 s on one core) are stored: ``tests/references.py`` made them with the
-    call this test used to make, and checks at load that the observation and the RK4
-    model's log density at stored draws are unchanged."""
+    The default engine: ``"auto"`` probes the Laplace start at y (section 6 of
+    docs/method.md) with 125 solves (ESS 0.86-0.88 of them) and spends the rest by
+    importance sampling from it. Measured over build/refine keys (0, 3) (this test's),
+    (10, 13), (20, 23) (``/tmp/w26d/rw.py auto``, 2026-12-06): G_high C2ST 0.514 /
+    0.556 / 0.528, largest mean error 0.061 / 0.166 / 0.090 sd, largest |log sd ratio|
+    0.022 / 0.178 / 0.063 (``engine="smc"``: 0.497 / 0.523 / 0.520; G_low before: C2ST
+    0.85-0.92, 0.9-1.3 sd off). The Laplace start is what makes 500 solves enough: the
+    KDE importance sampling of the same budget (``engine="is"``) gave C2ST 0.600 /
+    0.654 / 0.762, 0.24 / 0.34 / 0.88 sd. NUTS's 0.3-sd shift measured C2ST 0.64 before.
+    The NUTS draws (100 s of the test's 150 s on one core) are stored:
+    ``tests/references.py`` made them with the call this test used to make, and checks
+    at load that the observation and the RK4 model's log density at stored draws are
+    unchanged."""
     import references
     from models import assert_wrong_answers_fail, moment_errors
     from numpyro.infer import Predictive
@@ -128,7 +131,8 @@ def test_refine_reaches_nuts():
     def stack(s):
         return np.stack([np.ravel(np.asarray(s[k])) for k in ("E_f", "n_e", "T_f")], 1)
 
-    inf.refine(jax.random.PRNGKey(3), obs, model=runaway_high, num_simulations=500, engine="smc")
+    inf.refine(jax.random.PRNGKey(3), obs, model=runaway_high, num_simulations=500)
+    assert next(iter(inf.diagnostics["refinements"].values()))["engine"] == "smc"
     high = stack(inf.get_samples(jax.random.PRNGKey(4), obs, 500))
     ref_all = references.load("runaway_nuts")  # NUTS, stored: see tests/references.py
     perm = np.random.default_rng(0).permutation(len(ref_all))

@@ -221,12 +221,13 @@ def test_choose_engine():
     assert _smc.choose_engine("is", 50) == "is"
 
 
-def _probe(inf, obs, budget=1_000):
-    """``_smc_start.probe_start`` on a built ``inf`` at ``obs`` with a budget."""
+def _probe(inf, obs, budget=1_000, stage=None):
+    """``_smc_start.probe_start`` on a built ``inf`` at ``obs`` with a budget (and stage)."""
     cfg, st = inf.config, inf.state
     y = _compiled.check(cfg, st, obs, warn=False, sampler="refine")
     log_prior, prior_draw = _compiled.prior(st)
     s = _refining.RefineSettings(max_simulations=budget, num_labels=256, train_steps=20)
+    s = s.replace(num_simulations=stage)
     low_draw = partial(_samplers.low_draw, cfg, st)
     key = jax.random.PRNGKey(1)
     high = _refining.high_fidelity(st)
@@ -253,6 +254,18 @@ def test_the_start_decides_the_low_dimensional_engine(linear_gaussian_small, qua
     assert isinstance(probe, _smc_start.Probe) and probe.info.ess < 0.2 * 100
     assert probe.theta.shape == (100, 1) and probe.n_prior == 10
     assert probe.kde.centers.shape == (1, 1) and probe.info.simulations > 100
+
+
+def test_a_one_stage_budget_is_probed_with_a_quarter(linear_gaussian_small):
+    """``refine(num_simulations=B)`` is one stage of the whole budget (the runaway
+    test's): the probe draws a quarter of it, not a stage, and importance sampling from
+    the start spends the rest; below ``4 PROBE_MIN`` there is no probe."""
+    x = {"x": np.array([0.8, -0.4, 1.1, 0.3])}
+    res = _probe(linear_gaussian_small, x, budget=400, stage=400)
+    assert isinstance(res, _smc.SMCResult) and res.stages[0].particles == 100
+    assert res.evaluations <= 400 and res.theta.shape[0] > 300
+    low = 4 * _smc_start.PROBE_MIN - 1
+    assert _probe(linear_gaussian_small, x, budget=low, stage=low) is None
 
 
 @pytest.mark.slow

@@ -53,6 +53,10 @@ LAPLACE_INFLATION = 1.1
 # draws keep an ESS of IS_ESS at the posterior and G_low's draws have at most SPREAD
 # times its variance in every direction (else the KDE engine: several modes, heavy tails)
 SPREAD = 4.0
+# the probe's draws: a stage, but at most a quarter of the budget (a refinement of one
+# stage, num_simulations = budget, is probed too; the KDE engine keeps three quarters
+# when q fails) and at least PROBE_MIN, for an ESS to judge q by
+PROBE_MIN = 50
 
 
 class Proposal(NamedTuple):
@@ -258,7 +262,7 @@ class Probe(NamedTuple):
 
 
 def probe_start(key, y, high, log_prior, prior_draw, low_draw, s):
-    """``engine="auto"`` at low dimension: draw a stage (``s["stage"]``) from the Laplace
+    """``engine="auto"`` at low dimension: draw a stage from the Laplace
     start ``q`` of a differentiable model and weigh them at the posterior. When their
     ESS is at least ``IS_ESS`` of the draws and ``G_low``'s draws spread at most
     ``SPREAD`` times ``q``'s variance in every direction (a posterior with several modes
@@ -267,12 +271,13 @@ def probe_start(key, y, high, log_prior, prior_draw, low_draw, s):
     sampling), returned as an :class:`~numpyro_mfdiff._smc.SMCResult`; else (several
     modes, heavy tails) a :class:`Probe` whose draws join the importance-sampling
     engine's pool (none when ``G_low``'s spread alone rules ``q`` out: then only the
-    Laplace search is spent). ``None`` (nothing spent) for a model JAX cannot
-    differentiate, a fixed number of stages or a budget below four stages."""
+    Laplace search is spent). The probe draws a stage, at most a quarter of the budget.
+    ``None`` (nothing spent) for a model JAX cannot differentiate, a fixed number of
+    stages or a budget below ``4 PROBE_MIN``."""
     t0 = time.perf_counter()
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
-    m = s["stage"]
-    if not target.differentiable or s["max_stages"] is not None or s["budget"] < 4 * m:
+    m = min(s["stage"], s["budget"] // 4)
+    if not target.differentiable or s["max_stages"] is not None or m < PROBE_MIN:
         return None
     k_q, k_run = jax.random.split(key)
     x, log_q, draw_q, pre, prop, fitted = _proposal_start(
