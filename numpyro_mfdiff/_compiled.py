@@ -89,26 +89,31 @@ def prior(state, cache=None):
     )
 
 
-# rows per call of the compiled summary: every call has this shape (the last rows
-# repeated), so one program per bank serves the domain's references and each check
-SUMMARY_ROWS = 256
+# rows per call of the compiled summary (its inner batch): fewer rows are padded to the
+# next power of two, more go in calls of this many (the last rows repeated), so a bank
+# compiles at most five programs, in practice two (one row; the domain's references),
+# and a call never evaluates more than twice the rows asked for
+SUMMARY_ROWS = 16
 
 
 def low_summary(state, ys, skip=None, cache=None):
     """``(log Z (B,), ESS (B,))`` of the bank's exact log-weights at flat ``ys`` (B, M)
-    (:func:`~numpyro_mfdiff._domain.compile_summary`, compiled once per bank, called on
-    :data:`SUMMARY_ROWS` rows at a time)."""
+    (:func:`~numpyro_mfdiff._domain.compile_summary`, compiled once per bank and row
+    count, the rows padded as :data:`SUMMARY_ROWS` says)."""
     bank = state.bank
     fn = _cache(cache).get("summary", (bank,), lambda: _domain.compile_summary(bank))
     ys = np.asarray(ys)
     num = len(ys)
+    if num == 0:
+        return np.zeros(0), np.zeros(0)
     skip = np.full(num, -1) if skip is None else np.asarray(skip)
-    pad = (-num) % SUMMARY_ROWS
+    rows = SUMMARY_ROWS if num > SUMMARY_ROWS else 1 << max(num - 1, 0).bit_length()
+    pad = (-num) % rows
     ys = np.concatenate([ys, np.repeat(ys[-1:], pad, axis=0)])
     skip = np.concatenate([skip, np.full(pad, -1, skip.dtype)])
     out = [
-        fn(jnp.asarray(ys[i : i + SUMMARY_ROWS]), jnp.asarray(skip[i : i + SUMMARY_ROWS]))
-        for i in range(0, num + pad, SUMMARY_ROWS)
+        fn(jnp.asarray(ys[i : i + rows]), jnp.asarray(skip[i : i + rows]))
+        for i in range(0, num + pad, rows)
     ]
     return (np.concatenate([np.asarray(o[j], np.float64) for o in out])[:num] for j in (0, 1))
 
