@@ -43,7 +43,8 @@ def _runaway_nuts(model, args, obs):
     from numpyro_mfdiff.baselines import nuts
 
     idata = nuts(model, obs, jax.random.PRNGKey(6), num_chains=2, num_warmup=200, num_samples=500)
-    return {k: np.asarray(idata.posterior[k]).reshape(-1) for k in idata.posterior.data_vars}
+    post = {k: np.asarray(v) for k, v in idata.posterior.data_vars.items()}
+    return {k: v.reshape((-1, *v.shape[2:])) for k, v in post.items()}  # chains merged
 
 
 def varying_intercepts():
