@@ -45,6 +45,37 @@ import pytest  # noqa: E402
 pytest_plugins = ["pytester"]
 
 
+def _selects_slow(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` can select a test marked ``slow`` (and nothing else)."""
+    if not markexpr:
+        return True
+    from _pytest.mark.expression import Expression
+
+    return bool(Expression.compile(markexpr).evaluate(lambda name, **_: name == "slow"))
+
+
+def pytest_configure(config):
+    """A session that runs no slow test (the default suite) compiles without XLA's CPU
+    fusion emitters, the MLIR code generator of fused loops, which takes most of each
+    cheap compilation: the default suite went from 930 s to 580 s on one core (296
+    tests, empty cache). The code they compile runs slower (one slow accuracy check
+    took 340 s against 154 s), so sessions with slow tests keep them. ``XLA_FLAGS`` is
+    read when JAX's backend starts, after this hook (nothing here runs a computation
+    before it), and the suite's subprocesses inherit it; ``MFDIFF_TEST_FUSION_EMITTERS=1``
+    keeps them in every session."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if (
+        _CHEAP_COMPILE
+        and os.environ.get("MFDIFF_TEST_FUSION_EMITTERS", "") in ("", "0")
+        and "xla_cpu_use_fusion_emitters" not in flags
+        and not _selects_slow(config.getoption("markexpr", ""))
+    ):
+        from jax._src import xla_bridge
+
+        assert not xla_bridge._backends, "JAX's backend started before XLA_FLAGS was set"
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+
+
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are built
 def pytest_runtest_setup(item):
     """XLA's cheapest compile for the default suite, its full optimisation for the slow

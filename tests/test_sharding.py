@@ -52,9 +52,14 @@ CHILD = textwrap.dedent(
 )
 
 
+def _two_devices():
+    """This session's XLA flags (tests/conftest.py's compile settings) and two CPU devices."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+
+
 def test_two_devices_match_one():
     """Tolerance 1e-5: each row's arithmetic is the same on either device (float32)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=_two_devices())
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600
@@ -103,7 +108,7 @@ def test_mfdiff_on_two_devices_matches_one(tmp_path):
 
     assert len(jax.devices()) == 1
     out = tmp_path / "two.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=_two_devices())
     env["JAX_PLATFORMS"] = "cpu"
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.run(
