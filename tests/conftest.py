@@ -1,3 +1,4 @@
+import inspect
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -45,35 +46,38 @@ import pytest  # noqa: E402
 pytest_plugins = ["pytester"]
 
 
-def _selects_slow(markexpr: str) -> bool:
-    """Whether ``-m markexpr`` can select a test marked ``slow`` (and nothing else)."""
-    if not markexpr:
-        return True
-    from _pytest.mark.expression import Expression
+# XLA's CPU fusion emitters (the MLIR code generator of fused loops) take most of a
+# cheap compilation: without them the default suite went from 930 s to 580 s on one
+# core (296 tests, empty cache). What they compile runs faster, though (a slow accuracy
+# check took 340 s without them against 154 s with), so they are off exactly where
+# optimisations are: for the tests compiled cheaply (pytest_runtest_setup), by an
+# option added to each of their compilations (the persistent cache's key includes it),
+# and for those tests' subprocesses by XLA_FLAGS. MFDIFF_TEST_FUSION_EMITTERS=1 keeps
+# them everywhere.
+_NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+_FUSION_EMITTERS = os.environ.get("MFDIFF_TEST_FUSION_EMITTERS", "") not in ("", "0")
 
-    return bool(Expression.compile(markexpr).evaluate(lambda name, **_: name == "slow"))
+
+def _compile_cheap_without_fusion_emitters():
+    from jax._src import compiler
+
+    plain = compiler.get_compile_options
+    if "env_options_overrides" not in inspect.signature(plain).parameters:
+        return  # another JAX: the suite compiles as before, only slower
+
+    def get_compile_options(*args, env_options_overrides=None, **kwargs):
+        if compiler._DISABLE_MOST_OPTIMIZATIONS.value:  # this test compiles cheaply
+            env_options_overrides = {
+                "xla_cpu_use_fusion_emitters": False,
+                **(env_options_overrides or {}),
+            }
+        return plain(*args, env_options_overrides=env_options_overrides, **kwargs)
+
+    compiler.get_compile_options = get_compile_options
 
 
-def pytest_configure(config):
-    """A session that runs no slow test (the default suite) compiles without XLA's CPU
-    fusion emitters, the MLIR code generator of fused loops, which takes most of each
-    cheap compilation: the default suite went from 930 s to 580 s on one core (296
-    tests, empty cache). The code they compile runs slower (one slow accuracy check
-    took 340 s against 154 s), so sessions with slow tests keep them. ``XLA_FLAGS`` is
-    read when JAX's backend starts, after this hook (nothing here runs a computation
-    before it), and the suite's subprocesses inherit it; ``MFDIFF_TEST_FUSION_EMITTERS=1``
-    keeps them in every session."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if (
-        _CHEAP_COMPILE
-        and os.environ.get("MFDIFF_TEST_FUSION_EMITTERS", "") in ("", "0")
-        and "xla_cpu_use_fusion_emitters" not in flags
-        and not _selects_slow(config.getoption("markexpr", ""))
-    ):
-        from jax._src import xla_bridge
-
-        assert not xla_bridge._backends, "JAX's backend started before XLA_FLAGS was set"
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+if not _FUSION_EMITTERS:
+    _compile_cheap_without_fusion_emitters()
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are built
@@ -81,13 +85,19 @@ def pytest_runtest_setup(item):
     """XLA's cheapest compile for the default suite, its full optimisation for the slow
     tests and the default tests marked ``optimised`` (those whose time goes to running
     what they compile; their module fixtures are built in their first test's setup, so
-    after this)."""
+    after this), except the slow tests marked ``cheap`` (those whose time goes to
+    compiling)."""
     full = any(item.get_closest_marker(m) is not None for m in ("slow", "optimised"))
+    full = full and item.get_closest_marker("cheap") is None
     cheap = _CHEAP_COMPILE and not full
     jax.config.update("jax_disable_most_optimizations", cheap)
     # and the test's subprocesses compile as it does (test_sharding compares a child's
     # results with this process's to 1e-5)
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if cheap else "0"
+    flags = os.environ.get("XLA_FLAGS", "").replace(_NO_FUSION_EMITTERS, "").strip()
+    if cheap and not _FUSION_EMITTERS:
+        flags = f"{flags} {_NO_FUSION_EMITTERS}".strip()
+    os.environ["XLA_FLAGS"] = flags
 
 
 @pytest.fixture

@@ -174,6 +174,7 @@ def test_grid_posterior_low_is_biased_and_moments_are_resolved(observation, refe
     assert np.all(np.abs(low_mean - mean) > 1.5 * sd)
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow  # a statistical check: 55 s of the default suite under load
 def test_refinement_moves_the_posterior_to_the_reference(observation, reference):
     """G_low (2,000 coarse solves) is off by about 3 posterior sds; ``refine`` with a

@@ -1,5 +1,6 @@
 """The suite cannot pass by not running: an unexpected skip fails the session."""
 
+import os
 import re
 from pathlib import Path
 
@@ -55,3 +56,26 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert command in ci, (command, ci)
     assert "python3 -m venv --clear .ci-venv" in ci
+
+
+def _fusion_emitters_off():
+    from jax._src import compiler
+
+    opts = compiler.get_compile_options(num_replicas=1, num_partitions=1)
+    in_process = any(k == "xla_cpu_use_fusion_emitters" for k, _ in opts.env_option_overrides)
+    in_children = "--xla_cpu_use_fusion_emitters=false" in os.environ.get("XLA_FLAGS", "")
+    assert in_process == in_children  # this test's compilations and its subprocesses agree
+    return in_process
+
+
+def test_a_cheap_test_compiles_without_fusion_emitters():
+    """tests/conftest.py: the default suite's cheap compile leaves out XLA's CPU fusion
+    emitters, in this process (an option of each compilation) and in its subprocesses."""
+    assert _fusion_emitters_off() == (
+        os.environ.get("MFDIFF_TEST_FUSION_EMITTERS", "") in ("", "0")
+    )
+
+
+@pytest.mark.optimised
+def test_an_optimised_test_keeps_them():
+    assert not _fusion_emitters_off()

@@ -215,6 +215,7 @@ def test_posterior_draws_shapes_and_keys(quad):
     assert r.ranks.shape == (20, 1) and r.names == ("theta",)
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow
 def test_sbc_of_g_low_on_the_quadratic():
     inf = MFDiff(quadratic, num_simulations=2000, **FAST).run(jax.random.PRNGKey(0))

@@ -129,6 +129,7 @@ def test_refine_with_the_same_vector_bounded_model(box_inf):
         inf._state = inf.state.replace(refinements={})
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow
 def test_refined_vector_bounded_posterior_is_the_truncated_normal(box_inf):
     """Refinement's accuracy in the box (issue 28, item 9): from the module's 500-simulation

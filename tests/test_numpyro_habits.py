@@ -17,7 +17,8 @@ from numpyro_mfdiff.baselines import nuts, smc
 
 # whole-file model builds: the default suite measured 23.5 min with them (2026-12-01),
 # over its 15-minute budget; CI runs them with -m slow
-pytestmark = pytest.mark.slow
+# its time goes to compiling: XLA's cheapest compile (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.cheap]
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

@@ -104,6 +104,7 @@ def test_grid_posterior_and_bad_input():
         ou_euler_moments(*TRUE, times=(0.3,))
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow  # a statistical check: 128 s of the default suite under load
 def test_refine_moves_g_low_onto_the_exact_posterior():
     """One observation at the true parameters (key 1), against the grid posterior of

@@ -74,6 +74,7 @@ def test_bank_log_weight_is_prior_over_mixture():
     assert np.all(bank_log_weight(lp, Proposals(10), theta) == 0.0)
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow  # the pooled fixture (226 s of the default suite under load)
 def test_spends_the_budget_and_raises_every_ess(pooled):
     inf, before = pooled

@@ -429,6 +429,7 @@ def test_refine_with_the_runs_own_arguments_is_the_same_fidelity(low):
     assert other.theta.shape[0] == 100
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow  # 12-17 s on the 2-core CPU, mostly compilation (before 1000 simulations)
 @pytest.mark.filterwarnings("ignore:G_high is off")  # 20 training steps: a crude G_high
 def test_refine_runs_external_simulators_on_the_executor_and_resumes_from_checkpoints(

@@ -94,6 +94,7 @@ def test_bad_input():
         runaway_solve(TRUE, times=(1.5,), dt=1.0)
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow
 def test_refine_reaches_nuts():
     """The settings of ``bench_runaway.py --fast``: G_low from 2,000 Euler solves, then

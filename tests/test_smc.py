@@ -268,6 +268,7 @@ def test_a_one_stage_budget_is_probed_with_a_quarter(linear_gaussian_small):
     assert _probe(linear_gaussian_small, x, budget=low, stage=low) is None
 
 
+@pytest.mark.cheap  # its time goes to compiling (tests/conftest.py)
 @pytest.mark.slow
 def test_auto_engine_by_the_start(linear_gaussian_small, quadratic_small):
     """Through the API (slow: the KDE engine's stages and two G_high fits), ``engine="auto"``

@@ -58,6 +58,11 @@ def test_tutorial_runs_in_fast_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     # fast mode is dominated by XLA compilation: skipping most optimisations saves 15-20%
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    # and without XLA's CPU fusion emitters (tests/conftest.py), in the slow session too:
+    # the notebooks' fast mode runs little of what it compiles
+    if os.environ.get("MFDIFF_TEST_FUSION_EMITTERS", "") in ("", "0"):
+        flags = os.environ.get("XLA_FLAGS", "").replace("--xla_cpu_use_fusion_emitters=false", "")
+        monkeypatch.setenv("XLA_FLAGS", f"{flags} --xla_cpu_use_fusion_emitters=false".strip())
     # the kernel imports the package from this checkout, whatever is installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     notebook = jupytext.read(path)

@@ -16,7 +16,8 @@ from numpyro_mfdiff import MFDiff
 
 # whole-file model builds: the default suite measured 23.5 min with them (2026-12-01),
 # over its 15-minute budget; CI runs them with -m slow
-pytestmark = pytest.mark.slow
+# its time goes to compiling: XLA's cheapest compile (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.cheap]
 
 
 def _simulated(model=quadratic, num_simulations=1000, **kwargs):
