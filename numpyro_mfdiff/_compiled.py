@@ -62,6 +62,28 @@ def draws(state, cache=None):
     return _cache(cache).get("draws", (spec,), lambda: make_draws(spec.constrain))
 
 
+def centring(state, cache=None):
+    """The :class:`~numpyro_mfdiff._model.Centring` of the state's non-centred sites (None
+    without any)."""
+    st = state
+    return _cache(cache).get(
+        "centring",
+        (st.model, st.spec),
+        lambda: _model.centring(st.model, st.spec, st.args, st.kwargs, st.reparam),
+    )
+
+
+def centred_draws(state, cache=None):
+    """Compiled ``(gen, y, z (S, D)) -> constrained draws`` of a generator drawing in the
+    centred coordinates of :func:`centring`."""
+    spec, cm = state.spec, centring(state, cache)
+    return _cache(cache).get(
+        "centred_draws",
+        (state.model, spec),
+        lambda: make_draws(lambda c: spec.constrain(cm.to_noncentred(c)))[0],
+    )
+
+
 def deterministic(state, cache=None):
     """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
     st = state

@@ -273,6 +273,7 @@ def _save_refinements(refinements, arrays):
                 lam=ref.lam,
                 engine=ref.engine,
                 residual=bool(getattr(ref.generator, "residual", False)),
+                centred=bool(ref.centred),
             )
         )
     return out
@@ -325,4 +326,5 @@ def _load_refinement(i, spec, config, data, m):
         smoothing=m.get("smoothing", 0.0),
         lam=m.get("lam", 1.0),
         engine=m.get("engine", "is"),
+        centred=bool(m.get("centred", False)),
     )

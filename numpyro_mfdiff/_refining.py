@@ -203,7 +203,7 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
         y,
         ref,
         high,
-        config.refine_context(state.spec),
+        config.refine_context(state.spec, C.centring(state, cache)),
         **s,
         log_prior=log_prior,
         prior_draw=prior_draw,

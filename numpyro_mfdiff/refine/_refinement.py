@@ -70,7 +70,9 @@ class RefineContext(NamedTuple):
     model's ``spec`` (latent dimension, observed sites), the ``ode``, ``G_high``'s
     network (``net_config``) and fit (``fit_config``), the ESS below which it warns
     (``ess_warning``), and how simulations run (``progress_bar``, ``checkpoint_dir``,
-    ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``)."""
+    ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``), and the
+    :class:`~numpyro_mfdiff._model.Centring` of a model with non-centred sites
+    (``centring``; None: none), in whose centred coordinates ``G_high`` is fitted."""
 
     spec: _model.ModelSpec
     ode: OdeConfig
@@ -82,6 +84,7 @@ class RefineContext(NamedTuple):
     executor: Any
     simulation_chunk_size: int
     max_failure_fraction: float
+    centring: Any = None
 
 
 class HighFidelity(NamedTuple):
@@ -147,7 +150,10 @@ class Refinement:
     ``smoothing`` the kernel sd of the refined ODE's end point, in whitened
     units (0: none); ``rounds`` a :class:`RoundInfo` per stage; ``engine`` the
     refinement's (``"is"``: importance sampling, ``"smc"``: tempered SMC, whose
-    ``theta`` are the final particles, ``log_w`` their weights, and no KDEs).
+    ``theta`` are the final particles, ``log_w`` their weights, and no KDEs);
+    ``centred``: ``G_high`` draws in the centred coordinates of the model's
+    non-centred sites (:class:`~numpyro_mfdiff._model.Centring`), which the samplers
+    map back (False, as in files saved before it: the unconstrained coordinates).
     """
 
     y: np.ndarray
@@ -167,6 +173,7 @@ class Refinement:
     smoothing: float = 0.0
     lam: float = 0.0
     engine: str = "is"
+    centred: bool = False
 
     @property
     def ess(self) -> float:
