@@ -73,17 +73,6 @@ def centring(state, cache=None):
     )
 
 
-def centred_draws(state, cache=None):
-    """Compiled ``(gen, y, z (S, D)) -> constrained draws`` of a generator drawing in the
-    centred coordinates of :func:`centring`."""
-    spec, cm = state.spec, centring(state, cache)
-    return _cache(cache).get(
-        "centred_draws",
-        (state.model, spec),
-        lambda: make_draws(lambda c: spec.constrain(cm.to_noncentred(c)))[0],
-    )
-
-
 def deterministic(state, cache=None):
     """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
     st = state

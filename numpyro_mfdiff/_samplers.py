@@ -38,21 +38,19 @@ def get_samples(
         C.require_generator(state)
     draw, draw_batch = C.draws(state, cache)
     if y.ndim == 1:
-        out = _draw(draw, state, refs[0], y, z, cache)
+        out = _draw(draw, state, refs[0], y, z)
     elif all(r is None for r in refs):
         out = draw_batch(state.generator, jnp.asarray(y), z)
     else:
-        outs = [_draw(draw, state, r, yi, z, cache) for r, yi in zip(refs, rows, strict=True)]
+        outs = [_draw(draw, state, r, yi, z) for r, yi in zip(refs, rows, strict=True)]
         out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
     not_finite(out, y.ndim)
     return finish(C.deterministic(state, cache), out, y, group_by_chain, num_chains)
 
 
-def _draw(draw, state, ref, y, z, cache=None):
+def _draw(draw, state, ref, y, z):
     if ref is None:
         return draw(state.generator, jnp.asarray(y), z)
-    if ref.centred:  # G_high draws centred coordinates (refine/_refine.fit_high)
-        draw = C.centred_draws(state, cache)
     return draw(ref.generator, jnp.zeros((0,), jnp.float32), z)
 
 

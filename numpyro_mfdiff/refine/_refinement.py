@@ -72,7 +72,7 @@ class RefineContext(NamedTuple):
     (``ess_warning``), and how simulations run (``progress_bar``, ``checkpoint_dir``,
     ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``), and the
     :class:`~numpyro_mfdiff._model.Centring` of a model with non-centred sites
-    (``centring``; None: none), in whose centred coordinates ``G_high`` is fitted."""
+    (``centring``; None: none), in whose centred coordinates ``G_high`` is calibrated."""
 
     spec: _model.ModelSpec
     ode: OdeConfig
@@ -150,10 +150,7 @@ class Refinement:
     ``smoothing`` the kernel sd of the refined ODE's end point, in whitened
     units (0: none); ``rounds`` a :class:`RoundInfo` per stage; ``engine`` the
     refinement's (``"is"``: importance sampling, ``"smc"``: tempered SMC, whose
-    ``theta`` are the final particles, ``log_w`` their weights, and no KDEs);
-    ``centred``: ``G_high`` draws in the centred coordinates of the model's
-    non-centred sites (:class:`~numpyro_mfdiff._model.Centring`), which the samplers
-    map back (False, as in files saved before it: the unconstrained coordinates).
+    ``theta`` are the final particles, ``log_w`` their weights, and no KDEs).
     """
 
     y: np.ndarray
@@ -173,7 +170,6 @@ class Refinement:
     smoothing: float = 0.0
     lam: float = 0.0
     engine: str = "is"
-    centred: bool = False
 
     @property
     def ess(self) -> float:
