@@ -380,12 +380,12 @@ def test_smc_varying_intercepts_against_nuts():
     fails the same bound. Measured at refine keys 2 (this test's), 12, 22: largest mean
     error 0.069, 0.047, 0.106 sd, sd ratios 0.95-1.12, 0.95-1.08, 0.93-1.09. The same
     key lands elsewhere when the compiled programs round differently (it failed the
-    former 1.15 once in the suite), hence the margin. G_high (fitted in the centred
-    coordinates of the non-centred ``alpha``): means within 0.15 sd, sd ratios in
-    0.88-1.12; measured (2026-12-06, one core) 0.065, 0.072, 0.067 sd and 0.92-1.08,
-    0.94-1.04, 0.93-1.06 (ODE 0.068, 0.059, 0.048 sd and 0.96-1.13, 0.95-1.08,
-    0.92-1.09 then); calibrated in the non-centred coordinates as before, 0.067, 0.072,
-    0.070 sd and 0.98-1.16, 0.94-1.11, 0.93-1.11, the first failing the bound.
+    former 1.15 once in the suite), hence the margin. G_high (calibrated in the centred
+    coordinates of the non-centred ``alpha`` too): means within 0.15 sd, sd ratios in
+    0.88-1.12; measured (2026-12-06, one core) 0.072, 0.072, 0.065 sd and 0.94-1.09,
+    0.94-1.05, 0.93-1.07 (ODE 0.068, 0.059, 0.048 sd and 0.96-1.13, 0.95-1.08,
+    0.92-1.09 then); calibrated in the non-centred coordinates only (before), 0.067,
+    0.072, 0.070 sd and 0.98-1.16, 0.94-1.11, 0.93-1.11, the first failing the bound.
     (J = 32 with 5 x 10^4 evaluations in bench_dimension: mean error 0.05-0.06 sd, sd
     ratios 0.93-1.11 over four seeds.) The NUTS draws are stored (``tests/references.py``,
     made by the call this test used to make: 27 s of its 81 s)."""
