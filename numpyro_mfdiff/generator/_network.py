@@ -284,11 +284,11 @@ class CentredGenerator(eqx.Module):
 
 def calibrate_centred(gen: Generator, draws, mean, chol, centring):
     """``gen`` as a :class:`CentredGenerator` whose draws (``draws`` (S, D), unconstrained)
-    have in the centred coordinates of ``centring`` the weighted particles' ``mean`` (D,)
-    and covariance ``chol chol^T`` there, and those draws, centred and so moved. The
-    network keeps the second moments of non-centred coordinates and loses part of their
-    dependence (issue 26: ``alpha = mu + tau eta`` up to 11% too wide); the affine
-    calibration in the centred coordinates restores the moments users read."""
+    have, in the centred coordinates of ``centring``, the mean ``mean`` (D,) and
+    covariance ``chol chol^T`` (those of the labels they were fitted to, there), and
+    those draws, centred and so moved. The network keeps the second moments of the
+    non-centred coordinates and loses part of their dependence (issue 26: ``alpha = mu
+    + tau eta`` up to 11% too wide)."""
     c = np.asarray(centring.rows_centred(jnp.asarray(draws, jnp.float32)), np.float64)
     a, m_g = _affine(c, mean, chol)
     shift = np.asarray(mean, np.float64) - a @ m_g
