@@ -62,6 +62,17 @@ def draws(state, cache=None):
     return _cache(cache).get("draws", (spec,), lambda: make_draws(spec.constrain))
 
 
+def centring(state, cache=None):
+    """The :class:`~numpyro_mfdiff._model.Centring` of the state's non-centred sites (None
+    without any)."""
+    st = state
+    return _cache(cache).get(
+        "centring",
+        (st.model, st.spec),
+        lambda: _model.centring(st.model, st.spec, st.args, st.kwargs, st.reparam),
+    )
+
+
 def deterministic(state, cache=None):
     """Compiled deterministic sites (:func:`compile_deterministic`), or None."""
     st = state

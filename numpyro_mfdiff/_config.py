@@ -249,9 +249,9 @@ class Config:
             prune_tol=self.prune_tol,
         )
 
-    def refine_context(self, spec) -> RefineContext:
+    def refine_context(self, spec, centring=None) -> RefineContext:
         """The settings :func:`~numpyro_mfdiff.refine._refine.refine` reads, for the
-        model's ``spec``."""
+        model's ``spec`` and its ``centring`` (:func:`~numpyro_mfdiff._model.centring`)."""
         return RefineContext(
             spec=spec,
             ode=self.ode,
@@ -263,6 +263,7 @@ class Config:
             executor=self.executor,
             simulation_chunk_size=self.simulation_chunk_size,
             max_failure_fraction=self.max_failure_fraction,
+            centring=centring,
         )
 
     # ------------------------------------------------------------------ JSON

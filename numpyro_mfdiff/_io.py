@@ -30,7 +30,7 @@ from ._config import Config
 from ._model import _simulate
 from ._stages import data_observations
 from ._state import Diagnostics, State
-from .generator._network import Generator
+from .generator._network import CentredGenerator, Generator
 
 FORMAT_VERSION = 3
 _READS = (2, 3)
@@ -135,7 +135,7 @@ def _load(path, model, args, kwargs, data, meta):
     sites = ()
     if config.reparam == "auto":
         sites = _model.auto_reparam_sites(model, args, kwargs, config.observed_sites)
-    model = _model.reparam_model(model, sites)
+    user_model, model = model, _model.reparam_model(model, sites)
     spec = _model.inspect_model(model, args, kwargs, config.observed_sites)
     for kind, saved, now in (
         ("latent", meta["latent_shapes"], spec.latent_shapes),
@@ -159,7 +159,8 @@ def _load(path, model, args, kwargs, data, meta):
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path}: the saved generator does not match its settings: {e}") from e
         state = state.replace(generator=gen)
-    refs = _load_refinements(path, spec, config, data, meta.get("refinements", []))
+    centring = _model.centring(user_model, spec, args, kwargs, sites)
+    refs = _load_refinements(path, spec, config, data, meta.get("refinements", []), centring)
     names = meta.get("default_observations", [])
     try:
         stored = {k: data[f"default_obs_{k}"] for k in names}
@@ -273,17 +274,20 @@ def _save_refinements(refinements, arrays):
                 lam=ref.lam,
                 engine=ref.engine,
                 residual=bool(getattr(ref.generator, "residual", False)),
+                centred=isinstance(ref.generator, CentredGenerator),
             )
         )
     return out
 
 
-def _load_refinements(path, spec, config, data, metas):
-    """The saved refinements by key (a ``ValueError`` naming a corrupted one)."""
+def _load_refinements(path, spec, config, data, metas, centring=None):
+    """The saved refinements by key (a ``ValueError`` naming a corrupted one); ``centring``
+    (:func:`~numpyro_mfdiff._model.centring`) rebuilds a ``G_high`` calibrated in the
+    centred coordinates (saved with ``centred``; files before it have none)."""
     out = {}
     for i, m in enumerate(metas):
         try:
-            ref = _load_refinement(i, spec, config, data, m)
+            ref = _load_refinement(i, spec, config, data, m, centring)
         except Exception as e:  # noqa: BLE001 - any inconsistency is the same clear error
             raise ValueError(f"{path}: refinement {i} is incomplete or corrupted: {e}") from e
         if ref.theta.shape[1:] != (spec.dim,) or ref.y.shape != (spec.obs_dim,):
@@ -292,7 +296,7 @@ def _load_refinements(path, spec, config, data, metas):
     return out
 
 
-def _load_refinement(i, spec, config, data, m):
+def _load_refinement(i, spec, config, data, m, centring=None):
     from .refine._kde import KDE
     from .refine._refine import high_generator
     from .refine._refinement import Refinement, RoundInfo
@@ -304,6 +308,9 @@ def _load_refinement(i, spec, config, data, m):
     like = high_generator(
         jax.random.PRNGKey(0), d, np.zeros(d), np.eye(d), config.net_config, m.get("residual", True)
     )
+    if m.get("centred", False):
+        to = (centring.to_centred, centring.to_noncentred)
+        like = CentredGenerator(like, np.zeros(d, np.float32), np.eye(d, dtype=np.float32), *to)
     raw = data[f"ref{i}_generator"].tobytes()
     try:
         gen = eqx.tree_deserialise_leaves(io.BytesIO(raw), like)

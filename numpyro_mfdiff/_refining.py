@@ -158,7 +158,9 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
     the particles further at the posterior, and the particles of every stage at ``l =
     1`` form the refined pool that ``sample_ode`` and ``G_high`` are labelled from
     (``G_high``, when the pool is one cluster, then mapped affinely onto the pool's
-    weighted mean and covariance: a regression fit shrinks in high dimension).
+    weighted mean and covariance: a regression fit shrinks in high dimension; for a
+    model with non-centred sites, fitted and mapped in their centred coordinates,
+    docs/method.md).
     ``num_simulations`` does not size SMC's stages; ``rounds`` caps their number.
 
     ``engine="is"``: adaptive sequential importance sampling (METHOD.md,
@@ -203,7 +205,7 @@ def refine_observation(config, state, rng_key, y, s, high, low_draw, cache=None)
         y,
         ref,
         high,
-        config.refine_context(state.spec),
+        config.refine_context(state.spec, C.centring(state, cache)),
         **s,
         log_prior=log_prior,
         prior_draw=prior_draw,

@@ -10,7 +10,13 @@ import numpyro.distributions as dist
 import pytest
 
 from numpyro_mfdiff import MFDiff
-from numpyro_mfdiff._model import auto_reparam_sites
+from numpyro_mfdiff._model import (
+    auto_reparam_sites,
+    centring,
+    hidden_sites,
+    inspect_model,
+    reparam_model,
+)
 
 # the mechanics tests run tiny builds (models.TINY): crude labels and generators
 pytestmark = [
@@ -161,13 +167,16 @@ def test_no_dependent_site_unchanged(tiny):
     assert inf.state.reparam == () and set(inf.spec.latent_shapes) == {"a", "b"}
 
 
-def test_refine_with_own_model(eight_schools_built):
+def test_refine_with_own_model(eight_schools_built, tmp_path):
     """refine keeps the non-centred coordinates, for the inference's own model passed
-    again (the same fidelity) and for a high-fidelity model given separately."""
+    again (the same fidelity) and for a high-fidelity model given separately; G_high is
+    calibrated in the centred coordinates, saved and loaded with them, and a file saved
+    before them (a plain G_high, no flag) draws as before."""
     inf = eight_schools_built
     before = inf.state
     try:
         _refine_twice(inf)
+        _centred_saved_and_loaded(inf, tmp_path)
     finally:  # the shared build as it was: G_low only
         inf._state = before
 
@@ -185,6 +194,55 @@ def _refine_twice(inf):
     assert inf.fidelity({"y": Y8}) == inf.fidelity({"y": Y8 + 1.0}) == "high"
     refs = list(inf.state.refinements.values())
     assert len(refs) == 2 and all(r.theta.shape[1] == 10 for r in refs)
+
+
+def _centred_saved_and_loaded(inf, tmp_path):
+    """G_high's draws are the network's, centred, moved by the stored affine map and
+    mapped back (``theta`` is the moved centred coordinate); saved and loaded, the same
+    draws; a plain G_high in a file without the flag draws from the network alone."""
+    from dataclasses import replace
+
+    from numpyro_mfdiff.generator._network import CentredGenerator, generate
+
+    key, ref = next(iter(inf.state.refinements.items()))
+    g = ref.generator
+    assert all(isinstance(r.generator, CentredGenerator) for r in inf.state.refinements.values())
+    s = inf.get_samples(jax.random.PRNGKey(2), {"y": Y8}, 50)
+    z = jax.random.normal(jax.random.PRNGKey(2), (50, inf.spec.dim))
+    c = jax.vmap(g.to_centred)(generate(g.gen, jnp.zeros((0,)), z)) @ g.matrix.T + g.shift
+    c = jax.vmap(inf.spec.unravel_latent)(c)
+    np.testing.assert_allclose(s["theta"], c["theta_decentered"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s["mu"], c["mu"], rtol=1e-4, atol=1e-4)
+    inf.save(tmp_path / "new.npz")
+    back = MFDiff.load(tmp_path / "new.npz", eight_schools, y=Y8)
+    assert isinstance(back.state.refinements[key].generator, CentredGenerator)
+    b = back.get_samples(jax.random.PRNGKey(2), {"y": Y8}, 50)
+    for k in s:
+        np.testing.assert_allclose(b[k], s[k], rtol=1e-6)
+    # as before the flag: the network's draws, not moved in the centred coordinates
+    inf._state = inf.state.with_refinement(key, replace(ref, generator=g.gen))
+    old = inf.get_samples(jax.random.PRNGKey(2), {"y": Y8}, 50)
+    assert np.max(np.abs(old["theta"] - s["theta"])) > 1e-3
+    inf.save(tmp_path / "old.npz")
+    _without_centred_flag(tmp_path / "old.npz")
+    back = MFDiff.load(tmp_path / "old.npz", eight_schools, y=Y8)
+    assert not isinstance(back.state.refinements[key].generator, CentredGenerator)
+    b = back.get_samples(jax.random.PRNGKey(2), {"y": Y8}, 50)
+    for k in s:
+        np.testing.assert_allclose(b[k], old[k], rtol=1e-6)
+
+
+def _without_centred_flag(path):
+    """The file at ``path`` as saved before refinements recorded ``centred``."""
+    import json
+
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data["meta"]))
+    for m in meta["refinements"]:
+        del m["centred"]
+    data["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **data)
 
 
 def _check(draws, mean, cov, tol_mean=0.15, tol_sd=0.12):
@@ -220,3 +278,31 @@ def test_hierarchical_posterior_exact():
     prior = np.array(jax.random.normal(jax.random.PRNGKey(2), (4000, 4)))
     prior[:, 1:] = prior[:, :1] + S * prior[:, 1:]
     assert not _check(prior, mean, cov)[0]
+
+
+@pytest.mark.parametrize("model", [eight_schools, eight_schools_event, student])
+def test_centring_map(model):
+    """The map between the non-centred coordinates ``u`` and the centred ``c``
+    (:func:`~numpyro_mfdiff._model.centring`): ``c`` holds ``loc + scale * decentered``
+    in place of the decentred coordinates (eight schools: ``theta = mu + tau eta``; the
+    Student-t site: ``t = m + eta``), every other coordinate unchanged, and the map
+    back inverts it at random points (float32 round trip). None without non-centred
+    sites."""
+    sites = auto_reparam_sites(model)
+    spec = inspect_model(reparam_model(model, sites), observed_sites=["y"])
+    cm = centring(model, spec, sites=sites)
+    u = 1.5 * jax.random.normal(jax.random.PRNGKey(0), (64, spec.dim))
+    c = cm.rows_centred(u)
+    np.testing.assert_allclose(cm.rows_noncentred(c), u, atol=2e-5)
+    np.testing.assert_allclose(jax.vmap(cm.to_noncentred)(c), u, atol=2e-5)
+    vu, vc = jax.vmap(spec.unravel_latent)(u), jax.vmap(spec.unravel_latent)(c)
+    (h,) = hidden_sites(sites)
+    if model is student:
+        want = vu["m"] + vu[h]
+    else:
+        want = vu["mu"][:, None] + jnp.exp(vu["tau"])[:, None] * vu[h]
+    np.testing.assert_allclose(vc[h], want, rtol=1e-5, atol=1e-5)
+    for n in vu:
+        if n != h:
+            np.testing.assert_array_equal(vc[n], vu[n])
+    assert centring(flat_prior, spec, sites=()) is None

@@ -379,9 +379,13 @@ def test_smc_varying_intercepts_against_nuts():
     (2 x 2,000 draws, non-centred): every mean within 0.2 posterior sd and every sd
     ratio in 0.85-1.2 (the refined ODE); a 0.3-sd shift or the sd halved or doubled
     fails the same bound. Measured at refine keys 2 (this test's), 12, 22: largest mean
-    error 0.069, 0.047, 0.106 sd, sd ratios 0.95-1.12, 0.95-1.08, 0.93-1.09 (G_high
-    0.058-0.085 sd, 0.94-1.16). The same key lands elsewhere when the compiled programs
-    round differently (it failed the former 1.15 once in the suite), hence the margin.
+    error 0.069, 0.047, 0.106 sd, sd ratios 0.95-1.12, 0.95-1.08, 0.93-1.09. The same
+    key lands elsewhere when the compiled programs round differently (it failed the
+    former 1.15 once in the suite), hence the margin. G_high (calibrated onto its ODE
+    labels' moments in the centred coordinates of the non-centred ``alpha`` too) is held
+    to the same bound: key 2, 0.075 sd and 0.97-1.15 (2026-12-06, one core; the ODE it
+    copies 0.96-1.13 there; before the centred calibration 0.98-1.16; calibrated onto the
+    particles' moments instead, 0.94-1.09).
     (J = 32 with 5 x 10^4 evaluations in bench_dimension: mean error 0.05-0.06 sd, sd
     ratios 0.93-1.11 over four seeds.) The NUTS draws are stored (``tests/references.py``,
     made by the call this test used to make: 27 s of its 81 s)."""
@@ -398,14 +402,17 @@ def test_smc_varying_intercepts_against_nuts():
     draws = np.column_stack([d["mu"], d["tau"], d["alpha"]])
     m, sd = ref.mean(0), ref.std(0)
 
-    def check(x):
+    def within(x, tol, lo, hi):
         ratio = x.std(0) / sd
-        return np.max(np.abs(x.mean(0) - m) / sd) < 0.2 and 0.85 < ratio.min() <= ratio.max() < 1.2
+        return np.max(np.abs(x.mean(0) - m) / sd) < tol and lo < ratio.min() <= ratio.max() < hi
 
+    check = partial(within, tol=0.2, lo=0.85, hi=1.2)  # the ODE and G_high
     assert_wrong_answers_fail(check, ref, ref + 3.0 * sd)
-    ratio = draws.std(0) / sd
-    err = np.max(np.abs(draws.mean(0) - m) / sd)
-    assert check(draws), f"mean error {err:.3f} sd, sd ratios {ratio.min():.2f}-{ratio.max():.2f}"
+    g = inf.get_samples(jax.random.PRNGKey(3), {"y": y}, 8_000)
+    for x in (draws, np.column_stack([g["mu"], g["tau"], g["alpha"]])):
+        ratio = x.std(0) / sd
+        err = np.max(np.abs(x.mean(0) - m) / sd)
+        assert check(x), f"mean error {err:.3f} sd, sd ratios {ratio.min():.2f}-{ratio.max():.2f}"
 
 
 def test_an_unknown_start_is_refused_before_simulating(linear_gaussian_small):

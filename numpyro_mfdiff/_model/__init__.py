@@ -14,7 +14,14 @@ likelihoods as one matmul). The other layers use the names below (``_model.simul
 """
 
 from ._density import deterministic_fn, log_likelihood, log_prior_fn
-from ._reparam import REPARAM, auto_reparam_sites, hidden_sites, reparam_model
+from ._reparam import (
+    REPARAM,
+    Centring,
+    auto_reparam_sites,
+    centring,
+    hidden_sites,
+    reparam_model,
+)
 from ._sims import Simulations, simulate, simulate_one
 from ._sites import data_arguments, is_factor, split_data_arguments, with_data
 from ._spec import (
@@ -48,5 +55,7 @@ __all__ = [
     "auto_reparam_sites",
     "reparam_model",
     "hidden_sites",
+    "Centring",
+    "centring",
     "obs_tag",
 ]

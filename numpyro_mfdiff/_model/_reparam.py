@@ -11,14 +11,21 @@ computed from the draws; ``theta_decentered`` left out).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.reparam import LocScaleReparam
 
 from . import _external
-from ._sites import _dry_trace, _sample_sites
+from ._sites import _dry_trace, _sample_sites, _trace
 
 __all__ = ["REPARAM", "LOC_SCALE", "auto_reparam_sites", "reparam_model", "hidden_sites"]
+__all__ += ["Centring", "centring"]
 
 REPARAM = ("auto", None)
 # location-scale families LocScaleReparam rebuilds from (loc, scale[, shape params])
@@ -90,3 +97,58 @@ def reparam_model(model, sites):
 def hidden_sites(sites) -> tuple:
     """The latent sites the non-centring of ``sites`` adds, left out of the draws."""
     return tuple(f"{n}_decentered" for n in sites or ())
+
+
+class Centring(NamedTuple):
+    """The map between the unconstrained non-centred vectors ``u`` the inference runs in
+    and the centred coordinates ``c``: ``c`` holds, in place of each
+    ``<site>_decentered`` coordinate, the site's value ``loc + scale * decentered``; every
+    other coordinate is ``u``'s. ``to_centred`` and ``to_noncentred`` take one vector
+    (D,) to (D,) (one the other's inverse; jittable, vmappable); ``rows_centred`` and
+    ``rows_noncentred``, their jitted maps of rows (n, D)."""
+
+    to_centred: Callable
+    to_noncentred: Callable
+    rows_centred: Callable
+    rows_noncentred: Callable
+
+
+def centring(model, spec, args=(), kwargs=None, sites=()) -> Centring | None:
+    """The :class:`Centring` of ``model`` (the user's, centred) with ``sites`` non-centred
+    (:func:`reparam_model`), whose ``spec`` is the non-centred model's; None when
+    ``sites`` is empty (the identity). ``loc`` and ``scale`` are the model's own: the
+    centred value of a site is read from the non-centred model's trace (its
+    deterministic site), the decentred one from the centred model's trace at the
+    centred values, ``(value - loc) / scale`` of the site's distribution."""
+    sites = tuple(sites or ())
+    if not sites:
+        return None
+    kwargs = kwargs or {}
+    inner = reparam_model(model, sites)
+    hidden = dict(zip(sites, hidden_sites(sites), strict=True))
+    names = {h: s for s, h in hidden.items()}
+
+    def to_centred(u):
+        parts = spec.unravel_latent(u)
+        tr = _substituted(inner, args, kwargs, spec.constrain(u))
+        for s, h in hidden.items():
+            parts[h] = jnp.reshape(tr[s]["value"], jnp.shape(parts[h]))
+        return ravel_pytree(parts)[0]
+
+    def to_noncentred(c):
+        parts = spec.unravel_latent(c)
+        # the decentred sites' supports are real: their constrained values are c's
+        values = {names.get(n, n): x for n, x in spec.constrain(c).items()}
+        tr = _substituted(model, args, kwargs, values)
+        for s, h in hidden.items():
+            fn = _base(tr[s]["fn"])
+            parts[h] = jnp.reshape((values[s] - fn.loc) / fn.scale, jnp.shape(parts[h]))
+        return ravel_pytree(parts)[0]
+
+    rows = [jax.jit(jax.vmap(f)) for f in (to_centred, to_noncentred)]
+    return Centring(to_centred, to_noncentred, *rows)
+
+
+def _substituted(model, args, kwargs, values):
+    """The trace of ``model`` with latent sites set to ``values`` (constrained)."""
+    return _trace(handlers.substitute(model, data=values), jax.random.PRNGKey(0), args, kwargs)

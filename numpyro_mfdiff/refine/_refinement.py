@@ -70,7 +70,9 @@ class RefineContext(NamedTuple):
     model's ``spec`` (latent dimension, observed sites), the ``ode``, ``G_high``'s
     network (``net_config``) and fit (``fit_config``), the ESS below which it warns
     (``ess_warning``), and how simulations run (``progress_bar``, ``checkpoint_dir``,
-    ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``)."""
+    ``executor``, ``simulation_chunk_size``, ``max_failure_fraction``), and the
+    :class:`~numpyro_mfdiff._model.Centring` of a model with non-centred sites
+    (``centring``; None: none), in whose centred coordinates ``G_high`` is calibrated."""
 
     spec: _model.ModelSpec
     ode: OdeConfig
@@ -82,6 +84,7 @@ class RefineContext(NamedTuple):
     executor: Any
     simulation_chunk_size: int
     max_failure_fraction: float
+    centring: Any = None
 
 
 class HighFidelity(NamedTuple):
