@@ -250,3 +250,6 @@ def pytest_collection_modifyitems(config, items):
         )
         if shares or item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # the tutorials' group (a notebook kernel per test, the longest default test) first,
+    # so that it does not run alone at the end while the other worker idles
+    items.sort(key=lambda item: item.module.__name__ != "test_tutorials")
