@@ -250,6 +250,10 @@ def pytest_collection_modifyitems(config, items):
         )
         if shares or item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    # the tutorials' group (a notebook kernel per test, the longest default test) first,
-    # so that it does not run alone at the end while the other worker idles
-    items.sort(key=lambda item: item.module.__name__ != "test_tutorials")
+    # longest first, so that no long test runs alone at the end while the other worker
+    # idles (xdist hands out groups of several tests before single tests, each kind in
+    # this order): the slow refinement and accuracy checks (1-2 minutes each on one
+    # core), then the tutorials' group (a notebook kernel per test, the longest default
+    # test; 20-50 s each in the slow run), then the rest in file order
+    first = ("test_refine_accuracy", "test_accuracy", "test_tutorials")
+    items.sort(key=lambda item: first.index(m) if (m := item.module.__name__) in first else 3)
