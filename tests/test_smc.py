@@ -462,7 +462,7 @@ def test_smoothing_narrowed_where_it_widens_centred_sites():
     ``tau`` and ``eta`` across points: on points whose ``eta`` narrows as ``tau`` grows,
     ``h = 0.5`` widens some ``alpha_j = mu + tau eta_j`` by over 10%, and the bandwidth
     ``refine`` keeps (``_smoothing.centred_bandwidth``) widens none by more than
-    ``SMOOTH_WIDEN`` (3%), checked on other noise; points Gaussian in ``u`` (which the
+    ``SMOOTH_WIDEN`` (5%), checked on other noise; points Gaussian in ``u`` (which the
     kernel keeps exactly) and a model without centring keep ``h``. Measured on eight
     schools (bench_sbi, seed 0): the refined ODE at h = 0.47, 0.25, 0.15 had ``theta_j``
     sds 1.08-1.17, 1.01-1.06, 1.00-1.03 of NUTS's (the particles' 0.98-1.01)."""

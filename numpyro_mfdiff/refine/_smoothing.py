@@ -28,7 +28,7 @@ __all__ = [
 
 # the largest sd change in the centred coordinates the smoothing may make, and the
 # fractions of the ESS-based bandwidth tried, largest first
-SMOOTH_WIDEN = 0.03
+SMOOTH_WIDEN = 0.05
 SMOOTH_FACTORS = (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1)
 # smoothed copies of the points in the check (a heavy-tailed sd is noisy)
 SMOOTH_POINTS = 32_768
@@ -59,13 +59,15 @@ def centred_widening(key, theta, log_w, h, centring, num_points=SMOOTH_POINTS) -
     return float(np.max(np.abs(np.log(ratio))))
 
 
-def centred_bandwidth(key, theta, log_w, h, centring, widen=SMOOTH_WIDEN) -> float:
+def centred_bandwidth(key, theta, log_w, h, centring, widen=None) -> float:
     """The largest of ``h * SMOOTH_FACTORS`` whose :func:`centred_widening` is at most
-    ``widen`` (0 when none is), for the weighted points ``theta`` (n, D) with ``log_w``
-    (n,) of a model with non-centred sites (``centring``); ``h`` itself when
-    ``centring`` is None (the kernel keeps the moments of ``u``) or ``h`` is 0."""
+    ``widen`` (default ``SMOOTH_WIDEN``; 0 when none is), for the weighted points
+    ``theta`` (n, D) with ``log_w`` (n,) of a model with non-centred sites
+    (``centring``); ``h`` itself when ``centring`` is None (the kernel keeps the
+    moments of ``u``) or ``h`` is 0."""
     if centring is None or h <= 0:
         return float(h)
+    widen = SMOOTH_WIDEN if widen is None else widen
     for f in SMOOTH_FACTORS:
         if centred_widening(key, theta, log_w, h * f, centring) <= widen:
             return float(h * f)
