@@ -56,7 +56,9 @@ class RefineSettings:
             Default ``None``: Silverman's bandwidth from the ESS and the
             dimension, per cluster of the weighted points, times the sd of
             the narrowest cluster's narrowest direction, so that separate
-            modes keep their width (see ``diagnostics``); 0 turns it off.
+            modes keep their width, and lowered for a model with non-centred
+            sites until it widens no centred coordinate by over 5% (see
+            ``diagnostics``); 0 turns it off.
         engine: ``"auto"`` (default), ``"is"`` (importance sampling) or ``"smc"``
             (tempered SMC): :func:`refine_observation`. A batch always uses the pooled rounds.
     """

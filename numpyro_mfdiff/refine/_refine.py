@@ -45,7 +45,7 @@ from ..generator._network import (
     generator_check,
     generator_off,
 )
-from . import _sequential, _smc, _smc_start
+from . import _sequential, _smc, _smc_start, _smoothing
 from ._refinement import (
     FitInfo,
     HighFidelity,
@@ -302,6 +302,9 @@ def refine(
     h, clusters = _sequential.smoothing_bandwidth(
         _sequential.whiten(ref.theta, w_mean, chol), ref.log_w
     )
+    if settings["smoothing"] is None:  # narrower where the kernel widens centred sites
+        k_h = jax.random.fold_in(k_label, 1)
+        h = _smoothing.centred_bandwidth(k_h, ref.theta, ref.log_w, h, ctx.centring)
     ref = replace(
         ref, smoothing=float(h if settings["smoothing"] is None else settings["smoothing"])
     )
