@@ -1,6 +1,6 @@
 """sbibm tasks and two NumPyro models: C2ST of G_low, the refined sampler and NUTS, side by side.
 
-Run: ``python benchmarks/bench_sbi.py`` (all six tasks, observations 1-10, 10,000 samples;
+Run: ``python benchmarks/bench_sbi.py`` (all seven tasks, observations 1-10, 10,000 samples;
 long: run it on a GPU). ``--fast`` keeps the simulation budget but uses observation 1
 only, 2,000 samples and a shorter NUTS reference; ``--tasks gaussian_linear,slcp`` picks
 tasks, ``--markdown`` prints the table as markdown at the end.
@@ -20,8 +20,9 @@ sorted site order (``metrics.flatten_samples``), averaged over the observations 
 
 Tasks (each a plain NumPyro model in this file):
 
-- sbibm ``gaussian_linear``, ``gaussian_linear_uniform``, ``gaussian_mixture``, ``slcp``
-  (Lueckmann et al. 2021; the models follow ``sbibm/tasks/<task>/task.py`` of sbibm 1.1.0).
+- sbibm ``gaussian_linear``, ``gaussian_linear_uniform``, ``gaussian_mixture``, ``slcp``,
+  ``bernoulli_glm`` (Lueckmann et al. 2021; the models follow ``sbibm/tasks/<task>/task.py``
+  of sbibm 1.1.0; ``bernoulli_glm`` on its 100 raw binary outcomes).
   Observations and reference posterior samples are read straight out of the sbibm 1.1.0
   wheel (``pip download sbibm==1.1.0 --no-deps`` into ``--sbibm-dir``, default
   ``~/.cache/numpyro_mfdiff/sbibm``; sbibm itself and torch are not installed).
@@ -57,12 +58,19 @@ from numpyro_mfdiff.metrics import c2st, flatten_samples
 
 SBIBM = "sbibm==1.1.0"
 WHEEL = "sbibm-1.1.0-py2.py3-none-any.whl"
-SBIBM_TASKS = ("gaussian_linear", "gaussian_linear_uniform", "gaussian_mixture", "slcp")
+SBIBM_TASKS = (
+    "gaussian_linear",
+    "gaussian_linear_uniform",
+    "gaussian_mixture",
+    "slcp",
+    "bernoulli_glm",
+)
 ALL_TASKS = SBIBM_TASKS + ("eight_schools", "regression")
 PUBLISHED = {
     "gaussian_linear": "NPE@1e4 0.55, best sequential@1e5 0.51, Simformer/GenSBI@3e4 0.50",
     "slcp": "NPE@1e4 0.90, SNLE@1e5 0.58, Simformer@3e4 0.57",
     "gaussian_mixture": "best sequential@1e5 0.54, Simformer@3e4 0.50",
+    "bernoulli_glm": "best published@1e4 0.553 (issue 26)",
 }
 
 # ----------------------------------------------------------------------------- models
@@ -112,6 +120,34 @@ def slcp(x=None):
     numpyro.sample("x", data, obs=x)
 
 
+# sbibm ``bernoulli_glm``: its design matrix (``files/design_matrix.pt``, a torch file) is
+# an intercept column and 9 lags of a white-noise stimulus drawn by numpy's legacy
+# generator with seed 42 (the task's ``stimulus["seed"]``); rebuilt here without torch
+# (checked equal to the file's, 2026-12-06)
+_GLM_I = np.random.RandomState(42).randn(100)
+GLM_X = np.zeros((100, 10), np.float32)
+GLM_X[:, 0] = 1.0
+for _k in range(9):
+    GLM_X[_k:, 1 + _k] = _GLM_I[: 100 - _k]
+_D = np.eye(9) - np.eye(9, k=-1)
+_F = _D @ _D + np.diag(np.sqrt(np.arange(9) / 9))
+GLM_PRECISION = np.zeros((10, 10))
+GLM_PRECISION[0, 0] = 0.5
+GLM_PRECISION[1:, 1:] = _F.T @ _F
+
+
+def bernoulli_glm(x=None):
+    """sbibm ``bernoulli_glm`` written on its raw data (``observation_raw.csv``: 100 binary
+    outcomes), not on sbibm's 10 summaries: the same posterior, since the summaries
+    (spike count, spike-triggered average) are sufficient for the GLM. theta ~ N(0, B)
+    with sbibm's precision (second differences of the filter), x_t ~ Bernoulli(logits =
+    (X theta)_t)."""
+    theta = numpyro.sample(
+        "theta", dist.MultivariateNormal(jnp.zeros(10), precision_matrix=GLM_PRECISION)
+    )
+    numpyro.sample("x", dist.Bernoulli(logits=jnp.asarray(GLM_X) @ theta).to_event(1), obs=x)
+
+
 SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 
@@ -159,6 +195,7 @@ MODELS = {
     "gaussian_linear_uniform": (gaussian_linear_uniform, "x", (10,)),
     "gaussian_mixture": (gaussian_mixture, "x", (2,)),
     "slcp": (slcp, "x", (4, 2)),
+    "bernoulli_glm": (bernoulli_glm, "x", (100,)),
     "eight_schools": (eight_schools, "y", (8,)),
     "regression": (regression, "y", (50,)),
 }
@@ -190,7 +227,8 @@ def sbibm_files(wheel, task, num):
     ``num``, read from the wheel."""
     base = f"sbibm/tasks/{task}/files/num_observation_{num}/"
     with zipfile.ZipFile(wheel) as z:
-        obs = z.read(base + "observation.csv").decode()
+        raw = "_raw" if task == "bernoulli_glm" else ""  # the model is on the raw data
+        obs = z.read(base + f"observation{raw}.csv").decode()
         ref = bz2.decompress(z.read(base + "reference_posterior_samples.csv.bz2")).decode()
 
     def csv(text):
