@@ -24,13 +24,17 @@ and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
+from bench_runaway import NAMES as RUNAWAY_NAMES
+from bench_runaway import observation as runaway_observation
 
 from numpyro_mfdiff import MFDiff, RefineSettings, _compiled, _refining, _samplers
+from numpyro_mfdiff.baselines import nuts
 from numpyro_mfdiff.examples import (
     burgers_grid_posterior,
     burgers_grid_sample,
@@ -39,14 +43,44 @@ from numpyro_mfdiff.examples import (
     burgers_observation,
     ou_high,
     ou_low,
+    runaway_high,
+    runaway_low,
 )
 
 STARTS = {"mf": "low", "laplace": "proposal", "prior": "prior"}
 BUILD = dict(num_simulations=2_000, num_labels=2_000, train_steps=1_000, progress_bar=False)
+CACHE = Path.home() / ".cache" / "numpyro_mfdiff"
+
+
+def nuts_reference(tag, model, y, names, chains=4, warmup=400, samples=750):
+    """Draws (chains * samples, d) of NUTS on ``model | y``, cached in ``CACHE`` under
+    ``tag`` with the observation (recomputed when the observation differs)."""
+    path = CACHE / f"fidelity_{tag}_nuts.npz"
+    if path.exists():
+        with np.load(path) as f:
+            if f["y"].shape == np.shape(y) and np.allclose(f["y"], y, rtol=1e-6, atol=0):
+                return f["draws"]
+    idata = nuts(
+        model,
+        {"y": y},
+        jax.random.PRNGKey(6),
+        num_chains=chains,
+        num_warmup=warmup,
+        num_samples=samples,
+        log_likelihood=False,
+    )
+    draws = np.stack([np.asarray(idata.posterior[k]).reshape(-1) for k in names], 1)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, y=np.asarray(y), draws=draws)
+    return draws
 
 
 def problem(name):
-    """``(low, high, observation, reference draws (n, 2), site names)``."""
+    """``(low, high, observation, reference draws (n, d), site names)``."""
+    if name == "runaway":
+        y = runaway_observation(jax.random.PRNGKey(1))  # that of bench_runaway / the test
+        ref = nuts_reference("runaway", runaway_high, y, RUNAWAY_NAMES)
+        return runaway_low, runaway_high, y, ref, RUNAWAY_NAMES
     if name == "ou":
         y = ou_observation(jax.random.PRNGKey(1))
         return (
