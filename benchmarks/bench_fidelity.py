@@ -12,13 +12,21 @@ refinement settings' ``"start"``, passed to ``_refining.refine_observation``):
 - ``prior``: the prior, tempered ``p L_high^l``.
 
 For each budget of high-fidelity evaluations (every simulation and gradient
-evaluation counts), the weighted particles against the exact grid posterior: largest
-mean error in posterior sds, sd ratios, ESS, and the low-fidelity evaluations. The
+evaluation counts), the weighted particles against the exact grid posterior (OU,
+Burgers) or NUTS on the high-fidelity model (runaway: 4 x 750 draws after 400 warm-up,
+ESS 850-1,040, cached in ``~/.cache/numpyro_mfdiff``; 160 s once): largest mean error
+in posterior sds, sd ratios, ESS, and the low-fidelity evaluations. The
 last table gives, per start, the smallest budget whose particles are within 0.1 sd
 and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
 
     python benchmarks/bench_fidelity.py                 # OU and Burgers
     python benchmarks/bench_fidelity.py --only ou --seeds 0 1
+    python benchmarks/bench_fidelity.py --only runaway --budgets 500 1000 2000 4000
+
+Runaway (2026-12-06, one core, seeds 0-2, ``--budgets 500 1000 2000 4000`` then
+``--budgets 8000 16000 --starts mf prior``): RUNAWAY_RESULT
+Lorenz is not here: its high-fidelity model (adaptive diffrax) takes about 10 minutes
+of NUTS and 6 minutes per 6,000 refinement solves (docs/benchmarks.md).
 """
 
 import argparse
@@ -125,6 +133,8 @@ def main():
     p.add_argument("--budgets", nargs="*", type=int, default=[1_000, 2_000, 4_000, 8_000])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--starts", nargs="*", default=list(STARTS))
+    p.add_argument("--tol", type=float, default=0.1, help="mean error bound (posterior sds)")
+    p.add_argument("--sd-tol", type=float, default=0.1, help="sd ratios within 1 +- this")
     a = p.parse_args()
     warnings.simplefilter("ignore")
     for name in a.only:
@@ -152,14 +162,17 @@ def main():
                     low_ev = sum(
                         s.stage.evaluations for s in rec.rounds if s.stage.move.endswith("-low")
                     )
-                    good &= err <= 0.1 and 0.9 <= r.min() and r.max() <= 1.1
+                    good &= err <= a.tol and abs(r - 1).max() <= a.sd_tol
                     print(
                         f"| {start} | {budget} | {seed} | {rec.num_high_fidelity} | {low_ev} | "
                         f"{err:.3f} | {r.min():.2f}-{r.max():.2f} | {rec.ess:.0f} | {secs:.0f} |",
                         flush=True,
                     )
                 ok[start][budget] = good
-        print("\n| start | smallest budget within 0.1 sd and 0.9-1.1 at every seed | ratio to mf |")
+        print(
+            f"\n| start | smallest budget within {a.tol} sd and sd ratios 1 +- {a.sd_tol} "
+            "at every seed | ratio to mf |"
+        )
         print("|---|---|---|")
         first = {s: next((b for b in a.budgets if ok[s][b]), None) for s in a.starts}
         for s in a.starts:
