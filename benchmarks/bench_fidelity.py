@@ -24,7 +24,12 @@ and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
     python benchmarks/bench_fidelity.py --only runaway --budgets 500 1000 2000 4000
 
 Runaway (2026-12-06, one core, seeds 0-2, ``--budgets 500 1000 2000 4000`` then
-``--budgets 8000 16000 --starts mf prior``): RUNAWAY_RESULT
+``--budgets 8000 16000`` and ``--budgets 32000``, both ``--starts mf prior``): the
+smallest budget within 0.1 sd and 0.9-1.1 at every seed is 500 from ``laplace``,
+32,000 from ``prior`` and more than 32,000 from ``mf`` (at 32,000 its sd ratios are
+0.89-1.04 at seed 0), so prior / mf < 1: multi-fidelity tempering does not win here.
+With ``--tol 0.25 --sd-tol 0.2`` both need 8,000 (prior / mf = 1.0); with ``--tol
+0.15 --sd-tol 0.15``, 16,000 and 32,000 (0.5). Figures in docs/method.md.
 Lorenz is not here: its high-fidelity model (adaptive diffrax) takes about 10 minutes
 of NUTS and 6 minutes per 6,000 refinement solves (docs/benchmarks.md).
 """
