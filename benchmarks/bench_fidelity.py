@@ -41,13 +41,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _common import run_nuts, stack
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
 from bench_runaway import NAMES as RUNAWAY_NAMES
 from bench_runaway import observation as runaway_observation
 
 from numpyro_mfdiff import MFDiff, RefineSettings, _compiled, _refining, _samplers
-from numpyro_mfdiff.baselines import nuts
 from numpyro_mfdiff.examples import (
     burgers_grid_posterior,
     burgers_grid_sample,
@@ -73,16 +73,7 @@ def nuts_reference(tag, model, y, names, chains=4, warmup=400, samples=750):
         with np.load(path) as f:
             if f["y"].shape == np.shape(y) and np.allclose(f["y"], y, rtol=1e-6, atol=0):
                 return f["draws"]
-    idata = nuts(
-        model,
-        {"y": y},
-        jax.random.PRNGKey(6),
-        num_chains=chains,
-        num_warmup=warmup,
-        num_samples=samples,
-        log_likelihood=False,
-    )
-    draws = np.stack([np.asarray(idata.posterior[k]).reshape(-1) for k in names], 1)
+    _, draws = run_nuts(model, {"y": y}, chains, warmup, samples, lambda p: stack(p, names), {})
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, y=np.asarray(y), draws=draws)
     return draws

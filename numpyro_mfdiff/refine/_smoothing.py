@@ -34,14 +34,9 @@ SMOOTH_FACTORS = (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1)
 SMOOTH_POINTS = 32_768
 
 
-def centred_widening(key, theta, log_w, h, centring, num_points=SMOOTH_POINTS) -> float:
-    """The largest change of a centred coordinate's weighted sd (as ``|log ratio|``)
-    that the smoothing of bandwidth ``h`` (whitened units) makes to the weighted points
-    ``theta`` (n, D) with ``log_w`` (n,): the points against their smoothed copies
-    ``sqrt(1 - h^2) x + h eps`` (whitened, as :func:`~numpyro_mfdiff.refine._refine.ode_draw`
-    draws them; each point copied ``ceil(num_points / n)`` times with its own ``eps``),
-    both mapped by ``centring.rows_centred``; the same ``eps`` for every ``h`` of one
-    ``key``."""
+def _widening(key, theta, log_w, centring, num_points):
+    """``h -> `` :func:`centred_widening` of the weighted points at bandwidth ``h``: the
+    whitening, the noise and the points' own centred sds are made once per ``key``."""
     mean, chol = _sequential.whitening(theta, log_w)
     x = _sequential.whiten(theta, mean, chol)
     w = np.exp(log_w - np.max(log_w))
@@ -54,9 +49,24 @@ def centred_widening(key, theta, log_w, h, centring, num_points=SMOOTH_POINTS) -
         c = np.asarray(c, np.float64)
         return np.sqrt(np.maximum(wt @ (c - wt @ c) ** 2, 1e-24))
 
-    smooth = (np.sqrt(1.0 - h**2) * x + h * eps).reshape(-1, x.shape[1])
-    ratio = centred_sd(smooth, np.tile(w, copies) / copies) / centred_sd(x, w)
-    return float(np.max(np.abs(np.log(ratio))))
+    plain, w_copies = centred_sd(x, w), np.tile(w, copies) / copies
+
+    def widening(h):
+        smooth = (np.sqrt(1.0 - h**2) * x + h * eps).reshape(-1, x.shape[1])
+        return float(np.max(np.abs(np.log(centred_sd(smooth, w_copies) / plain))))
+
+    return widening
+
+
+def centred_widening(key, theta, log_w, h, centring, num_points=SMOOTH_POINTS) -> float:
+    """The largest change of a centred coordinate's weighted sd (as ``|log ratio|``)
+    that the smoothing of bandwidth ``h`` (whitened units) makes to the weighted points
+    ``theta`` (n, D) with ``log_w`` (n,): the points against their smoothed copies
+    ``sqrt(1 - h^2) x + h eps`` (whitened, as :func:`~numpyro_mfdiff.refine._refine.ode_draw`
+    draws them; each point copied ``ceil(num_points / n)`` times with its own ``eps``),
+    both mapped by ``centring.rows_centred``; the same ``eps`` for every ``h`` of one
+    ``key``."""
+    return _widening(key, theta, log_w, centring, num_points)(h)
 
 
 def centred_bandwidth(key, theta, log_w, h, centring, widen=None) -> float:
@@ -68,7 +78,8 @@ def centred_bandwidth(key, theta, log_w, h, centring, widen=None) -> float:
     if centring is None or h <= 0:
         return float(h)
     widen = SMOOTH_WIDEN if widen is None else widen
+    widening = _widening(key, theta, log_w, centring, SMOOTH_POINTS)
     for f in SMOOTH_FACTORS:
-        if centred_widening(key, theta, log_w, h * f, centring) <= widen:
+        if widening(h * f) <= widen:
             return float(h * f)
     return 0.0
