@@ -514,7 +514,8 @@ def test_ode_settings_through_mfdiff_give_the_exact_posterior(lg_checkpoint, opt
     assert np.abs(draws - stack_linear(base.sample_ode(k, X_LG, 2000))).max() > 1e-3
 
 
-@pytest.mark.slow  # a labelling and three fits: ~25 s
+@pytest.mark.cheap  # compile-bound: 54 -> 12 s on one loaded core
+@pytest.mark.slow  # a labelling and three fits
 # 200 training steps: the mse fit's sds come out 0.78-1.02 of the weighted prior points
 # at the check's observations, which G_low's own check reports (wider bounds here)
 @pytest.mark.filterwarnings("ignore:G_low is off")

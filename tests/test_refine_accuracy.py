@@ -19,17 +19,25 @@ pytestmark = pytest.mark.slow
 
 def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
     """Low fidelity: theta^2 interpolated on 6 nodes (posterior modes at +-0.925 for y = 1).
-    After two rounds of 5,000 exact simulations (50,000 samples, 80 bins on [-2, 2]):
-    KL(exact || refined ODE) <= 0.003 and KL(exact || G_high) <= 0.003 (the issue's
-    target), each mode 50% +- 2 points.
+    After two rounds of 5,000 exact simulations (80 bins on [-2, 2]): KL(exact ||
+    G_high) <= 0.003 on 50,000 draws (the issue's target) and KL(exact || refined ODE)
+    <= 0.004 on 20,000 (the same target: the histogram's plug-in KL of N draws is biased
+    up by about 79 / 2N, 0.0008 at 50,000 and 0.0020 at 20,000; the ODE's 50,000 draws
+    took 48 of the test's 121 s), each mode 50% +- 2 points.
 
     Measured over (build, refine) keys (0, 2) (this test's), (10, 12), (20, 22), the
-    test's calls repeated (2026-12-06, /tmp/t28b/item10.py): KL refined ODE 0.0015,
-    0.0017, 0.0015; G_high 0.0018, 0.0023, 0.0021; G_low 0.65, 0.64, 0.65; positive
-    mode ODE 0.500-0.501, G_high 0.492-0.493. 50,000 exact draws (3 keys) give 0.0007-
-    0.0009, the histogram's plug-in floor. The wrong answers made from exact draws fail
-    the same bound (checked at the end): shifted 0.3 sd 0.041-0.043, sd doubled
-    0.29-0.30, sd halved 0.51-0.52, prior draws 2.2."""
+    test's calls repeated (2026-12-06, /tmp/t28b/item10.py): KL refined ODE (then on
+    50,000 draws) 0.0015, 0.0017, 0.0015; G_high 0.0018, 0.0023, 0.0021; G_low 0.65,
+    0.64, 0.65; positive mode ODE 0.500-0.501, G_high 0.492-0.493. 50,000 exact draws
+    (3 keys) give 0.0007-0.0009, the histogram's plug-in floor. The wrong answers made
+    from exact draws fail the same bound (checked at the end): shifted 0.3 sd
+    0.041-0.043, sd doubled 0.29-0.30, sd halved 0.51-0.52, prior draws 2.2.
+
+    The refined ODE on 20,000 draws at the same keys (2026-12-06, /tmp/s7/quad20.py,
+    the test's calls): KL 0.0026 / 0.0029 / 0.0029, modes 0.492-0.493 (disjoint
+    20,000-draw subsets of the 50,000: 0.0024-0.0029); 20,000 exact draws (keys 5-7)
+    0.0018-0.0021; the wrong answers as 20,000 draws fail 0.004: shifted 0.3 sd
+    0.043-0.045, sd doubled 0.29-0.30, sd halved 0.50-0.51, prior draws 2.2."""
     inf = MFDiff(
         quadratic_coarse,
         num_simulations=10_000,
@@ -49,8 +57,8 @@ def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
         num_labels=20_000,
         train_steps=10_000,
     )
-    ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 50_000)["theta"])
-    assert kl_quadratic(ode, 1.0) <= 0.003
+    ode = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 20_000)["theta"])
+    assert kl_quadratic(ode, 1.0) <= 0.004
     assert abs((ode > 0).mean() - 0.5) <= 0.02
     s = np.asarray(inf.get_samples(jax.random.PRNGKey(3), obs, 50_000)["theta"])
     print(
@@ -63,6 +71,7 @@ def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
     assert kl_quadratic(exact, 1.0) <= 0.003
     for name, wrong in quadratic_wrong_answers(exact, prior).items():
         assert kl_quadratic(wrong, 1.0) > 0.003, name
+        assert kl_quadratic(wrong[:20_000], 1.0) > 0.004, name  # the ODE's bound
 
 
 SIG10 = 0.9

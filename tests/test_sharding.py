@@ -94,7 +94,8 @@ MFDIFF_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # two small builds, one in a subprocess with two devices: ~30 s
+@pytest.mark.cheap  # compile-bound: 99 -> 38 s on one loaded core
+@pytest.mark.slow  # two small builds, one in a subprocess with two devices
 def test_mfdiff_on_two_devices_matches_one(tmp_path):
     """``MFDiff.run``, ``sample_ode`` and ``get_samples`` with the rows sharded over two
     (forced) CPU devices give this process's single-device results: labels and ODE
