@@ -104,13 +104,22 @@ def problem(name):
     return burgers_low, burgers_high, y, np.stack([ref["nu"], ref["amp"]], 1), ("nu", "amp")
 
 
+def start_settings(name):
+    """The refinement settings of a start named on the command line: ``STARTS``'s, or
+    ``mf/K``, the start ``"low"`` tempered from ``p L_low^(1/K)`` (``"low_power"``)."""
+    if name.startswith("mf/"):
+        return {"start": "low", "low_power": 1.0 / float(name[3:])}
+    return {"start": STARTS[name]}
+
+
 def refine(inf, key, y, high, budget, start):
     """``inf.refine(key, {"y": y}, model=high, engine="smc", max_simulations=budget, ...)``
-    from ``start``, through the functional core (the start is not a user setting)."""
+    from ``start`` (a dict of :func:`start_settings`), through the functional core (the
+    start is not a user setting)."""
     cfg, st = inf.config, inf.state
     flat = _compiled.check(cfg, st, {"y": y}, warn=False, sampler="refine")
     rs = RefineSettings(max_simulations=budget, num_labels=1_000, train_steps=200, engine="smc")
-    s = {**rs.plan(cfg), "start": start}
+    s = {**rs.plan(cfg), **start}
     hf = _refining.high_fidelity(st, high)
     return _refining.refine_observation(cfg, st, key, flat, s, hf, _samplers.low_draw)[1]
 
@@ -128,7 +137,7 @@ def main():
     p.add_argument("--only", nargs="*", default=["ou", "burgers"])
     p.add_argument("--budgets", nargs="*", type=int, default=[1_000, 2_000, 4_000, 8_000])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--starts", nargs="*", default=list(STARTS))
+    p.add_argument("--starts", nargs="*", default=list(STARTS), help="also mf/K: g = 1/K")
     p.add_argument("--tol", type=float, default=0.1, help="mean error bound (posterior sds)")
     p.add_argument("--sd-tol", type=float, default=0.1, help="sd ratios within 1 +- this")
     a = p.parse_args()
@@ -150,7 +159,7 @@ def main():
                 for seed in a.seeds:
                     t0 = time.perf_counter()
                     key = jax.random.PRNGKey(seed)
-                    rec = refine(inf, key, y, high, budget, STARTS[start])
+                    rec = refine(inf, key, y, high, budget, start_settings(start))
                     secs = time.perf_counter() - t0
                     x = particles(rec, inf.state.spec, names)
                     err = float(np.max(np.abs(x.mean(0) - m) / sd))
