@@ -4,8 +4,10 @@
 high-fidelity model by tempered SMC (``engine="smc"``) from three starts (the
 refinement settings' ``"start"``, passed to ``_refining.refine_observation``):
 
-- ``mf``: the low-fidelity posterior (SMC on the low model, its evaluations reported
-  apart), tempered ``p L_low^(1-l) L_high^l`` to the high-fidelity one;
+- ``mf``: the tempered low-fidelity posterior ``p L_low^g`` (SMC on the low model, its
+  evaluations reported apart; ``g = _smc_start.LOW_POWER``, 1/4), tempered
+  ``p L_low^(g (1-l)) L_high^l`` to the high-fidelity one; ``mf/K``: the same with
+  ``g = 1/K`` (``mf/1``: from the low-fidelity posterior itself);
 - ``laplace``: a Laplace approximation of the high-fidelity posterior searched from
   ``G_low``'s mean, tempered ``q^(1-l) (p L_high)^l`` (or importance sampling from ``q``
   when ``q`` is already close; the default);
@@ -176,15 +178,15 @@ def main():
                 ok[start][budget] = good
         print(
             f"\n| start | smallest budget within {a.tol} sd and sd ratios 1 +- {a.sd_tol} "
-            "at every seed | ratio to mf |"
+            "at every seed | prior / it |"
         )
         print("|---|---|---|")
         first = {s: next((b for b in a.budgets if ok[s][b]), None) for s in a.starts}
         for s in a.starts:
             ratio = (
                 "-"
-                if first[s] is None or first.get("mf") is None
-                else f"{first[s] / first['mf']:.2f}"
+                if first[s] is None or first.get("prior") is None
+                else f"{first['prior'] / first[s]:.2f}"
             )
             print(f"| {s} | {first[s] or '> ' + str(a.budgets[-1])} | {ratio} |")
 

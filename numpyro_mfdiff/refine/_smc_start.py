@@ -45,9 +45,13 @@ __all__ = [
 # docs/method.md section 6), so it is the default.
 STARTS = ("proposal", "low", "prior")
 # start "low"'s power g on the low-fidelity likelihood (``settings["low_power"]``): the
-# particles start at p L_low^g and temper p L_low^(g (1 - l)) L_high^l (g = 1: the
-# low-fidelity posterior; g -> 0: the prior)
-LOW_POWER = 1.0
+# particles start at p L_low^g, about 1/sqrt(g) wider than the low-fidelity posterior,
+# and temper p L_low^(g (1 - l)) L_high^l (g = 1: the low-fidelity posterior; g -> 0:
+# the prior). 1/4 was the only power tried that needed fewer high-fidelity evaluations
+# than the prior start on OU, Burgers and runaway (within 0.1 sd, sd ratios 0.9-1.1 at
+# seeds 0-2: 16,000 / 8,000 / 16,000, the prior > 16,000 / > 16,000 / 32,000; g = 1
+# more than the prior; benchmarks/bench_fidelity.py, docs/method.md)
+LOW_POWER = 0.25
 # the most L-BFGS iterations of the Laplace start, and the factor on its covariance's
 # square root (a little wider than the posterior: the importance weights from q, when
 # q is that close, keep ~60% of the particles, issue 26's logistic regression)
@@ -184,7 +188,7 @@ def _scaled(fn, factor, theta):
     return factor * fn(theta)
 
 
-def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw, power=1.0):
+def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw, power=LOW_POWER):
     """Multi-fidelity tempering's start: ``n`` particles (n, D) of the tempered
     low-fidelity posterior ``p L_low^power`` (the same SMC on ``low_t``, its likelihood
     raised to ``power``, with ``s["budget"]`` low-fidelity evaluations, resampled), its
@@ -211,9 +215,10 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     ``check_settings``. A new refinement starts from ``q`` of :func:`_proposal_start`
     (the Laplace approximation searched from ``G_low``'s draws), or, with
     ``s["start"] == "low"`` when ``high`` is another model than ``low`` (the inference's, a
-    ``HighFidelity`` too) and both are differentiable, from the low-fidelity posterior,
-    tempering ``p L_low^(1-l) L_high^l`` (multi-fidelity tempering,
-    :func:`_low_posterior`), or with ``s["start"] == "prior"`` from the prior
+    ``HighFidelity`` too) and both are differentiable, from the tempered low-fidelity
+    posterior ``p L_low^g`` (``g = s.get("low_power", LOW_POWER)``), tempering
+    ``p L_low^(g (1-l)) L_high^l`` (multi-fidelity tempering, :func:`_low_posterior`), or
+    with ``s["start"] == "prior"`` from the prior
     (``"proposal"`` when ``s`` has no ``"start"``: benchmarks/bench_fidelity.py sets
     it). A record of SMC continues from its particles resampled at ``l = 1``. Returns the
     :class:`SMCResult` (the low-fidelity stages first); a ``ValueError`` when the budget
