@@ -19,19 +19,20 @@ Burgers) or NUTS on the high-fidelity model (runaway: 4 x 750 draws after 400 wa
 ESS 850-1,040, cached in ``~/.cache/numpyro_mfdiff``; 160 s once): largest mean error
 in posterior sds, sd ratios, ESS, and the low-fidelity evaluations. The
 last table gives, per start, the smallest budget whose particles are within 0.1 sd
-and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
+and sd ratios 0.9-1.1 at every seed (``--tol``, ``--sd-tol``), and the prior's over it.
 
     python benchmarks/bench_fidelity.py                 # OU and Burgers
     python benchmarks/bench_fidelity.py --only ou --seeds 0 1
     python benchmarks/bench_fidelity.py --only runaway --budgets 500 1000 2000 4000
 
-Runaway (2026-12-06, one core, seeds 0-2, ``--budgets 500 1000 2000 4000`` then
-``--budgets 8000 16000`` and ``--budgets 32000``, both ``--starts mf prior``): the
-smallest budget within 0.1 sd and 0.9-1.1 at every seed is 500 from ``laplace``,
-32,000 from ``prior`` and more than 32,000 from ``mf`` (at 32,000 its sd ratios are
-0.89-1.04 at seed 0), so prior / mf < 1: multi-fidelity tempering does not win here.
-With ``--tol 0.25 --sd-tol 0.2`` both need 8,000 (prior / mf = 1.0); with ``--tol
-0.15 --sd-tol 0.15``, 16,000 and 32,000 (0.5). Figures in docs/method.md.
+Smallest budget within 0.1 sd and sd ratios 0.9-1.1 at seeds 0-2 (2026-12-06, one
+core; ``--budgets 1000 2000 4000 8000 16000 --starts mf/4 mf/9 mf/1 prior`` for OU and
+Burgers, ``--only runaway --budgets 2000 4000 8000 16000 --starts mf/4 mf/9``, the
+runaway prior and ``mf/1`` rows, up to 32,000, from the session before, when ``mf``
+was ``g = 1``): g = 1/4 (``mf``) 16,000 / 8,000 / 16,000 on OU / Burgers / runaway,
+the prior > 16,000 / > 16,000 / 32,000, g = 1 > 16,000 / > 16,000 / > 32,000; the
+Laplace start 500-1,000. With ``--tol 0.25 --sd-tol 0.2``: g = 1/4 4,000 / 8,000 /
+16,000, the prior 8,000 on all three. Figures in docs/method.md.
 Lorenz is not here: its high-fidelity model (adaptive diffrax) takes about 10 minutes
 of NUTS and 6 minutes per 6,000 refinement solves (docs/benchmarks.md).
 """
