@@ -4,8 +4,10 @@
 high-fidelity model by tempered SMC (``engine="smc"``) from three starts (the
 refinement settings' ``"start"``, passed to ``_refining.refine_observation``):
 
-- ``mf``: the low-fidelity posterior (SMC on the low model, its evaluations reported
-  apart), tempered ``p L_low^(1-l) L_high^l`` to the high-fidelity one;
+- ``mf``: the tempered low-fidelity posterior ``p L_low^g`` (SMC on the low model, its
+  evaluations reported apart; ``g = _smc_start.LOW_POWER``, 1/4), tempered
+  ``p L_low^(g (1-l)) L_high^l`` to the high-fidelity one; ``mf/K``: the same with
+  ``g = 1/K`` (``mf/1``: from the low-fidelity posterior itself);
 - ``laplace``: a Laplace approximation of the high-fidelity posterior searched from
   ``G_low``'s mean, tempered ``q^(1-l) (p L_high)^l`` (or importance sampling from ``q``
   when ``q`` is already close; the default);
@@ -17,19 +19,20 @@ Burgers) or NUTS on the high-fidelity model (runaway: 4 x 750 draws after 400 wa
 ESS 850-1,040, cached in ``~/.cache/numpyro_mfdiff``; 160 s once): largest mean error
 in posterior sds, sd ratios, ESS, and the low-fidelity evaluations. The
 last table gives, per start, the smallest budget whose particles are within 0.1 sd
-and sd ratios 0.9-1.1 at every seed, and its ratio to ``mf``'s.
+and sd ratios 0.9-1.1 at every seed (``--tol``, ``--sd-tol``), and the prior's over it.
 
     python benchmarks/bench_fidelity.py                 # OU and Burgers
     python benchmarks/bench_fidelity.py --only ou --seeds 0 1
     python benchmarks/bench_fidelity.py --only runaway --budgets 500 1000 2000 4000
 
-Runaway (2026-12-06, one core, seeds 0-2, ``--budgets 500 1000 2000 4000`` then
-``--budgets 8000 16000`` and ``--budgets 32000``, both ``--starts mf prior``): the
-smallest budget within 0.1 sd and 0.9-1.1 at every seed is 500 from ``laplace``,
-32,000 from ``prior`` and more than 32,000 from ``mf`` (at 32,000 its sd ratios are
-0.89-1.04 at seed 0), so prior / mf < 1: multi-fidelity tempering does not win here.
-With ``--tol 0.25 --sd-tol 0.2`` both need 8,000 (prior / mf = 1.0); with ``--tol
-0.15 --sd-tol 0.15``, 16,000 and 32,000 (0.5). Figures in docs/method.md.
+Smallest budget within 0.1 sd and sd ratios 0.9-1.1 at seeds 0-2 (2026-12-06, one
+core; ``--budgets 1000 2000 4000 8000 16000 --starts mf/4 mf/9 mf/1 prior`` for OU and
+Burgers, ``--only runaway --budgets 2000 4000 8000 16000 --starts mf/4 mf/9``, the
+runaway prior and ``mf/1`` rows, up to 32,000, from the session before, when ``mf``
+was ``g = 1``): g = 1/4 (``mf``) 16,000 / 8,000 / 16,000 on OU / Burgers / runaway,
+the prior > 16,000 / > 16,000 / 32,000, g = 1 > 16,000 / > 16,000 / > 32,000; the
+Laplace start 500-1,000. With ``--tol 0.25 --sd-tol 0.2``: g = 1/4 4,000 / 8,000 /
+16,000, the prior 8,000 on all three. Figures in docs/method.md.
 Lorenz is not here: its high-fidelity model (adaptive diffrax) takes about 10 minutes
 of NUTS and 6 minutes per 6,000 refinement solves (docs/benchmarks.md).
 """
@@ -104,13 +107,22 @@ def problem(name):
     return burgers_low, burgers_high, y, np.stack([ref["nu"], ref["amp"]], 1), ("nu", "amp")
 
 
+def start_settings(name):
+    """The refinement settings of a start named on the command line: ``STARTS``'s, or
+    ``mf/K``, the start ``"low"`` tempered from ``p L_low^(1/K)`` (``"low_power"``)."""
+    if name.startswith("mf/"):
+        return {"start": "low", "low_power": 1.0 / float(name[3:])}
+    return {"start": STARTS[name]}
+
+
 def refine(inf, key, y, high, budget, start):
     """``inf.refine(key, {"y": y}, model=high, engine="smc", max_simulations=budget, ...)``
-    from ``start``, through the functional core (the start is not a user setting)."""
+    from ``start`` (a dict of :func:`start_settings`), through the functional core (the
+    start is not a user setting)."""
     cfg, st = inf.config, inf.state
     flat = _compiled.check(cfg, st, {"y": y}, warn=False, sampler="refine")
     rs = RefineSettings(max_simulations=budget, num_labels=1_000, train_steps=200, engine="smc")
-    s = {**rs.plan(cfg), "start": start}
+    s = {**rs.plan(cfg), **start}
     hf = _refining.high_fidelity(st, high)
     return _refining.refine_observation(cfg, st, key, flat, s, hf, _samplers.low_draw)[1]
 
@@ -128,7 +140,7 @@ def main():
     p.add_argument("--only", nargs="*", default=["ou", "burgers"])
     p.add_argument("--budgets", nargs="*", type=int, default=[1_000, 2_000, 4_000, 8_000])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--starts", nargs="*", default=list(STARTS))
+    p.add_argument("--starts", nargs="*", default=list(STARTS), help="also mf/K: g = 1/K")
     p.add_argument("--tol", type=float, default=0.1, help="mean error bound (posterior sds)")
     p.add_argument("--sd-tol", type=float, default=0.1, help="sd ratios within 1 +- this")
     a = p.parse_args()
@@ -150,7 +162,7 @@ def main():
                 for seed in a.seeds:
                     t0 = time.perf_counter()
                     key = jax.random.PRNGKey(seed)
-                    rec = refine(inf, key, y, high, budget, STARTS[start])
+                    rec = refine(inf, key, y, high, budget, start_settings(start))
                     secs = time.perf_counter() - t0
                     x = particles(rec, inf.state.spec, names)
                     err = float(np.max(np.abs(x.mean(0) - m) / sd))
@@ -167,15 +179,15 @@ def main():
                 ok[start][budget] = good
         print(
             f"\n| start | smallest budget within {a.tol} sd and sd ratios 1 +- {a.sd_tol} "
-            "at every seed | ratio to mf |"
+            "at every seed | prior / it |"
         )
         print("|---|---|---|")
         first = {s: next((b for b in a.budgets if ok[s][b]), None) for s in a.starts}
         for s in a.starts:
             ratio = (
                 "-"
-                if first[s] is None or first.get("mf") is None
-                else f"{first[s] / first['mf']:.2f}"
+                if first[s] is None or first.get("prior") is None
+                else f"{first['prior'] / first[s]:.2f}"
             )
             print(f"| {s} | {first[s] or '> ' + str(a.budgets[-1])} | {ratio} |")
 

@@ -44,6 +44,14 @@ __all__ = [
 # "proposal" won on every example measured (benchmarks/bench_fidelity.py,
 # docs/method.md section 6), so it is the default.
 STARTS = ("proposal", "low", "prior")
+# start "low"'s power g on the low-fidelity likelihood (``settings["low_power"]``): the
+# particles start at p L_low^g, about 1/sqrt(g) wider than the low-fidelity posterior,
+# and temper p L_low^(g (1 - l)) L_high^l (g = 1: the low-fidelity posterior; g -> 0:
+# the prior). 1/4 was the only power tried that needed fewer high-fidelity evaluations
+# than the prior start on OU, Burgers and runaway (within 0.1 sd, sd ratios 0.9-1.1 at
+# seeds 0-2: 16,000 / 8,000 / 16,000, the prior > 16,000 / > 16,000 / 32,000; g = 1
+# more than the prior; benchmarks/bench_fidelity.py, docs/method.md)
+LOW_POWER = 0.25
 # the most L-BFGS iterations of the Laplace start, and the factor on its covariance's
 # square root (a little wider than the posterior: the importance weights from q, when
 # q is that close, keep ~60% of the particles, issue 26's logistic regression)
@@ -175,12 +183,20 @@ def _proposal_start(key, target, y, n, s, prior_draw, low_draw):
     return draw_q(k_x, n), log_q, draw_q, pre, prop, fitted
 
 
-def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw):
-    """Multi-fidelity tempering's start: ``n`` particles (n, D) of the low-fidelity
-    posterior ``p L_low`` (the same SMC on ``low_t`` with ``s["budget"]`` low-fidelity
-    evaluations, resampled), its unnormalised log density as ``log q`` and its stages
-    (move ``"<move>-low"``: low-fidelity evaluations, not in the budget)."""
+def _scaled(fn, factor, theta):
+    """``factor * fn(theta)``."""
+    return factor * fn(theta)
+
+
+def _low_posterior(key, low_t, y, n, s, prior_draw, low_draw, power=LOW_POWER):
+    """Multi-fidelity tempering's start: ``n`` particles (n, D) of the tempered
+    low-fidelity posterior ``p L_low^power`` (the same SMC on ``low_t``, its likelihood
+    raised to ``power``, with ``s["budget"]`` low-fidelity evaluations, resampled), its
+    unnormalised log density as ``log q`` and its stages (move ``"<move>-low"``:
+    low-fidelity evaluations, not in the budget)."""
     k_start, k_run, k_res = jax.random.split(key, 3)
+    if power != 1.0:
+        low_t = low_t._replace(loglik=partial(_scaled, low_t.loglik, power))
     x, log_q, draw_q, pre, *_ = _proposal_start(k_start, low_t, y, n, s, prior_draw, low_draw)
     res = run(k_run, low_t, log_q, x, s["budget"] - pre, draw_q=draw_q)
     x = _resampled(k_res, res.theta, res.log_w, n)
@@ -199,9 +215,10 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     ``check_settings``. A new refinement starts from ``q`` of :func:`_proposal_start`
     (the Laplace approximation searched from ``G_low``'s draws), or, with
     ``s["start"] == "low"`` when ``high`` is another model than ``low`` (the inference's, a
-    ``HighFidelity`` too) and both are differentiable, from the low-fidelity posterior,
-    tempering ``p L_low^(1-l) L_high^l`` (multi-fidelity tempering,
-    :func:`_low_posterior`), or with ``s["start"] == "prior"`` from the prior
+    ``HighFidelity`` too) and both are differentiable, from the tempered low-fidelity
+    posterior ``p L_low^g`` (``g = s.get("low_power", LOW_POWER)``), tempering
+    ``p L_low^(g (1-l)) L_high^l`` (multi-fidelity tempering, :func:`_low_posterior`), or
+    with ``s["start"] == "prior"`` from the prior
     (``"proposal"`` when ``s`` has no ``"start"``: benchmarks/bench_fidelity.py sets
     it). A record of SMC continues from its particles resampled at ``l = 1``. Returns the
     :class:`SMCResult` (the low-fidelity stages first); a ``ValueError`` when the budget
@@ -228,7 +245,8 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     elif start == "prior":
         x, log_q = np.asarray(prior_draw(jax.random.split(k_x, n))), target.logprior
     elif mf and low_t.differentiable:  # temper p L_low -> p L_high
-        x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw)
+        g = s.get("low_power", LOW_POWER)
+        x, log_q, low_stages = _low_posterior(k_q, low_t, y, n, s, prior_draw, low_draw, g)
     else:
         x, log_q, draw_q, pre, *_ = _proposal_start(k_q, target, y, n, s, prior_draw, low_draw)
     with _external.session(executor):
