@@ -105,7 +105,9 @@ def test_gaussian10_refinement_matches_closed_form():
     pairs with that build (2026-12-06, ``/tmp/s6/spread.py g10 4000 1500``): ODE mean
     error 0.021-0.041, sd error <= 2.3%, C2ST 0.531-0.542; G_high 0.028-0.035, <= 5.1%,
     0.532-0.537 (margins 0.008 and 0.009 again); unsmoothed, 2,495-2,552 of 5,000 draws
-    distinct (smoothed: all)."""
+    distinct (smoothed: all). The unsmoothed ODE now draws ``RAW_DRAWS`` = 2,000: 1,382
+    distinct at the test's keys (2026-12-06, jax 0.10.2), against the bound's 1,900
+    (about 3,150 equally weighted points would give 2,500 of 5,000 and 1,480 of 2,000)."""
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (10,))) * np.sqrt(1 + SIG10**2)
     obs = {"x": x}
     var = SIG10**2 / (1 + SIG10**2)
