@@ -44,7 +44,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from _common import run_nuts, stack
+from _common import cached_draws, run_nuts, stack
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
 from bench_runaway import NAMES as RUNAWAY_NAMES
@@ -71,15 +71,13 @@ CACHE = Path.home() / ".cache" / "numpyro_mfdiff"
 def nuts_reference(tag, model, y, names, chains=4, warmup=400, samples=750):
     """Draws (chains * samples, d) of NUTS on ``model | y``, cached in ``CACHE`` under
     ``tag`` with the observation (recomputed when the observation differs)."""
-    path = CACHE / f"fidelity_{tag}_nuts.npz"
-    if path.exists():
-        with np.load(path) as f:
-            if f["y"].shape == np.shape(y) and np.allclose(f["y"], y, rtol=1e-6, atol=0):
-                return f["draws"]
-    _, draws = run_nuts(model, {"y": y}, chains, warmup, samples, lambda p: stack(p, names), {})
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, y=np.asarray(y), draws=draws)
-    return draws
+    return cached_draws(
+        CACHE / f"fidelity_{tag}_nuts.npz",
+        lambda: run_nuts(model, {"y": y}, chains, warmup, samples, lambda p: stack(p, names), {})[
+            1
+        ],
+        y,
+    )
 
 
 def problem(name):

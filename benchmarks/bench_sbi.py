@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from _common import subsample
+from _common import cached_draws, subsample
 
 from numpyro_mfdiff import MFDiff, baselines
 from numpyro_mfdiff.metrics import c2st, flatten_samples
@@ -243,27 +243,32 @@ def nuts_reference(cache, model, obs, sites, chains, draws, seed, transform=None
     Key ``fold_in(PRNGKey(seed), 1)``, unlike the NUTS row's; ``transform`` maps the
     posterior dict (site -> (n, ...)) to the compared sites."""
     path = cache / f"nuts_reference_{model.__name__}_{chains}x{draws}_seed{seed}.npz"
-    if path.exists():
-        return np.load(path)["samples"]
-    t0 = time.perf_counter()
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-    idata = baselines.nuts(
-        model, obs, key, num_chains=chains, num_warmup=1000, num_samples=draws, log_likelihood=False
-    )
-    post = {k: np.asarray(idata.posterior[k]) for k in idata.posterior.data_vars}
-    post = {k: v.reshape(chains * draws, *v.shape[2:]) for k, v in post.items()}
-    if transform is not None:
-        post = transform(post)
-    samples = np.asarray(flatten_samples({k: post[k] for k in sites}))
-    div = int(idata.sample_stats["diverging"].sum())
-    print(
-        f"  NUTS reference {model.__name__} {chains}x{draws}: {time.perf_counter() - t0:.0f}s, "
-        f"{div} divergences; cached in {path}",
-        flush=True,
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, samples=samples)
-    return samples
+
+    def compute():
+        t0 = time.perf_counter()
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+        idata = baselines.nuts(
+            model,
+            obs,
+            key,
+            num_chains=chains,
+            num_warmup=1000,
+            num_samples=draws,
+            log_likelihood=False,
+        )
+        post = {k: np.asarray(idata.posterior[k]) for k in idata.posterior.data_vars}
+        post = {k: v.reshape(chains * draws, *v.shape[2:]) for k, v in post.items()}
+        if transform is not None:
+            post = transform(post)
+        div = int(idata.sample_stats["diverging"].sum())
+        print(
+            f"  NUTS reference {model.__name__} {chains}x{draws}: "
+            f"{time.perf_counter() - t0:.0f}s, {div} divergences; cached in {path}",
+            flush=True,
+        )
+        return flatten_samples({k: post[k] for k in sites})
+
+    return cached_draws(path, compute)
 
 
 def noncentred_to_centred(post):

@@ -75,6 +75,8 @@ def test_quadratic_refinement_corrects_a_poor_low_fidelity_model():
 
 
 SIG10 = 0.9
+# the unsmoothed ODE's draws in the gaussian10 check
+RAW_DRAWS = 2_000
 
 
 def gaussian10(x=None):
@@ -103,7 +105,9 @@ def test_gaussian10_refinement_matches_closed_form():
     pairs with that build (2026-12-06, ``/tmp/s6/spread.py g10 4000 1500``): ODE mean
     error 0.021-0.041, sd error <= 2.3%, C2ST 0.531-0.542; G_high 0.028-0.035, <= 5.1%,
     0.532-0.537 (margins 0.008 and 0.009 again); unsmoothed, 2,495-2,552 of 5,000 draws
-    distinct (smoothed: all)."""
+    distinct (smoothed: all). The unsmoothed ODE now draws ``RAW_DRAWS`` = 2,000: 1,382
+    distinct at the test's keys (2026-12-06, jax 0.10.2), against the bound's 1,900
+    (about 3,150 equally weighted points would give 2,500 of 5,000 and 1,480 of 2,000)."""
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (10,))) * np.sqrt(1 + SIG10**2)
     obs = {"x": x}
     var = SIG10**2 / (1 + SIG10**2)
@@ -139,12 +143,10 @@ def test_gaussian10_refinement_matches_closed_form():
     # the same weights without smoothing: the ODE returns repeated points
     ((key, ref),) = inf.state.refinements.items()
     inf._state = inf.state.replace(refinements={key: dataclasses.replace(ref, smoothing=0.0)})
-    raw = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, 5_000)["theta"])
-    c_raw = float(c2st(raw, exact, jax.random.PRNGKey(3)))
-    print(f"10-D: C2ST refined ODE without smoothing {c_raw:.3f}")
-    # what smoothing is for, stated so that it can fail: unsmoothed, the 5,000 ODE draws
-    # land on the weighted points, so some repeat (to 3 decimals: 5,000 picks among
-    # points of ESS <= 20,000 repeat >= 11% of the time); smoothed, none does. (The former
+    raw = np.asarray(inf.sample_ode(jax.random.PRNGKey(4), obs, RAW_DRAWS)["theta"])
+    print(f"10-D: distinct draws unsmoothed {_distinct(raw)} of {len(raw)}")
+    # what smoothing is for, stated so that it can fail: unsmoothed, the ODE draws land on
+    # the weighted points, so some repeat (to 3 decimals); smoothed, none does. (The former
     # ``c_raw > c_ode`` passed on any difference, 0.576 against 0.525 here.)
     assert _distinct(raw) < 0.95 * len(raw)
     assert _distinct(ode) == len(ode)
@@ -197,8 +199,9 @@ def test_regression_refine_reaches_the_posterior_from_collapsed_weights():
     def check(s, bound=0.55):
         err = np.abs(s.mean(0) - mean) / sd
         ratio = s.std(0) / sd
-        acc = float(c2st(s, exact, jax.random.PRNGKey(3)))
-        return err.max() < 0.1 and np.all(np.abs(ratio - 1) < 0.1) and acc <= bound
+        if err.max() >= 0.1 or np.any(np.abs(ratio - 1) >= 0.1):
+            return False  # the C2ST (a classifier's training) only where the moments pass
+        return float(c2st(s, exact, jax.random.PRNGKey(3))) <= bound
 
     with pytest.warns(UserWarning, match="effective sample size"):
         low = np.asarray(inf.get_samples(jax.random.PRNGKey(1), obs, 5_000)["beta"])

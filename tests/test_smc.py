@@ -219,11 +219,10 @@ def test_a_tempered_low_fidelity_start_draws_p_l_to_the_power():
     def low_draw(key, y, n):
         return np.asarray(jax.random.normal(key, (n, D)))
 
-    s = dict(budget=4_000, inflation=1.5, prior_fraction=0.1)
+    s, n = dict(budget=4_000, inflation=1.5, prior_fraction=0.1), 200
     x, log_q, stages = _smc_start._low_posterior(
-        jax.random.PRNGKey(0), t, X_TRUE, 200, s, prior_draw, low_draw, power=g
+        jax.random.PRNGKey(0), t, X_TRUE, n, s, prior_draw, low_draw, power=g
     )
-    n = 200
     assert x.shape == (n, D) and all(st.move.endswith("-low") for st in stages)
     th = jnp.asarray(x[0])
     np.testing.assert_allclose(log_q(th), t.logprior(th) + g * t.loglik(th), rtol=1e-5)
