@@ -10,7 +10,8 @@ at ``l = 1``; each stage picks the next ``l`` where the ESS of the increment is
 on the current bridge target. Moves are HMC (:mod:`blackjax.mcmc.hmc`) for models JAX
 differentiates, or random-walk Metropolis (:mod:`blackjax.mcmc.random_walk`) for
 external simulators; between stages the mass matrix (HMC) or proposal covariance
-(``2.38^2 / d`` times it, random walk) is the particles' covariance and the step size
+(``2.38^2 / d`` times it, random walk) is the particles' covariance (at ``l = 1``, that
+of the stage before: not of the particles resampled and moved) and the step size
 follows the last stage's acceptance. ``q`` is a Gaussian (a Laplace approximation found
 from ``G_low``'s mean for a differentiable model, else fitted to ``G_low``'s draws)
 (covariance inflated) mixed with a defensive share of the prior.
@@ -77,8 +78,12 @@ IS_BATCH = 10
 # the first stages at l = 1 left out of the result: the stage that reaches l = 1 moves
 # particles reweighted from the last temperature, not yet spread as the posterior
 # (vi32, 5e4 evaluations, seeds 4-7: with it the particles' means within 0.05-0.11 sd
-# of NUTS's, sd ratios up to 1.14; without 0.04-0.07, up to 1.07; docs/method.md)
-FINAL_BURN = 1
+# of NUTS's, sd ratios up to 1.14; without 0.04-0.07, up to 1.07), and the next ones
+# can start far off in a scale such as tau (vi64, refinement key 2: its mean 1.9 and
+# 1.1 posterior sd high in the first two stages after it); three, with the covariance
+# of the stage before (_params): vi64 keys 2-5 within 0.05 sd of the exact posterior
+# (docs/method.md)
+FINAL_BURN = 3
 
 
 class StageInfo(NamedTuple):
@@ -314,7 +319,8 @@ def run(
     ``q``). Each later stage computes the next temperature and calls BlackJAX's
     tempered kernel on the bridge ``log q + l (log p + log L - log q)``; when the
     budget allows only one more stage it goes straight to ``l = 1``; once at ``l = 1``
-    the budget left goes into further resample-and-move stages at the posterior, and
+    the budget left goes into further resample-and-move stages at the posterior (each
+    with the covariance of the stage before the one it resamples), and
     the particles of every stage at ``l = 1`` but the first ``FINAL_BURN`` (when there
     are more) form the result (each stage's weights times its share of the summed
     ESS). ``move`` defaults to HMC for a differentiable target, else the random walk.
@@ -361,7 +367,14 @@ def run(
             break
         t0 = time.perf_counter()
         rng_key, key = jax.random.split(rng_key)
-        params = _params(move, state.particles, state.weights, step_size)
+        x_c, w_c = state.particles, state.weights
+        if lam >= 1.0 and len(finals) > 1:
+            # the covariance of the stage before: estimated from the very particles the
+            # stage resamples and moves, it made each move depend on its starting points
+            # and the pooled stages drifted off the posterior (vi64, from 580 exact draws
+            # at l = 1: tau's mean 0.09-0.12 posterior sd low; docs/method.md)
+            x_c, w_c = finals[-2][:2]
+        params = _params(move, x_c, w_c, step_size)
         last = spent + cost + stage_cost(move, n) + final + n > budget
         last = last or (max_stages is not None and len(stages) == max_stages - 1)
         lam_next = 1.0
