@@ -38,16 +38,8 @@ from blackjax.smc import ess, resampling, solver, tempered, waste_free
 
 from . import _sequential
 
-__all__ = [
-    "SMC_MIN_DIM",
-    "StageInfo",
-    "SMCResult",
-    "Target",
-    "choose_engine",
-    "num_particles",
-    "stage_cost",
-    "run",
-]
+__all__ = ["SMC_MIN_DIM", "StageInfo", "SMCResult", "Target"]
+__all__ += ["choose_engine", "num_particles", "stage_cost", "run"]
 
 # the automatic engine: SMC above this many latent coordinates; below, importance
 # sampling, from SMC's start or from KDEs as the start's draws decide (_smc_start.probe_start)
@@ -75,14 +67,11 @@ STAGES_PER_DIM = 0.6
 # particles at a time), every evaluation an independent weighted draw
 IS_ESS = 0.5
 IS_BATCH = 10
-# the first stages at l = 1 left out of the result: the stage that reaches l = 1 moves
-# particles reweighted from the last temperature, not yet spread as the posterior
-# (vi32, 5e4 evaluations, seeds 4-7: with it the particles' means within 0.05-0.11 sd
-# of NUTS's, sd ratios up to 1.14; without 0.04-0.07, up to 1.07), and the next ones
-# can start far off in a scale such as tau (vi64, refinement key 2: its mean 1.9 and
-# 1.1 posterior sd high in the first two stages after it); three, with the covariance
-# of the stage before (_params): vi64 keys 2-5 within 0.05 sd of the exact posterior
-# (docs/method.md)
+# the first stages at l = 1 left out of the result: the first moves particles reweighted
+# from the last temperature (vi32, seeds 4-7: kept, means 0.05-0.11 sd off, left out
+# 0.04-0.07), the next can start far off (vi64 key 2: tau 1.9 and 1.1 sd high); three,
+# with the stage before's covariance: vi64 keys 2-5 within 0.06 sd of the exact
+# posterior (docs/method.md)
 FINAL_BURN = 3
 
 
@@ -369,10 +358,9 @@ def run(
         rng_key, key = jax.random.split(rng_key)
         x_c, w_c = state.particles, state.weights
         if lam >= 1.0 and len(finals) > 1:
-            # the covariance of the stage before: estimated from the very particles the
-            # stage resamples and moves, it made each move depend on its starting points
-            # and the pooled stages drifted off the posterior (vi64, from 580 exact draws
-            # at l = 1: tau's mean 0.09-0.12 posterior sd low; docs/method.md)
+            # the stage before's covariance: from the particles the stage moves, it made
+            # each move depend on its start and the pool drifted (vi64 from 580 exact
+            # draws at l = 1: tau 0.09-0.12 sd low; docs/method.md)
             x_c, w_c = finals[-2][:2]
         params = _params(move, x_c, w_c, step_size)
         last = spent + cost + stage_cost(move, n) + final + n > budget
