@@ -122,17 +122,19 @@ def test_kl_bad_inputs_raise():
 # ----------------------------------------------------------------------------- C2ST
 
 
+# 1,000 draws a side in 10-D (2.3 s a call on one core, 4.9 s with 2,000): over five
+# other keys, identical samples gave 0.475-0.503 and the separated pair 0.986-0.988.
 def test_c2st_identical_is_chance_and_deterministic():
-    x = jax.random.normal(K1, (2000, 10))
-    y = jax.random.normal(K2, (2000, 10))
+    x = jax.random.normal(K1, (1000, 10))
+    y = jax.random.normal(K2, (1000, 10))
     acc = float(c2st(x, y, K3))
     assert abs(acc - 0.5) < 0.05
     assert float(c2st(x, y, K3)) == acc
 
 
 def test_c2st_separated_is_near_one():
-    x = jax.random.normal(K1, (2000, 10))
-    y = jax.random.normal(K2, (2000, 10)) + 5.0 * jnp.eye(10)[0]
+    x = jax.random.normal(K1, (1000, 10))
+    y = jax.random.normal(K2, (1000, 10)) + 5.0 * jnp.eye(10)[0]
     acc = float(c2st(x, y, K3))
     assert acc > 0.97  # Bayes accuracy Phi(2.5) = 0.994
 
