@@ -33,18 +33,22 @@ was ``g = 1``): g = 1/4 (``mf``) 16,000 / 8,000 / 16,000 on OU / Burgers / runaw
 the prior > 16,000 / > 16,000 / 32,000, g = 1 > 16,000 / > 16,000 / > 32,000; the
 Laplace start 500-1,000. With ``--tol 0.25 --sd-tol 0.2``: g = 1/4 4,000 / 8,000 /
 16,000, the prior 8,000 on all three. Figures in docs/method.md.
-Lorenz is not here: its high-fidelity model (adaptive diffrax) takes about 10 minutes
-of NUTS and 6 minutes per 6,000 refinement solves (docs/benchmarks.md).
+Lorenz (``--only lorenz``; NUTS reference as for runaway, on the adaptive diffrax model)
+is slow on a CPU: its high-fidelity solves and their gradients cost about a minute per
+1,000 refinement evaluations.
 """
 
 import argparse
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import jax
 import numpy as np
 from _common import cached_draws, run_nuts, stack
+from bench_lorenz import NAMES as LORENZ_NAMES
+from bench_lorenz import observation as lorenz_observation
 from bench_ou import grid_reference as ou_grid_reference
 from bench_ou import observation as ou_observation
 from bench_runaway import NAMES as RUNAWAY_NAMES
@@ -57,6 +61,8 @@ from numpyro_mfdiff.examples import (
     burgers_high,
     burgers_low,
     burgers_observation,
+    lorenz63_high,
+    lorenz63_low,
     ou_high,
     ou_low,
     runaway_high,
@@ -71,13 +77,12 @@ CACHE = Path.home() / ".cache" / "numpyro_mfdiff"
 def nuts_reference(tag, model, y, names, chains=4, warmup=400, samples=750):
     """Draws (chains * samples, d) of NUTS on ``model | y``, cached in ``CACHE`` under
     ``tag`` with the observation (recomputed when the observation differs)."""
-    return cached_draws(
-        CACHE / f"fidelity_{tag}_nuts.npz",
-        lambda: run_nuts(model, {"y": y}, chains, warmup, samples, lambda p: stack(p, names), {})[
-            1
-        ],
-        y,
-    )
+
+    def draws():
+        to_array = partial(stack, names=names)
+        return run_nuts(model, {"y": y}, chains, warmup, samples, to_array, {})[1]
+
+    return cached_draws(CACHE / f"fidelity_{tag}_nuts.npz", draws, y)
 
 
 def problem(name):
@@ -86,6 +91,10 @@ def problem(name):
         y = runaway_observation(jax.random.PRNGKey(1))  # that of bench_runaway / the test
         ref = nuts_reference("runaway", runaway_high, y, RUNAWAY_NAMES)
         return runaway_low, runaway_high, y, ref, RUNAWAY_NAMES
+    if name == "lorenz":
+        y = lorenz_observation(jax.random.PRNGKey(1))  # that of bench_lorenz
+        ref = nuts_reference("lorenz", lorenz63_high, y, LORENZ_NAMES)
+        return lorenz63_low, lorenz63_high, y, ref, LORENZ_NAMES
     if name == "ou":
         y = ou_observation(jax.random.PRNGKey(1))
         return (
