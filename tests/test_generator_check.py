@@ -9,7 +9,6 @@ from models import linear_gaussian
 
 from numpyro_mfdiff import MFDiff
 
-
 # A small G_low fitted well: 2,000 labels, 400 steps of a width-32, depth-2 network and
 # a 20-step ODE (3 s to build on one core; the package's defaults took 17 s here and
 # measured alike: below).

@@ -256,6 +256,45 @@ def test_sequential_next_temperature_hits_the_conditional_ess():
     assert _sequential.next_temperature(flat, ess_floor=10.0) == 1.0
 
 
+def test_the_laplace_start_needs_only_reverse_mode():
+    """A likelihood that JAX differentiates in reverse mode only (a ``custom_vjp``, as
+    diffrax's adjoint of an adaptive solve: ``lorenz63_high`` raised a TypeError here):
+    the Laplace start's Hessian by central differences of the gradient, on a linear
+    Gaussian model where it is exact: the posterior's mean and covariance."""
+    a = np.array([[1.0, 0.5], [0.0, 2.0], [0.3, -1.0]], np.float32)
+    y, s = np.array([0.5, 1.0, -0.2], np.float32), 0.5
+
+    @jax.custom_vjp
+    def forward(theta):
+        return a @ theta
+
+    @jax.custom_vjp
+    def adjoint(g):  # the backward pass is a custom_vjp too, as diffrax's is
+        return a.T @ g
+
+    forward.defvjp(lambda th: (a @ th, None), lambda _, g: (adjoint(g),))
+    adjoint.defvjp(lambda g: (a.T @ g, None), lambda _, h: (a @ h,))
+
+    def loglik(th):
+        return jnp.sum(jax.scipy.stats.norm.logpdf(y, forward(th), s))
+
+    def logprior(th):
+        return jnp.sum(jax.scipy.stats.norm.logpdf(th))
+
+    with pytest.raises(TypeError, match="jvp"):  # forward mode really is undefined
+        jax.hessian(loglik)(jnp.zeros(2))
+    target = _smc.Target(loglik, logprior, True)
+    prop, evaluations = _smc_start.laplace_proposal(target, np.zeros(2), 1.0, 0.0)
+    cov = np.linalg.inv(np.eye(2) + a.T @ a / s**2)
+    np.testing.assert_allclose(prop.mean, cov @ a.T @ y / s**2, atol=1e-4)
+    np.testing.assert_allclose(prop.chol @ prop.chol.T, cov, rtol=1e-3, atol=1e-6)
+    h, n = _smc_start.hessian(lambda th: -(loglik(th) + logprior(th)), prop.mean)
+    assert n == 4 and evaluations > n
+    # the same Hessian as forward over reverse of the plain (no custom_vjp) function
+    plain = jax.hessian(lambda th: -jnp.sum(jax.scipy.stats.norm.logpdf(y, a @ th, s)))
+    np.testing.assert_allclose(h, np.asarray(plain(jnp.zeros(2))) + np.eye(2), rtol=1e-4)
+
+
 def test_choose_engine():
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM) == "is"
     assert _smc.choose_engine("auto", _smc.SMC_MIN_DIM + 1) == "smc"
