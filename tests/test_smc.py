@@ -419,6 +419,29 @@ def test_smc_refinement_saves_and_loads(smc_refined, tmp_path):
     assert ref.engine == "smc" and type(ref.rounds[-1].stage) is _smc.StageInfo
 
 
+def test_a_continuation_pools_the_record_with_its_new_particles(smc_refined, exact):
+    """``refine`` again on an observation refined by SMC: the new particles (HMC moves
+    from the record's, resampled) join the record's, each pool weighted by its share of
+    the summed ESS, so the pooled ESS is the sum and the record is never thrown away
+    (on Lorenz 63 the new pool alone was 0.22 sd off where the record was 0.023)."""
+    inf = copy.deepcopy(smc_refined)
+    before = next(iter(inf.state.refinements.values()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # G_high's fit check at TINY budgets
+        inf.refine(jax.random.PRNGKey(5), {"x": X_TRUE}, max_simulations=6_000)
+    after = next(iter(inf.state.refinements.values()))
+    n = before.theta.shape[0]
+    np.testing.assert_array_equal(after.theta[:n], before.theta)
+    assert after.theta.shape[0] > n and after.engine == "smc"
+    new_ess = _sequential.ess(after.log_w[n:])
+    assert after.ess == pytest.approx(before.ess + new_ess, rel=1e-3) and new_ess > 100
+    # the record's share of the weight is its share of the ESS
+    share = np.exp(np.logaddexp.reduce(after.log_w[:n]) - np.logaddexp.reduce(after.log_w))
+    assert share == pytest.approx(before.ess / after.ess, rel=1e-3)
+    mean, sd, _, _ = exact
+    assert agrees(inf.sample_ode(jax.random.PRNGKey(2), {"x": X_TRUE}, 4000)["theta"], mean, sd)
+
+
 def test_engine_errors(low):
     with pytest.raises(ValueError, match="engine must be one of"):
         low.refine(jax.random.PRNGKey(1), {"x": X_TRUE}, engine="nuts")

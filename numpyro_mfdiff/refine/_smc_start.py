@@ -242,7 +242,8 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
     ``p L_low^(g (1-l)) L_high^l`` (multi-fidelity tempering, :func:`_low_posterior`), or
     with ``s["start"] == "prior"`` from the prior
     (``"proposal"`` when ``s`` has no ``"start"``: benchmarks/bench_fidelity.py sets
-    it). A record of SMC continues from its particles resampled at ``l = 1``. Returns the
+    it). A record of SMC continues from its particles resampled at ``l = 1``, and the
+    new particles are pooled with the record's (:func:`_pooled`). Returns the
     :class:`SMCResult` (the low-fidelity stages first); a ``ValueError`` when the budget
     cannot pay a stage."""
     target = model_target(high.model, high.spec, high.args, high.kwargs, y, log_prior)
@@ -284,7 +285,26 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
             target_ess=s["target_ess"],
             draw_q=draw_q,
         )
-    return res._replace(evaluations=res.evaluations + pre, stages=low_stages + res.stages)
+    res = res._replace(evaluations=res.evaluations + pre, stages=low_stages + res.stages)
+    return _pooled(ref, res) if cont and ref.lam >= 1.0 and res.lam >= 1.0 else res
+
+
+def _pooled(ref, res):
+    """A continuation's result ``res`` pooled with the record ``ref`` it continued (both
+    at l = 1): each pool's weights times its share of the summed ESS, as :func:`run`
+    pools its stages at l = 1, so that more budget never throws the record away (on
+    Lorenz 63 an importance-sampling record of ESS 3,427, 0.023 sd off, gave way to
+    HMC stages of 60 particles, ESS 420 and 0.22 sd off)."""
+    pools = [np.asarray(lw, np.float64) for lw in (ref.log_w, res.log_w)]
+    pools = [lw - np.logaddexp.reduce(lw) for lw in pools]
+    ess = [1.0 / np.exp(np.logaddexp.reduce(2.0 * lw)) for lw in pools]
+    log_w = np.concatenate([lw + np.log(e / sum(ess)) for lw, e in zip(pools, ess, strict=True)])
+    return res._replace(
+        theta=np.concatenate([ref.theta, res.theta]).astype(np.float32),
+        log_w=log_w,
+        loglik=np.concatenate([ref.loglik, res.loglik]).astype(np.float64),
+        logprior=np.concatenate([ref.logprior, res.logprior]).astype(np.float64),
+    )
 
 
 class Probe(NamedTuple):
