@@ -34,7 +34,7 @@ the prior > 16,000 / > 16,000 / 32,000, g = 1 > 16,000 / > 16,000 / > 32,000; th
 Laplace start 500-1,000. With ``--tol 0.25 --sd-tol 0.2``: g = 1/4 4,000 / 8,000 /
 16,000, the prior 8,000 on all three. Figures in docs/method.md.
 Lorenz (``--only lorenz --budgets 4000 8000 16000 32000``, 2026-12-07; NUTS reference
-as for runaway, on the adaptive diffrax model): g = 1/4 32,000, the prior > 32,000, the
+as for runaway, on the adaptive diffrax model): g = 1/4 32,000, the prior 64,000, the
 Laplace start within 0.05 sd at 4,000 (docs/method.md).
 """
 

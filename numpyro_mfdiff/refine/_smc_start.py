@@ -51,7 +51,7 @@ STARTS = ("proposal", "low", "prior")
 # the prior). 1/4 was the only power tried that needed fewer high-fidelity evaluations
 # than the prior start on OU, Burgers and runaway (within 0.1 sd, sd ratios 0.9-1.1 at
 # seeds 0-2: 16,000 / 8,000 / 16,000, the prior > 16,000 / > 16,000 / 32,000; Lorenz 63
-# 32,000, the prior > 32,000; g = 1 more than the prior; benchmarks/bench_fidelity.py,
+# 32,000, the prior 64,000; g = 1 more than the prior; benchmarks/bench_fidelity.py,
 # docs/method.md)
 LOW_POWER = 0.25
 # the most L-BFGS iterations of the Laplace start, and the factor on its covariance's
