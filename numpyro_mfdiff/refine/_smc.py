@@ -37,6 +37,7 @@ from blackjax.mcmc import random_walk
 from blackjax.smc import ess, resampling, solver, tempered, waste_free
 
 from . import _sequential
+from ._weights import pool_by_ess
 
 __all__ = ["SMC_MIN_DIM", "StageInfo", "SMCResult", "Target"]
 __all__ += ["choose_engine", "num_particles", "stage_cost", "run"]
@@ -361,7 +362,7 @@ def run(
             # the stage before's covariance: from the particles the stage moves, it made
             # each move depend on its start and the pool drifted (vi64 from 580 exact
             # draws at l = 1: tau 0.09-0.12 sd low; docs/method.md)
-            x_c, w_c = finals[-2][:2]
+            x_c, w_c = finals[-2]
         params = _params(move, x_c, w_c, step_size)
         last = spent + cost + stage_cost(move, n) + final + n > budget
         last = last or (max_stages is not None and len(stages) == max_stages - 1)
@@ -372,19 +373,17 @@ def run(
         acc = float(jnp.nan_to_num(jnp.mean(info.update_info.acceptance_rate)))
         stages.append(_stage_info(state, move, acc, step_size, cost, t0))
         if float(state.tempering_param) >= 1.0:
-            finals.append((state.particles, state.weights, stages[-1].ess))
+            finals.append((state.particles, state.weights))
         spent += cost
         step_size *= float(np.clip(np.exp(2.0 * (acc - TARGET_ACCEPT[move])), 0.25, 2.0))
     if not finals:
-        finals.append((state.particles, state.weights, stages[-1].ess))
+        finals.append((state.particles, state.weights))
     finals = finals[min(FINAL_BURN, len(finals) - 1) :]
-    total = sum(e for _, _, e in finals)
-    theta = jnp.concatenate([p for p, _, _ in finals])
-    w = np.concatenate([np.asarray(w, np.float64) * e / total for _, w, e in finals])
+    theta = jnp.concatenate([p for p, _ in finals])
+    with np.errstate(divide="ignore"):
+        log_w = pool_by_ess([np.log(np.asarray(w, np.float64)) for _, w in finals])
     loglik = np.asarray(jax.jit(jax.vmap(target.loglik))(theta), np.float64)
     logprior = np.asarray(jax.jit(jax.vmap(target.logprior))(theta), np.float64)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(w)
     return SMCResult(
         np.asarray(theta, np.float32),
         log_w,

@@ -25,6 +25,7 @@ from .._model._density import substituted_trace as _substituted_trace
 from . import _sequential, _smc
 from ._kde import KDE
 from ._smc import Target, num_particles, run, stage_cost
+from ._weights import pool_by_ess
 
 __all__ = [
     "Proposal",
@@ -144,7 +145,7 @@ def hessian(fn: Callable, x) -> tuple[np.ndarray, int]:
     defined (a ``custom_vjp`` such as diffrax's checkpointed adjoint, which adaptive ODE
     solves use), central differences of the gradient (``2 D`` gradients, steps
     ``1e-3 max(1, |x_i|)``; exact for a Gaussian posterior, a proposal's accuracy
-    elsewhere)."""
+    elsewhere; not symmetrised: :func:`laplace_proposal` does)."""
     x = jnp.asarray(x, jnp.float32)
     try:
         return np.asarray(jax.jit(jax.hessian(fn))(x), np.float64), x.size
@@ -155,8 +156,7 @@ def hessian(fn: Callable, x) -> tuple[np.ndarray, int]:
     up, down = x + steps, x - steps  # (D, D): row i moves coordinate i
     g = jax.jit(jax.vmap(jax.grad(fn)))
     diff = np.asarray(g(up), np.float64) - np.asarray(g(down), np.float64)
-    h = diff / np.asarray(jnp.diag(up - down), np.float64)[:, None]
-    return 0.5 * (h + h.T), 2 * x.size
+    return diff / np.asarray(jnp.diag(up - down), np.float64)[:, None], 2 * x.size
 
 
 def proposal_logpdf(prop: Proposal, logprior: Callable, theta):
@@ -292,17 +292,13 @@ def refine_stages(key, y, ref, high, log_prior, prior_draw, low_draw, s, executo
 
 def _pooled(ref, res):
     """A continuation's result ``res`` pooled with the record ``ref`` it continued (both
-    at l = 1): each pool's weights times its share of the summed ESS, as :func:`run`
-    pools its stages at l = 1, so that more budget never throws the record away (on
-    Lorenz 63 an importance-sampling record of ESS 3,427, 0.023 sd off, gave way to
-    HMC stages of 60 particles, ESS 420 and 0.22 sd off)."""
-    pools = [np.asarray(lw, np.float64) for lw in (ref.log_w, res.log_w)]
-    pools = [lw - np.logaddexp.reduce(lw) for lw in pools]
-    ess = [1.0 / np.exp(np.logaddexp.reduce(2.0 * lw)) for lw in pools]
-    log_w = np.concatenate([lw + np.log(e / sum(ess)) for lw, e in zip(pools, ess, strict=True)])
+    at l = 1) by ESS share (:func:`~._weights.pool_by_ess`, as :func:`run` pools its
+    stages at l = 1), so that more budget never throws the record away (on Lorenz 63 an
+    importance-sampling record of ESS 3,427, 0.023 sd off, gave way to HMC stages of
+    60 particles, ESS 420 and 0.22 sd off)."""
     return res._replace(
         theta=np.concatenate([ref.theta, res.theta]).astype(np.float32),
-        log_w=log_w,
+        log_w=pool_by_ess([ref.log_w, res.log_w]),
         loglik=np.concatenate([ref.loglik, res.loglik]).astype(np.float64),
         logprior=np.concatenate([ref.logprior, res.logprior]).astype(np.float64),
     )

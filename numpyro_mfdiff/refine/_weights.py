@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ess", "host_ess", "log_normalise", "row_moments"]
+__all__ = ["ess", "host_ess", "log_normalise", "pool_by_ess", "row_moments"]
 
 
 def ess(log_w, axis=-1):
@@ -39,6 +39,22 @@ def log_normalise(a, axis):
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+
+
+def pool_by_ess(log_ws) -> np.ndarray:
+    """Weighted samples of one target pooled: each pool's log-weights (N_k,) normalised
+    and times its share of the summed ESS, concatenated (sum N_k,), so that the pooled
+    ESS is the sum of the pools' (SMC's stages at ``l = 1``; a continuation and the
+    record it continued). A pool with no finite weight gets none."""
+    log_ws = [np.asarray(lw, np.float64) for lw in log_ws]
+    esses = [host_ess(lw) for lw in log_ws]
+    total = sum(esses)
+    return np.concatenate(
+        [
+            lw - log_normalise(lw, 0) + np.log(e / total) if e > 0 else np.full_like(lw, -np.inf)
+            for lw, e in zip(log_ws, esses, strict=True)
+        ]
+    )
 
 
 def row_moments(loglik, points):
