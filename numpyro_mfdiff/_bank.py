@@ -60,7 +60,7 @@ class PriorBank(eqx.Module):
     def log_likelihood(self, y):
         """``log p(y | theta_j)`` (N,) for flat ``y`` (M,): exact values (generic
         ``log_prob``), ``-inf`` for failed simulations."""
-        return _model.log_likelihood(self.spec, self.dists, self.valid, y)
+        return _log_weights(self, y, fast=False, own=False)
 
     def log_weights(self, y, fast=True):
         """The points' log-weights at flat ``y`` (M,), (N,): :meth:`log_likelihood` plus
@@ -68,9 +68,7 @@ class PriorBank(eqx.Module):
         sufficient statistics against natural parameters, exact up to a constant in
         ``y`` (its base measure): only for uses a per-observation constant cannot move
         (softmax weights over the points)."""
-        if self.natural is None or not fast:
-            return self.log_likelihood(y) + self.log_weight
-        return log_likelihood_natural(self.natural, y, base=False) + self.log_weight
+        return _log_weights(self, y, fast=fast, own=True)
 
     def standardise_y(self, y):
         return (y - self.y_mean) / self.y_scale
@@ -78,6 +76,24 @@ class PriorBank(eqx.Module):
     def unstandardise(self, u):
         """Unconstrained parameters from standardised ``u`` (S, D)."""
         return self.theta_mean + self.theta_scale * np.asarray(u)
+
+
+# compiled (once per bank and shape): called eagerly, the vmapped log_prob of every
+# observed site would compile each of its operations on its own
+@eqx.filter_jit
+def _log_weights(bank, y, fast, own):
+    if bank.natural is None or not fast:
+        ll = _model.log_likelihood(bank.spec, bank.dists, bank.valid, y)
+    else:
+        ll = log_likelihood_natural(bank.natural, y, base=False)
+    return ll + bank.log_weight if own else ll
+
+
+@eqx.filter_jit
+def _row_summary(bank, ys, fast):
+    """Each row's log-weights (B, N) at ``ys`` (B, M) and their :func:`row_moments`."""
+    ll = jax.vmap(lambda y: _log_weights(bank, y, fast, True))(ys)
+    return ll, *row_moments(ll, bank.points)
 
 
 def build_bank(spec, sims, log_weight=None, num_prior=None) -> PriorBank:
@@ -166,8 +182,8 @@ def check_generator(key, bank: PriorBank, generator, ys, valid, fast=True):
     # the simulated observations themselves (integer sites stay integers), weighed
     # and summarised as labelling does (row_moments of the same log-weights)
     ys = ys[cand]
-    ll = jax.vmap(lambda y: bank.log_weights(y, fast))(jnp.asarray(ys))
-    mean, eigvals, vec, ess = (np.asarray(a, np.float64) for a in row_moments(ll, bank.points))
+    ll, *moments = _row_summary(bank, jnp.asarray(ys), fast)
+    mean, eigvals, vec, ess = (np.asarray(a, np.float64) for a in moments)
     ok = np.isfinite(np.asarray(ll)).any(axis=1) & (ess >= LOW_CHECK_ESS)
     rows = np.flatnonzero(ok)[:LOW_CHECK_ROWS]
     if not rows.size:

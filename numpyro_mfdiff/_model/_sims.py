@@ -53,11 +53,13 @@ def simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
 
 
 def _all_finite(tree):
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+    """(N,) NumPy: rows of every inexact leaf of ``tree`` finite (host arrays: no
+    compilation per shape)."""
+    leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
     leaves = [x for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
-    out = jnp.ones(leaves[0].shape[:1], bool) if leaves else True
+    out = np.ones(leaves[0].shape[:1], bool) if leaves else True
     for x in leaves:
-        out = out & jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+        out = out & np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
     return out
 
 

@@ -328,19 +328,22 @@ def sample_pruned(
     log-weights (``-inf`` excluded). Solved in compiled batches of
     ``batch_size``, each split over the devices (:func:`row_sharding`);
     ``denoise_last`` as in :func:`solve_ode`.
-    Returns ``(u (S, D), points_used, dropped_mass)``.
+    Returns ``(u (S, D) NumPy, points_used, dropped_mass)``.
     """
     idx, w_kept, dropped = prune_points(np.asarray(log_w, np.float64), prune_tol)
-    pts = points[idx]
-    w_kept = jnp.asarray(w_kept, jnp.float32)
+    # gathers, padding and joins on the host: on device arrays each would compile
+    # once per shape, and the shapes change with every observation
+    pts = np.asarray(points, np.float32)[idx]
+    w_kept = np.asarray(w_kept, np.float32)
+    z = np.asarray(z, np.float32)
     n = z.shape[0]
     sharding = row_sharding()
     ndev = 1 if sharding is None else len(sharding.device_set)
     B = -(-min(batch_size, n) // ndev) * ndev
     pad = (-n) % B
-    zp = jnp.concatenate([z, jnp.resize(z, (pad, z.shape[1]))]) if pad else z
+    zp = np.concatenate([z, np.resize(z, (pad, z.shape[1]))]) if pad else z
     out = []
     for s in range(0, zp.shape[0], B):
         zb = zp[s : s + B] if sharding is None else jax.device_put(zp[s : s + B], sharding)
-        out.append(solve_ode_jit(zb, pts, w_kept, schedule, grid, solver, denoise_last))
-    return jnp.concatenate(out)[:n], int(idx.size), dropped
+        out.append(np.asarray(solve_ode_jit(zb, pts, w_kept, schedule, grid, solver, denoise_last)))
+    return np.concatenate(out)[:n], int(idx.size), dropped

@@ -105,6 +105,11 @@ def _optimiser(learning_rate, num_steps):
     return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3))
 
 
+@eqx.filter_jit  # one program, not one per parameter's zeros
+def _init_optimiser(params, opt_args):
+    return _optimiser(*opt_args).init(params)
+
+
 def _loss(p, static, batch, loss, huber_delta):
     """Mean over rows of the summed per-coordinate loss of ``eqx.combine(p, static)`` on
     ``batch`` = (y_std, z, u)."""
@@ -179,16 +184,17 @@ def fit_generator(
     perm = np.asarray(jax.random.permutation(k_perm, n))
     n_val = int(round(validation_fraction * n)) if n >= 20 else 0
     val, tr = perm[:n_val], perm[n_val:]
-    data = (jnp.asarray(y_std), jnp.asarray(z), jnp.asarray(u))
-    train = tuple(x[tr] for x in data)
-    valid = tuple(x[val] for x in data) if n_val else train
+    # split on the host: indexing device arrays would compile a gather per shape
+    data = tuple(np.asarray(x, np.float32) for x in (y_std, z, u))
+    train = tuple(jnp.asarray(x[tr]) for x in data)
+    valid = tuple(jnp.asarray(x[val]) for x in data) if n_val else train
     batch_size = min(batch_size, train[0].shape[0])
     opt_args = (float(learning_rate), int(num_steps))
     loss_args = (loss, float(huber_delta))
     # the loss only sees the MLP: the standardisation constants get zero
     # gradients, hence zero Adam updates, and stay as they are
     params, static = eqx.partition(gen, eqx.is_inexact_array)
-    opt_state = _optimiser(*opt_args).init(params)
+    opt_state = _init_optimiser(params, opt_args)
 
     best = (jnp.inf, params)
     history = []

@@ -161,14 +161,15 @@ def bucket(n: int, smallest: int = 256) -> int:
 
 
 def _pad_rows(a, size):
-    return jnp.concatenate([a, jnp.zeros((size - a.shape[0],) + a.shape[1:], a.dtype)])
+    return np.concatenate([a, np.zeros((size - a.shape[0],) + a.shape[1:], a.dtype)])
 
 
 def kde_logpdf(kde: KDE, x, block: int = 256):
-    """Log density of the KDE at ``x`` (N, D); returns (N,). Evaluated in blocks of rows;
-    rows and each group's centers are padded to :func:`bucket` sizes (one compiled
-    shape serves many sizes)."""
-    x = jnp.asarray(x, jnp.float32)
+    """Log density of the KDE at ``x`` (N, D); returns (N,) float64 NumPy. Evaluated in
+    blocks of rows; rows and each group's centers are padded to :func:`bucket` sizes
+    (one compiled shape serves many sizes), the groups' terms summed on the host (no
+    compilation per size)."""
+    x = np.asarray(x, np.float32)
     n = x.shape[0]
     xp = _pad_rows(x, bucket(n))
     terms = []
@@ -177,10 +178,18 @@ def kde_logpdf(kde: KDE, x, block: int = 256):
         c = int(member.sum())
         if c:
             size = bucket(c, 64)
-            centers = _pad_rows(jnp.asarray(kde.centers[member]), size)
-            live = jnp.arange(size) < c
-            terms.append(_group_logpdf_jit(centers, jnp.asarray(kde.chols[g]), live, xp, block)[:n])
-    return jax.nn.logsumexp(jnp.stack(terms), axis=0) - jnp.log(kde.centers.shape[0])
+            centers = _pad_rows(np.asarray(kde.centers[member], np.float32), size)
+            live = np.arange(size) < c
+            out = _group_logpdf_jit(centers, np.asarray(kde.chols[g]), live, xp, block)
+            terms.append(np.asarray(out)[:n])
+    total = np.logaddexp.reduce(np.stack(terms).astype(np.float64), axis=0)
+    return total - np.log(kde.centers.shape[0])
+
+
+@jax.jit
+def _kde_sample(rng_key, centers, chols, group):
+    eps = jax.random.normal(rng_key, centers.shape)
+    return centers + jnp.einsum("cij,cj->ci", chols[group], eps)
 
 
 def kde_sample(rng_key, kde: KDE):
@@ -189,9 +198,7 @@ def kde_sample(rng_key, kde: KDE):
     The draws form a deterministic mixture: weighted against the full mixture
     density they are a valid importance sample.
     """
-    eps = jax.random.normal(rng_key, kde.centers.shape)
-    chol = jnp.asarray(kde.chols)[kde.group]
-    return jnp.asarray(kde.centers) + jnp.einsum("cij,cj->ci", chol, eps)
+    return _kde_sample(rng_key, kde.centers, kde.chols, np.asarray(kde.group))
 
 
 def mixture_logpdf(log_prior, kdes, counts, prior_count, x):
@@ -200,12 +207,12 @@ def mixture_logpdf(log_prior, kdes, counts, prior_count, x):
     ``q(x) = (prior_count p(x) + sum_r counts[r] KDE_r(x)) / total``: the
     balance-heuristic density for draws made ``prior_count`` times from the
     prior and ``counts[r]`` times from ``KDE_r``. ``log_prior``: (N,) prior
-    log densities at ``x`` (N, D). Returns (N,).
+    log densities at ``x`` (N, D). Returns (N,) float64 NumPy.
     """
     total = float(prior_count + sum(counts))
     terms = []
     if prior_count:
-        terms.append(jnp.log(prior_count / total) + jnp.asarray(log_prior))
+        terms.append(np.log(prior_count / total) + np.asarray(log_prior, np.float64))
     for kde, n in zip(kdes, counts, strict=True):
-        terms.append(jnp.log(n / total) + kde_logpdf(kde, x))
-    return jax.nn.logsumexp(jnp.stack(terms), axis=0)
+        terms.append(np.log(n / total) + kde_logpdf(kde, x))
+    return np.logaddexp.reduce(np.stack(terms).astype(np.float64), axis=0)

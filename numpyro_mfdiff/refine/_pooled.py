@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._kde import KDE, kde_sample, mixture_logpdf, scott_chol
@@ -143,11 +142,11 @@ def bank_log_weight(log_prior, proposals: Proposals, theta) -> np.ndarray:
     if not proposals.kdes:
         return np.zeros(log_prior.shape, np.float32)
     log_q = mixture_logpdf(
-        jnp.asarray(log_prior, jnp.float32),
+        log_prior.astype(np.float32),
         list(proposals.kdes),
         list(proposals.counts),
         proposals.prior_count,
-        jnp.asarray(theta, jnp.float32),
+        np.asarray(theta, np.float32),
     )
     lw = log_prior - np.asarray(log_q, np.float64)
     lw = np.where(np.isfinite(lw), lw, -np.inf)

@@ -9,6 +9,8 @@ A leaf of the package: it imports none of its modules.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,7 @@ import numpy as np
 __all__ = ["ess", "host_ess", "log_normalise", "pool_by_ess", "row_moments"]
 
 
+@partial(jax.jit, static_argnames="axis")  # one compiled program per shape, not six
 def ess(log_w, axis=-1):
     """Effective sample size ``(sum w)^2 / sum w^2`` of log-weights along ``axis`` (JAX)."""
     log_w = jnp.asarray(log_w)
@@ -57,6 +60,7 @@ def pool_by_ess(log_ws) -> np.ndarray:
     )
 
 
+@jax.jit
 def row_moments(loglik, points):
     """Weighted moments of the points under each row's normalised weights.
 
