@@ -197,6 +197,34 @@ def test_refine_same_key_same_result():
     assert ref.prior_count == 2000 + 30 and ref.theta.shape[0] == 2300
 
 
+@pytest.mark.filterwarnings("ignore:G_high is off")  # 20 training steps: a crude G_high
+def test_refine_stages_share_one_compiled_simulator(monkeypatch):
+    """Stages of 400 and 390 simulations run on one compiled batch simulator (both padded
+    to 512 rows; before, every stage traced and compiled the model again), and padding
+    changes no simulation."""
+    from numpyro_mfdiff import _model
+
+    made = []
+    plain = _model.batch_simulator
+    monkeypatch.setattr(_model, "batch_simulator", lambda *a: made.append(plain(*a)) or made[-1])
+    inf = MFDiff(linear_gaussian, num_simulations=2000, **SMALL)
+    inf.simulate(jax.random.PRNGKey(0))
+    fit = dict(num_simulations=400, rounds=5, max_simulations=790, train_steps=20)
+    inf.refine(jax.random.PRNGKey(1), X_OBS, engine="is", **fit)
+    (ref,) = inf.state.refinements.values()
+    assert [r.stage.simulations for r in ref.rounds] == [400, 390]
+    assert len(made) == 1 and made[0].batched._cache_size() == 1
+
+    spec, theta = inf.state.spec, np.asarray(ref.theta[:10])
+    key = jax.random.PRNGKey(3)
+    one = plain(linear_gaussian, spec)
+    a = _model.simulate(key, linear_gaussian, spec, 10, theta=theta, batch=one, pad_to=64)
+    b = _model.simulate(key, linear_gaussian, spec, 10, theta=theta)
+    assert a.y.shape == (10, 4) and one.batched._cache_size() == 1
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.theta, b.theta)
+
+
 def test_generator_check_flags_wrong_samplers():
     """G_high against its labels: a right sampler (fresh draws of the same law) passes,
     draws shifted by 0.3 sd, with halved or doubled sds fail (and refine warns)."""

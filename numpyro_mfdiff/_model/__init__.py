@@ -22,7 +22,7 @@ from ._reparam import (
     hidden_sites,
     reparam_model,
 )
-from ._sims import Simulations, simulate, simulate_one
+from ._sims import BatchSimulator, Simulations, batch_simulator, simulate, simulate_one
 from ._sites import data_arguments, is_factor, split_data_arguments, with_data
 from ._spec import (
     ModelSpec,
@@ -36,7 +36,9 @@ from ._spec import (
 
 __all__ = [
     "ModelSpec",
+    "BatchSimulator",
     "Simulations",
+    "batch_simulator",
     "simulate_one",
     "is_factor",
     "same_support",

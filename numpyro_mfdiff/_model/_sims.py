@@ -17,7 +17,7 @@ from ._sites import _sample_sites, _trace
 if TYPE_CHECKING:  # annotations only: no import of _spec at run time
     from ._spec import ModelSpec
 
-__all__ = ["Simulations", "simulate"]
+__all__ = ["BatchSimulator", "Simulations", "batch_simulator", "simulate"]
 
 
 class Simulations(NamedTuple):
@@ -52,6 +52,26 @@ def simulate_one(model, spec: ModelSpec, args, kwargs, key, theta=None):
     return theta, y, dists
 
 
+class BatchSimulator(NamedTuple):
+    """One simulation ``one(key, theta=None)`` of a model and its compiled batch
+    ``batched = jax.jit(jax.vmap(one))``: made once by :func:`batch_simulator` and given
+    to every :func:`simulate` call of a refinement, the stages share one compilation
+    (each call would otherwise trace and compile the model again)."""
+
+    one: Any
+    batched: Any
+
+
+def batch_simulator(model, spec: ModelSpec, args=(), kwargs=None) -> BatchSimulator:
+    """The :class:`BatchSimulator` of ``model`` with arguments ``args``/``kwargs``."""
+    kwargs = kwargs or {}
+
+    def one(k, th=None):
+        return simulate_one(model, spec, args, kwargs, k, th)
+
+    return BatchSimulator(one, jax.jit(jax.vmap(one)))
+
+
 def _all_finite(tree):
     """(N,) NumPy: rows of every inexact leaf of ``tree`` finite (host arrays: no
     compilation per shape)."""
@@ -81,6 +101,8 @@ def simulate(
     checkpoint=None,
     executor=None,
     max_failure_fraction=None,
+    batch: BatchSimulator | None = None,
+    pad_to: int | None = None,
 ):
     """Draw ``num`` simulations of ``model``; returns :class:`Simulations`.
 
@@ -102,6 +124,11 @@ def simulate(
             without it.
         max_failure_fraction: stop with a ``RuntimeError`` as soon as more
             than this fraction of ``num`` has failed.
+        batch: the model's :func:`batch_simulator` (same ``args``/``kwargs``), shared
+            between calls; default a new one (compiled for this call).
+        pad_to: where all ``num`` simulations fit in one chunk, run them padded to
+            ``pad_to`` rows (repeats, dropped; JAX models only), so that calls of
+            nearby sizes share one compiled shape.
 
     Simulation ``i`` uses ``jax.random.split(key, num)[i]`` whatever the
     chunking, so an interrupted and resumed run equals an uninterrupted one.
@@ -113,12 +140,12 @@ def simulate(
     theta = None if theta is None else _checked_theta(theta, num, spec.dim)
     inputs = (keys,) if theta is None else (keys, jnp.asarray(theta))
 
-    def one(k, th=None):
-        return simulate_one(model, spec, args, kwargs, k, th)
-
+    batch = batch_simulator(model, spec, args, kwargs) if batch is None else batch
     one_like = [x[0] for x in inputs]
     traced = []
-    n_external = _external.count_traced_calls(lambda: traced.append(jax.eval_shape(one, *one_like)))
+    n_external = _external.count_traced_calls(
+        lambda: traced.append(jax.eval_shape(batch.one, *one_like))
+    )
     out_like = traced[0]
     ckpt = None
     if checkpoint is not None:
@@ -126,9 +153,10 @@ def simulate(
         ckpt = _simulate.Checkpoint(checkpoint, manifest)
 
     out, _, errors = _simulate.run_chunks(
-        jax.jit(jax.vmap(one)),
+        batch.batched,
         inputs,
         chunk_size,
+        padded_size=max(pad_to, num) if pad_to is not None and chunk_size == num else None,
         out_like=out_like,
         count_failed=_count_failed,
         pad=n_external == 0,  # padding rows would be real (expensive) external calls

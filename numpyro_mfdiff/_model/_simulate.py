@@ -192,6 +192,7 @@ def run_chunks(
     out_like,
     count_failed: Callable,
     pad: bool = True,
+    padded_size: int | None = None,
     checkpoint: Checkpoint | None = None,
     executor=None,
     max_failure_fraction: float | None = None,
@@ -207,6 +208,7 @@ def run_chunks(
         count_failed: ``count_failed(chunk_output) -> int`` failed rows in a chunk.
         pad: pad the last chunk to ``chunk_size`` (one compilation; padding rows
             are real calls, so turn it off for expensive external simulators).
+        padded_size: with ``pad``, the rows of each call (default ``chunk_size``).
         checkpoint: where finished chunks are written and found again.
         executor: executor for external simulators during the run.
         max_failure_fraction: stop with :class:`FailureBudgetError` once more than
@@ -221,6 +223,7 @@ def run_chunks(
     names = leaf_names(out_like)
     budget = math.inf if max_failure_fraction is None else math.floor(max_failure_fraction * num)
     parts, failed, messages, num_errors = [], 0, [], 0
+    size = chunk_size if padded_size is None else int(padded_size)
     with _external.session(executor) as sess:
         for i, start in enumerate(range(0, num, chunk_size)):
             chunk = jax.tree.map(lambda x, s=start: x[s : s + chunk_size], inputs)
@@ -235,9 +238,10 @@ def run_chunks(
                 out = jax.tree.unflatten(treedef, [arrays[name] for name in names])
             else:
                 args = chunk
-                if pad and n < chunk_size:  # same shapes as the other chunks: no recompilation
+                if pad and n < size:  # same shapes as the other chunks: no recompilation
+                    fill = np.arange(size - n) % num  # the first rows, repeated if need be
                     args = jax.tree.map(
-                        lambda c, x, n=n: jnp.concatenate([c, x[: chunk_size - n]]), chunk, inputs
+                        lambda c, x, f=fill: jnp.concatenate([c, x[f]]), chunk, inputs
                     )
                 out = jax.tree.map(lambda x, n=n: np.asarray(x)[:n], jax.device_get(fn(*args)))
                 errs, msgs = sess.drain()

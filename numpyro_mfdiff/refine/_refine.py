@@ -46,6 +46,7 @@ from ..generator._network import (
     generator_off,
 )
 from . import _sequential, _smc, _smc_start, _smoothing
+from ._kde import bucket
 from ._refinement import (
     FitInfo,
     HighFidelity,
@@ -125,6 +126,8 @@ def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
     ``ref.rounds`` done so far."""
     loglik = jax.jit(partial(_model.log_likelihood, high.spec))
     stages = itertools.count(len(ref.rounds) + 1)
+    # one compiled simulator for every stage, its calls padded to a few sizes
+    batch = _model.batch_simulator(high.model, high.spec, high.args, high.kwargs)
 
     def simulate(key, theta):
         n = theta.shape[0]
@@ -147,6 +150,8 @@ def _simulator(ctx: RefineContext, high: HighFidelity, y, ref):
                 checkpoint=ckpt,
                 executor=ctx.executor,
                 max_failure_fraction=ctx.max_failure_fraction,
+                batch=batch,
+                pad_to=bucket(n, 64),
             )
         ll = np.asarray(loglik(sims.dists, sims.valid, y), np.float64)
         return ll, int(n - sims.valid.sum())
