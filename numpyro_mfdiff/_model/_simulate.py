@@ -184,6 +184,14 @@ def _atomic_write(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
+def _host(x):
+    return x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x)
+
+
+def _concat(xs):
+    return np.concatenate(xs) if isinstance(xs[0], np.ndarray) else jnp.concatenate(xs)
+
+
 def run_chunks(
     fn: Callable,
     inputs,
@@ -218,6 +226,9 @@ def run_chunks(
     Outputs are concatenated on the host (NumPy), ``messages`` are the first
     few exception summaries from external simulators.
     """
+    # on the host (typed PRNG keys excepted): slicing and padding device arrays would
+    # compile a program per chunk shape
+    inputs = jax.tree.map(_host, inputs)
     num = int(jax.tree.leaves(inputs)[0].shape[0])
     leaves_like, treedef = jax.tree.flatten(out_like)
     names = leaf_names(out_like)
@@ -240,9 +251,7 @@ def run_chunks(
                 args = chunk
                 if pad and n < size:  # same shapes as the other chunks: no recompilation
                     fill = np.arange(size - n) % num  # the first rows, repeated if need be
-                    args = jax.tree.map(
-                        lambda c, x, f=fill: jnp.concatenate([c, x[f]]), chunk, inputs
-                    )
+                    args = jax.tree.map(lambda c, x, f=fill: _concat([c, x[f]]), chunk, inputs)
                 out = jax.tree.map(lambda x, n=n: np.asarray(x)[:n], jax.device_get(fn(*args)))
                 errs, msgs = sess.drain()
                 info = dict(index=i, size=n, num_errors=errs, messages=msgs)
