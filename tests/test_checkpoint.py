@@ -42,6 +42,20 @@ def spec():
     return _model.inspect_model(ext_quadratic_logged)
 
 
+def test_a_shared_batch_simulator_never_pads_external_calls(call_log, spec):
+    """A refinement shares one batch simulator between its stages and pads JAX models'
+    stages (``pad_to``); an external simulator is called exactly once per simulation,
+    also on the second call, whose shape trace JAX has cached (counted from that
+    cached trace, the external calls were missed and 54 padding rows called it)."""
+    batch = _model.batch_simulator(ext_quadratic_logged, spec)
+    theta = np.linspace(-1.0, 1.0, 10, dtype=np.float32)[:, None]
+    for _ in range(2):
+        sims = _model.simulate(
+            KEY, ext_quadratic_logged, spec, 10, theta=theta, batch=batch, pad_to=64
+        )
+        assert len(call_log(reset=True)) == 10 and sims.y.shape[0] == 10
+
+
 def test_rerun_loads_finished_chunks_and_runs_only_the_missing_one(tmp_path, call_log, spec):
     ck = tmp_path / "ck"
     full = _model.simulate(KEY, ext_quadratic_logged, spec, N, chunk_size=CHUNK, checkpoint=ck)

@@ -143,8 +143,10 @@ def simulate(
     batch = batch_simulator(model, spec, args, kwargs) if batch is None else batch
     one_like = [x[0] for x in inputs]
     traced = []
+    # a fresh function, so that JAX traces it again (a trace it has cached would count
+    # no external call, and padding rows would then call external simulators)
     n_external = _external.count_traced_calls(
-        lambda: traced.append(jax.eval_shape(batch.one, *one_like))
+        lambda: traced.append(jax.eval_shape(lambda *a: batch.one(*a), *one_like))
     )
     out_like = traced[0]
     ckpt = None
