@@ -138,7 +138,7 @@ def simulate(
     chunk_size = int(min(chunk_size or num, num))
     keys = jax.random.split(key, num)
     theta = None if theta is None else _checked_theta(theta, num, spec.dim)
-    inputs = (keys,) if theta is None else (keys, jnp.asarray(theta))
+    inputs = (keys,) if theta is None else (keys, theta)  # theta stays on the host
 
     batch = batch_simulator(model, spec, args, kwargs) if batch is None else batch
     one_like = [x[0] for x in inputs]

@@ -142,7 +142,7 @@ def bank_log_weight(log_prior, proposals: Proposals, theta) -> np.ndarray:
     if not proposals.kdes:
         return np.zeros(log_prior.shape, np.float32)
     log_q = mixture_logpdf(
-        log_prior.astype(np.float32),
+        log_prior,
         list(proposals.kdes),
         list(proposals.counts),
         proposals.prior_count,
