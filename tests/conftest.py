@@ -7,8 +7,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # takes tests/test_loglik_fast.py + tests/test_model_features.py from 239 s to 149 s
 # (one core, empty cache). The slow checks run long trainings, which it slows down
 # (test_refine_accuracy's gaussian10: see pytest_runtest_setup): they compile as users
-# do. An environment variable, so the subprocesses of the suite (the tutorials' kernels,
-# the killed checkpointed run, the two-device checks) inherit it;
+# do. An environment variable, so the subprocesses of the suite (the killed checkpointed
+# run, the two-device checks, the CLI) inherit it;
 # JAX_DISABLE_MOST_OPTIMIZATIONS=0 turns it off. No default of numpyro_mfdiff changes.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 _CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
@@ -25,7 +25,7 @@ _cache = os.environ.get(
 )
 if _cache:
     # as environment variables, read by JAX at import (here and in the suite's
-    # subprocesses: the tutorials' kernels, the CLI and checkpoint runs share the cache)
+    # subprocesses: the CLI and checkpoint runs share the cache)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(_cache)
     # 0 (every compilation cached) measured slower: 161 s against 149 s on the two files
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
@@ -253,7 +253,7 @@ def pytest_collection_modifyitems(config, items):
     # longest first, so that no long test runs alone at the end while the other worker
     # idles (xdist hands out groups of several tests before single tests, each kind in
     # this order): the slow refinement and accuracy checks (1-2 minutes each on one
-    # core), then the tutorials' group (a notebook kernel per test, the longest default
-    # test; 20-50 s each in the slow run), then the rest in file order
+    # core), then the tutorials' group (the longest default test; 15-40 s each in the
+    # slow run), then the rest in file order
     first = ("test_refine_accuracy", "test_accuracy", "test_tutorials")
     items.sort(key=lambda item: first.index(m) if (m := item.module.__name__) in first else 3)
