@@ -393,9 +393,12 @@ def smc_refined(low):
 
 def test_refine_picks_smc_and_counts_evaluations(smc_refined, exact):
     """Through the API: 12 latent coordinates -> SMC; the evaluations recorded are the
-    stages' plus the final log-likelihoods, within the budget; the refined ODE agrees
-    with the exact posterior (RMS mean error 0.05-0.08 sd, |log sd ratio| 0.06-0.12 over
-    keys 0-3; bound 0.2)."""
+    stages' plus the final log-likelihoods, within the budget; the refined ODE's 1,000
+    draws agree with the exact posterior: RMS mean error and RMS |log sd ratio| below
+    0.1, where a 0.3-sd shift, halved or doubled sds and prior draws fail. Measured over
+    refine keys 1 (this test's), 11, 21, 31 and draw keys 2 (this test's) and 12
+    (2026-12-07, ``/tmp/s11/smcspread.py``): 0.028-0.034 sd and 0.023-0.040 with 1,000
+    draws (4,000, the former count and 6 s more: 0.011-0.021 and 0.022-0.037)."""
     rec = next(iter(smc_refined.diagnostics["refinements"].values()))
     assert rec["engine"] == "smc" and rec["temperature"] == 1.0
     spent = rec["num_high_fidelity_simulations"]
@@ -403,8 +406,8 @@ def test_refine_picks_smc_and_counts_evaluations(smc_refined, exact):
     assert staged < spent <= 20_000
     assert {"lam", "ess", "acceptance", "step_size", "evaluations"} <= set(rec["rounds"][-1])
     mean, sd, _, _ = exact
-    ode = smc_refined.sample_ode(jax.random.PRNGKey(2), {"x": X_TRUE}, 4000)["theta"]
-    assert agrees(ode, mean, sd)
+    ode = smc_refined.sample_ode(jax.random.PRNGKey(2), {"x": X_TRUE}, 1000)["theta"]
+    assert agrees(ode, mean, sd, mean_tol=0.1, log_sd_tol=0.1)
 
 
 def test_smc_refinement_saves_and_loads(smc_refined, tmp_path):
@@ -423,7 +426,10 @@ def test_a_continuation_pools_the_record_with_its_new_particles(smc_refined, exa
     """``refine`` again on an observation refined by SMC: the new particles (HMC moves
     from the record's, resampled) join the record's, each pool weighted by its share of
     the summed ESS, so the pooled ESS is the sum and the record is never thrown away
-    (on Lorenz 63 the new pool alone was 0.22 sd off where the record was 0.023)."""
+    (on Lorenz 63 the new pool alone was 0.22 sd off where the record was 0.023). The
+    pooled ODE's 1,000 draws agree with the exact posterior to 0.1 (as above; measured
+    after refines with keys 1/5, 11/15, 21/25, 31/35 and draw keys 2 and 12: RMS mean
+    error 0.027-0.036 sd, RMS |log sd ratio| 0.024-0.043, ``/tmp/s11/smcspread.py``)."""
     inf = copy.deepcopy(smc_refined)
     before = next(iter(inf.state.refinements.values()))
     with warnings.catch_warnings():
@@ -439,7 +445,8 @@ def test_a_continuation_pools_the_record_with_its_new_particles(smc_refined, exa
     share = np.exp(np.logaddexp.reduce(after.log_w[:n]) - np.logaddexp.reduce(after.log_w))
     assert share == pytest.approx(before.ess / after.ess, rel=1e-3)
     mean, sd, _, _ = exact
-    assert agrees(inf.sample_ode(jax.random.PRNGKey(2), {"x": X_TRUE}, 4000)["theta"], mean, sd)
+    ode = inf.sample_ode(jax.random.PRNGKey(2), {"x": X_TRUE}, 1000)["theta"]
+    assert agrees(ode, mean, sd, mean_tol=0.1, log_sd_tol=0.1)
 
 
 def test_engine_errors(low):
