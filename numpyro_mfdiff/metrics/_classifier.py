@@ -9,6 +9,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ._samples import _CHUNK, _pair
@@ -131,13 +132,21 @@ def _kernel_sum(a: jax.Array, b: jax.Array, gamma: jax.Array) -> jax.Array:
     return jnp.sum(jax.lax.map(row, a, batch_size=_CHUNK))
 
 
-@partial(jax.jit, static_argnames="max_points")
-def _median_bandwidth(x: jax.Array, y: jax.Array, max_points: int = 1000) -> jax.Array:
+@jax.jit
+def _distances(z: jax.Array) -> jax.Array:
+    """The (n, n) Euclidean distances between the rows of ``z``, in row blocks."""
+    return jax.lax.map(lambda zi: jnp.sqrt(jnp.sum((z - zi) ** 2, axis=1)), z, batch_size=_CHUNK)
+
+
+def _median_bandwidth(x: jax.Array, y: jax.Array, max_points: int = 1000) -> np.ndarray:
+    """The median distance between distinct points of at most ``max_points`` evenly
+    strided rows of each of ``x`` and ``y``: the distances compiled, the median (of up
+    to 2 x 10^6 values) on the host, where a sort is cheap (XLA's CPU sort took 0.9-2.1
+    s a call at 2,000 points)."""
     xs = x[:: max(1, math.ceil(x.shape[0] / max_points))]
     ys = y[:: max(1, math.ceil(y.shape[0] / max_points))]
-    z = jnp.concatenate([xs, ys])
-    i, j = jnp.triu_indices(z.shape[0], k=1)
-    return jnp.median(jnp.sqrt(jnp.sum((z[i] - z[j]) ** 2, axis=1)))
+    dist = np.asarray(_distances(jnp.concatenate([xs, ys])))
+    return np.median(dist[np.triu_indices(dist.shape[0], k=1)])
 
 
 def mmd(x: Any, y: Any, bandwidth: float | None = None) -> jax.Array:
@@ -160,7 +169,7 @@ def mmd(x: Any, y: Any, bandwidth: float | None = None) -> jax.Array:
     n, m = x.shape[0], y.shape[0]
     if n < 2 or m < 2:
         raise ValueError("mmd needs at least 2 samples in each set")
-    h = _median_bandwidth(x, y) if bandwidth is None else jnp.asarray(bandwidth, dtype=float)
+    h = _median_bandwidth(x, y) if bandwidth is None else np.asarray(bandwidth, dtype=float)
     gamma = 1.0 / (2.0 * h**2)
     kxx = (_kernel_sum(x, x, gamma) - n) / (n * (n - 1))
     kyy = (_kernel_sum(y, y, gamma) - m) / (m * (m - 1))
