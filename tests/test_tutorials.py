@@ -71,6 +71,7 @@ def test_tutorial_runs_in_fast_mode(path, tmp_path, monkeypatch):
         # a tutorial's warnings are printed, as a script's, not errors (the suite's filter)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # as the suite
             warnings.filterwarnings("ignore", "FigureCanvasAgg is non-interactive")
             for i, source in enumerate(cells):
                 try:
