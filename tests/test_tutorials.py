@@ -58,13 +58,33 @@ _RUNS = [p if p.stem.startswith("01_") else pytest.param(p, marks=_SLOW) for p i
 
 @pytest.mark.parametrize("path", _RUNS, ids=lambda p: p.stem)
 def test_tutorial_runs_in_fast_mode(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("MFDIFF_TUTORIAL_FAST", "1")
+    monkeypatch.chdir(tmp_path)  # files a tutorial writes land here
+    _run_cells(path)
+
+
+def test_a_failing_cell_fails_the_run_and_is_named(tmp_path, monkeypatch):
+    """The runner above fails on a failing cell, naming the file and the cell, and runs
+    the cells in one namespace (the second cell sees the first's names)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "99_broken.py"
+    path.write_text("# %%\nx = 1\n\n# %% [markdown]\n# text\n\n# %%\nassert x == 2, 'x is 1'\n")
+    with pytest.raises(AssertionError, match="99_broken.py: code cell 1 failed") as info:
+        _run_cells(path)
+    assert "x is 1" in str(info.value.__cause__)
+    path.write_text("# %%\nx = 1\n\n# %%\nassert x == 1\n")
+    _run_cells(path)
+
+
+def _run_cells(path):
+    """Runs the code cells of the jupytext source ``path`` in order in one fresh
+    namespace, as ``python path`` would; a failing cell raises an ``AssertionError``
+    naming the file and the cell's index (among the code cells), chained to the error."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    monkeypatch.setenv("MFDIFF_TUTORIAL_FAST", "1")
-    monkeypatch.chdir(tmp_path)  # files a tutorial writes land here
     namespace = {"__name__": "__main__", "__file__": str(path)}
     cells = [c.source for c in jupytext.read(path).cells if c.cell_type == "code"]
     try:
