@@ -169,7 +169,7 @@ def mmd(x: Any, y: Any, bandwidth: float | None = None) -> jax.Array:
     n, m = x.shape[0], y.shape[0]
     if n < 2 or m < 2:
         raise ValueError("mmd needs at least 2 samples in each set")
-    h = _median_bandwidth(x, y) if bandwidth is None else np.asarray(bandwidth, dtype=float)
+    h = _median_bandwidth(x, y) if bandwidth is None else np.float32(bandwidth)
     gamma = 1.0 / (2.0 * h**2)
     kxx = (_kernel_sum(x, x, gamma) - n) / (n * (n - 1))
     kyy = (_kernel_sum(y, y, gamma) - m) / (m * (m - 1))
