@@ -252,8 +252,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     # longest first, so that no long test runs alone at the end while the other worker
     # idles (xdist hands out groups of several tests before single tests, each kind in
-    # this order): the slow refinement and accuracy checks (1-2 minutes each on one
-    # core), then the tutorials' group (the longest default test; 15-40 s each in the
-    # slow run), then the rest in file order
-    first = ("test_refine_accuracy", "test_accuracy", "test_tutorials")
-    items.sort(key=lambda item: first.index(m) if (m := item.module.__name__) in first else 3)
+    # this order): the slow refinement and accuracy checks (40-110 s each in the slow
+    # run), test_smc's and test_loglik_fast's (35-50 s: last in file order, the SMC
+    # check ran alone for the last 45 s of the slow run, 407 against 456 s of tests on
+    # the two workers), then the tutorials' group (the longest default test; 15-25 s
+    # each in the slow run), then the rest in file order
+    first = (
+        "test_refine_accuracy",
+        "test_accuracy",
+        "test_smc",
+        "test_loglik_fast",
+        "test_tutorials",
+    )
+    rest = len(first)
+    items.sort(key=lambda item: first.index(m) if (m := item.module.__name__) in first else rest)
