@@ -17,7 +17,7 @@ _CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
 # XLA's compilations dominate the suite's time on a CPU, and many tests compile the
 # same programs in fresh closures (each MFDiff jits its own): JAX's persistent cache,
 # keyed by the compiled program, serves them from disk within a run and to the next
-# one (``pytest -m slow`` after ``pytest``). Measured on tests/test_loglik_fast.py
+# one. Measured on tests/test_loglik_fast.py
 # (CPU seconds, one shared machine): 137 without, 105 with an empty cache, 62 warm.
 # It lives in .cache/jax (git-ignored); MFDIFF_TEST_CACHE= (empty) turns it off.
 _cache = os.environ.get(
@@ -256,19 +256,39 @@ def pytest_collection_modifyitems(config, items):
         )
         if shares or item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    # longest first, so that no long test runs alone at the end while the other worker
-    # idles (xdist hands out groups of several tests before single tests, each kind in
-    # this order): the slow refinement and accuracy checks (40-110 s each in the slow
-    # run), test_smc's and test_loglik_fast's (35-50 s: last in file order, the SMC
-    # check ran alone for the last 45 s of the slow run, 407 against 456 s of tests on
-    # the two workers), then the tutorials' group (the longest default test; 15-25 s
-    # each in the slow run), then the rest in file order
-    first = (
-        "test_refine_accuracy",
-        "test_accuracy",
-        "test_smc",
-        "test_loglik_fast",
-        "test_tutorials",
-    )
-    rest = len(first)
-    items.sort(key=lambda item: first.index(m) if (m := item.module.__name__) in first else rest)
+    items.sort(key=_longest_first(items))
+
+
+# Files whose tests take longest, longest first (seconds on the two workers, 2026-12-07,
+# slow tests / the default ones): test_refine_accuracy's three slow checks 93-138 s each;
+# test_accuracy 101 s in a group and 40 s; test_smc 77 s and 15 s / 66 s in all;
+# test_loglik_fast 41 s / 55 s; test_pooled's group 61 s; test_tutorials 18-34 s each /
+# 17 s. pyproject.toml keeps xdist from reordering (``--no-loadscope-reorder``), so each
+# worker takes the next unit (a test, or a group where its first test stands) in this
+# order, and no long test is left to run alone at the end while the other worker idles.
+_LONGEST = (
+    "test_refine_accuracy",
+    "test_accuracy",
+    "test_smc",
+    "test_loglik_fast",
+    "test_pooled",
+    "test_tutorials",
+)
+
+
+def _longest_first(items):
+    """The sort key of the session's tests: the files of ``_LONGEST`` in its order, then
+    the others by their number of tests, most first (a rough measure of their time);
+    in each file the slow tests first, so that a module fixture a default test shares
+    with them is built while they compile with full optimisation (a jitted function
+    keeps the executable of its first call, cheap or not), then the file's order."""
+    count = {}
+    for item in items:
+        count[item.module.__name__] = count.get(item.module.__name__, 0) + 1
+
+    def key(item):
+        m = item.module.__name__
+        rank = _LONGEST.index(m) if m in _LONGEST else len(_LONGEST)
+        return rank, -count[m], m, item.get_closest_marker("slow") is None
+
+    return key
