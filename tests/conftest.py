@@ -1,3 +1,4 @@
+import collections
 import inspect
 import os
 
@@ -18,8 +19,8 @@ _CHEAP_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0")
 # XLA's compilations dominate the suite's time on a CPU, and many tests compile the
 # same programs in fresh closures (each MFDiff jits its own): JAX's persistent cache,
 # keyed by the compiled program, serves them from disk within a run and to the next
-# one. Measured on tests/test_loglik_fast.py
-# (CPU seconds, one shared machine): 137 without, 105 with an empty cache, 62 warm.
+# one. Measured on tests/test_loglik_fast.py (CPU seconds, one shared machine): 137
+# without, 105 with an empty cache, 62 warm.
 # It lives in .cache/jax (git-ignored); MFDIFF_TEST_CACHE= (empty) turns it off.
 _cache = os.environ.get(
     "MFDIFF_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "jax")
@@ -320,9 +321,7 @@ def _longest_first(items):
     in each file the slow tests first, so that a module fixture a default test shares
     with them is built while they compile with optimisations (a jitted function
     keeps the executable of its first call, cheap or not), then the file's order."""
-    count = {}
-    for item in items:
-        count[item.module.__name__] = count.get(item.module.__name__, 0) + 1
+    count = collections.Counter(item.module.__name__ for item in items)
 
     def key(item):
         m = item.module.__name__
